@@ -1,0 +1,47 @@
+"""The API's one error shape: {"error": {"code": "...", "message": "...", "details": ...}}."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """A domain error with a stable code, e.g. unknown_symbol (404)."""
+
+    def __init__(self, *, code: str, message: str, status_code: int = status.HTTP_400_BAD_REQUEST,
+                 details: object = None) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.error_code = code
+        self.details = details
+
+
+def _code_for(exc: exceptions.APIException) -> str:
+    if isinstance(exc, ApiError):
+        return exc.error_code
+    if isinstance(exc, exceptions.ValidationError):
+        return "invalid_parameter"
+    if isinstance(exc, exceptions.NotFound):
+        return "not_found"
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else "error"
+
+
+def api_exception_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        details = exc.detail
+        first = next(iter(details.items())) if isinstance(details, dict) and details else None
+        message = f"{first[0]}: {' '.join(map(str, first[1]))}" if first else "invalid request"
+        body = {"error": {"code": "invalid_parameter", "message": message, "details": details}}
+    else:
+        body = {"error": {"code": _code_for(exc), "message": str(exc.detail)}}
+        if isinstance(exc, ApiError) and exc.details is not None:
+            body["error"]["details"] = exc.details
+    return Response(body, status=response.status_code, headers=getattr(response, "headers", None) and {
+        k: v for k, v in response.headers.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")
+    })

@@ -1,0 +1,181 @@
+"""FinStream settings, read from the environment (12-factor).
+
+Every variable is listed in `.env.example` with its default. The defaults run
+the local stack that `make up` starts; production differs only by environment.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from finstream.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEVELOPMENT_SECRET_KEY = "dev-insecure-finstream-key-change-me"
+DEBUG = env_bool("DJANGO_DEBUG", True)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is off but DJANGO_SECRET_KEY is the development key: set DJANGO_SECRET_KEY to a long random "
+        "value (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    )
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "channels",
+    "streaming",
+    "market",
+    "alerts",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "finstream.urls"
+ASGI_APPLICATION = "finstream.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- PostgreSQL ---------------------------------------------------------------
+# TIMESCALE_URL is the seed's name; DATABASE_URL is accepted as the common one.
+DATABASE_URL = env_url(
+    "TIMESCALE_URL",
+    env_str("DATABASE_URL", "postgresql://finstream:finstream@127.0.0.1:5432/finstream"),
+    schemes=("postgresql", "postgres"),
+)
+DATABASES = {
+    "default": {
+        **database_from_url("TIMESCALE_URL", DATABASE_URL),
+        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)},
+        "TEST": {"NAME": env_str("DATABASE_TEST_NAME", "test_finstream")},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# "auto" uses TimescaleDB hypertables when the extension is available and
+# native range partitioning when it is not; "timescale" and "partitions" force one.
+STORAGE_MODE = env_str("FINSTREAM_STORAGE_MODE", "auto")
+if STORAGE_MODE not in {"auto", "timescale", "partitions"}:
+    raise ImproperlyConfigured(f"FINSTREAM_STORAGE_MODE={STORAGE_MODE!r}: use auto, timescale or partitions")
+PARTITIONS_AHEAD_DAYS = env_int("PARTITIONS_AHEAD_DAYS", 7, minimum=1, maximum=366)
+TRADES_RETENTION_DAYS = env_int("TRADES_RETENTION_DAYS", 30, minimum=1)
+QUOTES_RETENTION_DAYS = env_int("QUOTES_RETENTION_DAYS", 7, minimum=1)
+FINE_CANDLES_RETENTION_DAYS = env_int("FINE_CANDLES_RETENTION_DAYS", 90, minimum=1)
+
+# --- Redis --------------------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss"))
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+    }
+}
+
+# --- Kafka --------------------------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = env_str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+# A prefix isolates topic names, e.g. per test run; empty in normal use so the
+# topics are exactly the spec's (market.trades, market.quotes, ...).
+KAFKA_TOPIC_PREFIX = env_str("KAFKA_TOPIC_PREFIX", "")
+KAFKA_CONSUMER_GROUP_PREFIX = env_str("KAFKA_CONSUMER_GROUP_PREFIX", "finstream")
+KAFKA_TOPIC_PARTITIONS = env_int("KAFKA_TOPIC_PARTITIONS", 4, minimum=1, maximum=1000)
+CONSUMER_BATCH_SIZE = env_int("CONSUMER_BATCH_SIZE", 5000, minimum=1, maximum=100_000)
+CONSUMER_BATCH_WAIT_MS = env_int("CONSUMER_BATCH_WAIT_MS", 200, minimum=1, maximum=60_000)
+# Consecutive undecodable messages after which a consumer stops instead of
+# dead-lettering everything: that many in a row means a bad deploy, not bad luck.
+CONSUMER_MAX_CONSECUTIVE_POISON = env_int("CONSUMER_MAX_CONSECUTIVE_POISON", 1000, minimum=1)
+
+# --- Market -------------------------------------------------------------------
+SYMBOLS = env_list("SYMBOLS", "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ")
+TRADES_PER_SECOND = env_float("TRADES_PER_SECOND", 100.0, minimum=0.001)
+
+# --- Celery -------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+
+# --- Observability ------------------------------------------------------------
+# Long-running commands serve Prometheus metrics on METRICS_PORT (0 = off).
+METRICS_PORT = env_int("METRICS_PORT", 0, minimum=0, maximum=65535)
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Web ----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "EXCEPTION_HANDLER": "finstream.errors.api_exception_handler",
+}
+
+# Consumers whose heartbeat `/ready` requires (comma-separated command names).
+READY_CONSUMERS = env_list("READY_CONSUMERS", "build_candles,ingest_quotes")
+HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 30, minimum=1)

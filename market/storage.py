@@ -1,0 +1,238 @@
+"""Time-series storage: TimescaleDB hypertables, or native range partitions.
+
+The mode is chosen once per database, when migration 0002 creates the tables:
+with FINSTREAM_STORAGE_MODE=auto (the default) the tables become hypertables
+if PostgreSQL offers the `timescaledb` extension, and natively range-partitioned
+tables otherwise. The mode is recorded in `finstream_storage_mode` so that every
+process, `/ready` and `manage.py check` report the mode the tables really have,
+not the one the settings would pick today.
+
+In partition mode, partitions are created ahead by a Celery beat task, and the
+ingest path creates the partitions a batch needs before writing it (a replay of
+a recorded day from 2019 must not fail for want of a partition).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+
+log = logging.getLogger(__name__)
+
+TIMESCALE = "timescale"
+PARTITIONS = "partitions"
+
+
+@dataclass(frozen=True)
+class SeriesTable:
+    name: str
+    columns: str
+    primary_key: str
+    partition_days: int  # 1 = daily partitions / chunks; 30 = monthly (calendar months)
+
+    def partition_bounds(self, day: date) -> tuple[date, date, str]:
+        """The partition holding `day`: [start, end) and its table name."""
+        if self.partition_days == 1:
+            return day, day + timedelta(days=1), f"{self.name}_p{day:%Y%m%d}"
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return start, end, f"{self.name}_p{start:%Y%m}"
+
+
+TRADES = SeriesTable(
+    name="market_trade",
+    columns="""
+        symbol varchar(16) NOT NULL,
+        time timestamptz NOT NULL,
+        trade_id varchar(64) NOT NULL,
+        seq bigint NOT NULL,
+        price numeric(20, 8) NOT NULL,
+        size numeric(24, 8) NOT NULL,
+        side varchar(4) NOT NULL,
+        received_at timestamptz NOT NULL
+    """,
+    primary_key="symbol, time, trade_id",
+    partition_days=1,
+)
+QUOTES = SeriesTable(
+    name="market_quote",
+    columns="""
+        symbol varchar(16) NOT NULL,
+        time timestamptz NOT NULL,
+        quote_id varchar(64) NOT NULL,
+        bid numeric(20, 8) NOT NULL,
+        ask numeric(20, 8) NOT NULL,
+        bid_size numeric(24, 8) NOT NULL,
+        ask_size numeric(24, 8) NOT NULL
+    """,
+    primary_key="symbol, time, quote_id",
+    partition_days=1,
+)
+CANDLES = SeriesTable(
+    name="market_candle",
+    columns="""
+        symbol varchar(16) NOT NULL,
+        interval varchar(3) NOT NULL,
+        time timestamptz NOT NULL,
+        open numeric(20, 8) NOT NULL,
+        high numeric(20, 8) NOT NULL,
+        low numeric(20, 8) NOT NULL,
+        close numeric(20, 8) NOT NULL,
+        volume numeric(38, 8) NOT NULL,
+        trades bigint NOT NULL,
+        notional numeric(38, 16) NOT NULL,
+        first_trade_time timestamptz NOT NULL,
+        first_trade_seq bigint NOT NULL,
+        first_trade_id varchar(64) NOT NULL,
+        last_trade_time timestamptz NOT NULL,
+        last_trade_seq bigint NOT NULL,
+        last_trade_id varchar(64) NOT NULL,
+        updated_at timestamptz NOT NULL
+    """,
+    primary_key="symbol, interval, time",
+    partition_days=30,
+)
+SERIES_TABLES = (TRADES, QUOTES, CANDLES)
+
+# Partitions already known to exist in this process: the ingest path asks for
+# the partitions of every batch, and only the first ask per day costs a query.
+_known_partitions: set[str] = set()
+
+
+def timescale_available(cursor) -> bool:
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    return cursor.fetchone() is not None
+
+
+def choose_mode(cursor) -> str:
+    wanted = settings.STORAGE_MODE
+    available = timescale_available(cursor)
+    if wanted == TIMESCALE and not available:
+        raise RuntimeError(
+            "FINSTREAM_STORAGE_MODE=timescale but this PostgreSQL has no timescaledb extension: "
+            "install it or use FINSTREAM_STORAGE_MODE=auto"
+        )
+    if wanted == "auto":
+        return TIMESCALE if available else PARTITIONS
+    return wanted
+
+
+def create_series_tables(schema_editor) -> str:
+    """Create the time-series tables in the chosen mode (used by migration 0002)."""
+    with schema_editor.connection.cursor() as cursor:
+        mode = choose_mode(cursor)
+        cursor.execute("CREATE TABLE finstream_storage_mode (mode text NOT NULL, created_at timestamptz NOT NULL)")
+        cursor.execute("INSERT INTO finstream_storage_mode VALUES (%s, now())", [mode])
+        if mode == TIMESCALE:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        for table in SERIES_TABLES:
+            partition_clause = "" if mode == TIMESCALE else " PARTITION BY RANGE (time)"
+            cursor.execute(
+                f"CREATE TABLE {table.name} ({table.columns}, PRIMARY KEY ({table.primary_key})){partition_clause}"
+            )
+            if mode == TIMESCALE:
+                cursor.execute(
+                    "SELECT create_hypertable(%s, 'time', chunk_time_interval => %s::interval)",
+                    [table.name, f"{table.partition_days} days"],
+                )
+    log.info("time-series tables created in %s mode", mode)
+    return mode
+
+
+def drop_series_tables(schema_editor) -> None:
+    with schema_editor.connection.cursor() as cursor:
+        for table in SERIES_TABLES:
+            cursor.execute(f"DROP TABLE IF EXISTS {table.name} CASCADE")
+        cursor.execute("DROP TABLE IF EXISTS finstream_storage_mode")
+
+
+def storage_mode() -> str | None:
+    """The mode the tables were created in, or None before migration 0002."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('finstream_storage_mode') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute("SELECT mode FROM finstream_storage_mode LIMIT 1")
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def partitions_ensure(*, table: SeriesTable, days: set[date]) -> list[str]:
+    """Create the partitions of `table` that hold `days`; returns those created.
+
+    Idempotent and safe to run from several processes at once: an advisory
+    lock serialises creators and IF NOT EXISTS makes a second creation a no-op.
+    Runs in its own short transaction, so call it before (not inside) the
+    transaction that writes the rows.
+    """
+    wanted = {}
+    for day in days:
+        start, end, name = table.partition_bounds(day)
+        if name not in _known_partitions:
+            wanted[name] = (start, end)
+    if not wanted or storage_mode() != PARTITIONS:
+        return []
+    created = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table.name])
+        for name, (start, end) in sorted(wanted.items()):
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
+            if not cursor.fetchone()[0]:
+                cursor.execute(
+                    f"CREATE TABLE {name} PARTITION OF {table.name} FOR VALUES FROM (%s) TO (%s)",
+                    [datetime.combine(start, datetime.min.time(), UTC), datetime.combine(end, datetime.min.time(), UTC)],
+                )
+                created.append(name)
+    _known_partitions.update(wanted)
+    if created:
+        log.info("created partitions %s", ", ".join(created))
+    return created
+
+
+def partitions_ensure_ahead(*, today: date, days_ahead: int) -> list[str]:
+    """Create partitions from `today` to `days_ahead` days later for every table."""
+    days = {today + timedelta(days=offset) for offset in range(days_ahead + 1)}
+    created = []
+    for table in SERIES_TABLES:
+        created += partitions_ensure(table=table, days=days)
+    return created
+
+
+def partitions_list(*, table: SeriesTable) -> list[tuple[str, datetime, datetime]]:
+    """(name, start, end) of every partition of `table`, oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = %s::regclass
+            """,
+            [table.name],
+        )
+        rows = cursor.fetchall()
+    partitions = []
+    for name, bound in rows:
+        # FOR VALUES FROM ('2026-11-25 00:00:00+00') TO ('2026-11-26 00:00:00+00')
+        start_text, end_text = bound.split("'")[1], bound.split("'")[3]
+        partitions.append((name, datetime.fromisoformat(start_text), datetime.fromisoformat(end_text)))
+    return sorted(partitions, key=lambda p: p[1])
+
+
+def partitions_drop_older_than(*, table: SeriesTable, cutoff: datetime) -> list[str]:
+    """Drop whole partitions (or TimescaleDB chunks) that end at or before `cutoff`."""
+    mode = storage_mode()
+    with transaction.atomic(), connection.cursor() as cursor:
+        if mode == TIMESCALE:
+            cursor.execute("SELECT drop_chunks(%s, older_than => %s)", [table.name, cutoff])
+            return [row[0] for row in cursor.fetchall()]
+        dropped = []
+        for name, _start, end in partitions_list(table=table):
+            if end <= cutoff:
+                cursor.execute(f"DROP TABLE {name}")
+                dropped.append(name)
+                _known_partitions.discard(name)
+        return dropped

@@ -1,0 +1,169 @@
+"""Kafka clients: the one producer configuration, consumer and admin factories.
+
+Everything that talks to the broker is built here, so that tuning (batching,
+compression, idempotence, timeouts) is decided once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from django.conf import settings
+
+from streaming import metrics
+from streaming.topics import TOPIC_SPECS, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker did not answer: the message says where and what to do."""
+
+
+def _base_config() -> dict[str, object]:
+    return {"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "client.id": "finstream", "log_level": 4}
+
+
+def producer_config(**overrides: object) -> dict[str, object]:
+    return {
+        **_base_config(),
+        # Idempotence: a retried batch is written once and in order per partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.size": 512 * 1024,
+        # The local queue is the bounded buffer between us and the broker; when
+        # it is full, publish() waits for deliveries instead of dropping.
+        "queue.buffering.max.messages": 200_000,
+        "queue.buffering.max.kbytes": 256 * 1024,
+        **overrides,
+    }
+
+
+def consumer_config(group_id: str, **overrides: object) -> dict[str, object]:
+    return {
+        **_base_config(),
+        "group.id": group_id,
+        # Offsets live in PostgreSQL; Kafka's copy is committed after each
+        # database commit only so that lag tools see progress.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Eager rebalancing: the runner seeks every assigned partition to the
+        # offset PostgreSQL holds, which assign() in on_assign does in one call.
+        "partition.assignment.strategy": "range",
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        "queued.max.messages.kbytes": 64 * 1024,
+        **overrides,
+    }
+
+
+def admin_client() -> AdminClient:
+    return AdminClient(_base_config())
+
+
+def unreachable_message(timeout: float) -> str:
+    return (
+        f"Kafka at {settings.KAFKA_BOOTSTRAP_SERVERS} did not answer in {timeout:.0f} s: "
+        "is it running? (`make status`)"
+    )
+
+
+def kafka_cluster_reachable(*, timeout: float) -> int:
+    """Number of brokers in the cluster; raises KafkaUnavailable when none answers."""
+    try:
+        metadata = admin_client().list_topics(timeout=timeout)
+    except KafkaException as error:
+        raise KafkaUnavailable(unreachable_message(timeout)) from error
+    return len(metadata.brokers)
+
+
+def topics_ensure(specs: Sequence[TopicSpec] = TOPIC_SPECS, *, timeout: float = 15.0) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created. Idempotent."""
+    admin = admin_client()
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as error:
+        raise KafkaUnavailable(unreachable_message(timeout)) from error
+    missing = [spec for spec in specs if spec.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(spec.name, num_partitions=spec.partition_count, replication_factor=1, config=spec.config)
+         for spec in missing],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker refused or timed out a message the producer had accepted."""
+
+
+class EventPublisher:
+    """The shared producer: publish() never drops and never spins.
+
+    When librdkafka's local queue is full, publish() serves delivery reports
+    until there is room again (back-pressure). A failed delivery is counted and
+    re-raised from the next publish() or from close(), so a producer never
+    exits 0 having lost something it accepted.
+    """
+
+    def __init__(self, *, name: str, **config_overrides: object) -> None:
+        self.name = name
+        self._producer = Producer(producer_config(**config_overrides))
+        self._failure: KafkaError | None = None
+        self.delivered = 0
+        self._delivered_metric = metrics.MESSAGES_PRODUCED.labels(producer=name, outcome="delivered")
+        self._failed_metric = metrics.MESSAGES_PRODUCED.labels(producer=name, outcome="failed")
+
+    def _on_delivery(self, error: KafkaError | None, _message) -> None:
+        if error is None:
+            self.delivered += 1
+            self._delivered_metric.inc()
+        else:
+            self._failed_metric.inc()
+            self._failure = self._failure or error
+
+    def publish(self, topic: str, key: bytes | str | None, value: bytes, headers: list | None = None,
+                timestamp_ms: int = 0) -> None:
+        if self._failure is not None:
+            raise DeliveryFailed(f"delivery to Kafka failed: {self._failure}")
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, timestamp=timestamp_ms,
+                                       on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until every accepted message is delivered; raises if one was not."""
+        deadline = time.monotonic() + timeout
+        remaining = self._producer.flush(timeout)
+        while remaining and time.monotonic() < deadline:
+            remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining:
+            raise DeliveryFailed(f"{remaining} messages still undelivered after {timeout:.0f} s: {unreachable_message(timeout)}")
+        if self._failure is not None:
+            raise DeliveryFailed(f"delivery to Kafka failed: {self._failure}")
+
+    def __len__(self) -> int:
+        return len(self._producer)

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the pipeline, with the spec's names.
+
+Long-running commands serve them on METRICS_PORT (see `serve_metrics`); the
+web process exports the same registry at `/metrics` through django-prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+# Event time → the transaction holding its effect committed: 1 ms to 60 s.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+MESSAGES_PROCESSED = Counter(
+    "finstream_messages_processed",
+    "Messages a consumer has finished with, by outcome (stored, duplicate, dead_lettered).",
+    ["consumer", "topic", "outcome"],
+)
+PROCESSING_LATENCY = Histogram(
+    "finstream_processing_latency_seconds",
+    "From a message's event time to the commit of its effect in PostgreSQL.",
+    ["consumer"],
+    buckets=LATENCY_BUCKETS,
+)
+ALERTS = Counter("finstream_alerts", "Alerts raised, by type and severity.", ["type", "severity"])
+MESSAGES_PRODUCED = Counter(
+    "finstream_messages_produced", "Messages a producer handed to Kafka, by delivery outcome.", ["producer", "outcome"]
+)
+DEAD_LETTERS = Counter(
+    "finstream_dead_letters", "Messages sent to the dead-letter topic.", ["consumer", "topic"]
+)
+BATCH_SIZE = Histogram(
+    "finstream_consumer_batch_size",
+    "Messages per consumer batch.",
+    ["consumer"],
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+)
+CONSUMER_LAG = Gauge(
+    "finstream_consumer_lag", "Messages between a partition's end and the consumer's position.",
+    ["consumer", "topic", "partition"],
+)
+CANDLE_SEAL_REPAIRS = Counter(
+    "finstream_candle_seal_repairs", "Closed candles whose stored values differed from a recomputation.", ["interval"]
+)
+SIMULATOR_EVENTS = Counter("finstream_simulator_events", "Events the simulator or replayer published.", ["kind"])
+
+
+def serve_metrics(port: int) -> None:
+    """Serve the default registry on `port` in a background thread (0 = off)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)

@@ -1,0 +1,290 @@
+"""The one consumer runner every long-running Kafka consumer is built on.
+
+A pipeline says which topics it reads and what to do with a decoded batch; the
+runner does the rest, one `step()` at a time:
+
+1. consume a batch (CONSUMER_BATCH_SIZE messages or CONSUMER_BATCH_WAIT_MS);
+2. decode each message with its topic's schema; what fails is poison;
+3. send poison to the dead-letter topic and flush (many in a row: stop);
+4. `pipeline.prepare(events)` outside any transaction (e.g. create partitions);
+5. in ONE transaction: `pipeline.store(events)` and the next offsets;
+6. after the commit: `pipeline.after_commit(result)` (publish), then commit
+   the offsets to Kafka too, for lag tools only.
+
+PostgreSQL holds the offsets: on assignment the runner seeks each partition to
+the offset stored with the data. A crash anywhere re-reads exactly the
+messages whose effect was not committed.
+
+Failures: poison is dead-lettered; a database that is away is retried with
+bounded back-off and then the runner exits non-zero with the batch's offsets
+unmoved (the supervisor restarts it); anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+
+from streaming import heartbeats, metrics
+from streaming.dead_letters import Poison, dead_letters_send
+from streaming.kafka import EventPublisher, consumer_config
+from streaming.offsets import offsets_load, offsets_save
+from streaming.schemas import TOPIC_SCHEMAS, decoder_for
+from streaming.topics import topic
+
+log = logging.getLogger(__name__)
+
+Events = dict[str, list[Any]]  # base topic name -> decoded messages, in partition order
+
+
+class Pipeline(Protocol):
+    """What one consumer does with its batches. See market/pipelines.py."""
+
+    name: str
+    topics: tuple[str, ...]  # base topic names, e.g. ("market.trades",)
+
+    def prepare(self, events: Events) -> None:
+        """Work that must happen outside the batch's transaction (idempotent)."""
+
+    def store(self, events: Events) -> Any:
+        """Write the batch; runs inside the transaction that also stores offsets."""
+
+    def after_commit(self, result: Any) -> None:
+        """Publish what the committed batch produced. Must not write to PostgreSQL."""
+
+
+class TooMuchPoison(RuntimeError):
+    pass
+
+
+class DatabaseUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class RunnerOptions:
+    batch_size: int = field(default_factory=lambda: settings.CONSUMER_BATCH_SIZE)
+    batch_wait: float = field(default_factory=lambda: settings.CONSUMER_BATCH_WAIT_MS / 1000)
+    max_consecutive_poison: int = field(default_factory=lambda: settings.CONSUMER_MAX_CONSECUTIVE_POISON)
+    database_retries: int = 5
+    group_id: str | None = None
+
+
+class ConsumerRunner:
+    LATENCY_SAMPLES_PER_BATCH = 64
+
+    def __init__(self, pipeline: Pipeline, options: RunnerOptions | None = None, **consumer_overrides: object) -> None:
+        self.pipeline = pipeline
+        self.options = options or RunnerOptions()
+        self.group_id = self.options.group_id or f"{settings.KAFKA_CONSUMER_GROUP_PREFIX}.{pipeline.name}"
+        self._topic_base = {topic(base): base for base in pipeline.topics}
+        self._decoders = {name: decoder_for(TOPIC_SCHEMAS[base]) for name, base in self._topic_base.items()}
+        self._consumer = Consumer(consumer_config(self.group_id, **consumer_overrides))
+        self._dead_letters: EventPublisher | None = None
+        self._stop_requested = False
+        self._consecutive_poison = 0
+        self._last_heartbeat = 0.0
+        self._last_lag_update = 0.0
+        self._assigned: set[tuple[str, int]] = set()
+        self._processed = {
+            (name, outcome): metrics.MESSAGES_PROCESSED.labels(consumer=pipeline.name, topic=base, outcome=outcome)
+            for name, base in self._topic_base.items()
+            for outcome in ("processed", "dead_lettered")
+        }
+        self._latency = metrics.PROCESSING_LATENCY.labels(consumer=pipeline.name)
+        self._batch_size = metrics.BATCH_SIZE.labels(consumer=pipeline.name)
+
+    # --- lifecycle -----------------------------------------------------------------
+    def subscribe(self) -> None:
+        self._consumer.subscribe(list(self._topic_base), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def install_signal_handlers(self) -> None:
+        """First SIGTERM/SIGINT: finish the batch and stop. A second: exit at once."""
+
+        def handle(signum, _frame):
+            if self._stop_requested:
+                raise SystemExit(128 + signum)
+            log.info("%s: stopping after the current batch (signal %d)", self.pipeline.name, signum)
+            self._stop_requested = True
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        self.subscribe()
+        log.info("%s: consuming %s as group %s", self.pipeline.name, ", ".join(self._topic_base), self.group_id)
+        try:
+            while not self._stop_requested:
+                self.step()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+        if self._dead_letters is not None:
+            self._dead_letters.flush()
+
+    # --- rebalance -----------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        close_old_connections()
+        stored = offsets_load(group=self.group_id, topics=[tp.topic for tp in partitions])
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_STORED)
+            self._assigned.add((tp.topic, tp.partition))
+        consumer.assign(partitions)
+        log.info("%s: assigned %s", self.pipeline.name,
+                 ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing to flush: a batch is committed before the next consume(), and
+        # rebalance callbacks only run inside consume().
+        for tp in partitions:
+            self._assigned.discard((tp.topic, tp.partition))
+        consumer.unassign()
+
+    # --- one iteration -------------------------------------------------------------
+    def step(self) -> int:
+        """Consume, store and publish one batch; returns how many messages it held."""
+        messages = self._consumer.consume(self.options.batch_size, self.options.batch_wait)
+        self._beat()
+        if not messages:
+            return 0
+        events: Events = defaultdict(list)
+        poison: list[Poison] = []
+        next_offsets: dict[tuple[str, int], int] = {}
+        event_times: list[float] = []
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            name = message.topic()
+            next_offsets[(name, message.partition())] = message.offset() + 1
+            try:
+                value = self._decoders[name].decode(message.value() or b"")
+            except msgspec.DecodeError as decode_error:
+                poison.append(Poison(name, message.partition(), message.offset(), message.key(), message.value(),
+                                     str(decode_error)))
+                counts[(name, "dead_lettered")] += 1
+                continue
+            events[self._topic_base[name]].append(value)
+            counts[(name, "processed")] += 1
+            event_times.append(value.ts.timestamp())
+
+        self._handle_poison(poison, good=len(messages) - len(poison))
+        result = self._store_with_retries(events, next_offsets)
+        self.pipeline.after_commit(result)
+        self._consumer.commit(
+            offsets=[TopicPartition(name, partition, offset) for (name, partition), offset in next_offsets.items()],
+            asynchronous=True,
+        )
+        self._record(len(messages), counts, event_times)
+        return len(messages)
+
+    def _handle_poison(self, poison: list[Poison], *, good: int) -> None:
+        if not poison:
+            if good:
+                self._consecutive_poison = 0
+            return
+        if self._dead_letters is None:
+            self._dead_letters = EventPublisher(name=f"{self.pipeline.name}.dead_letters")
+        for item in poison:
+            log.warning("%s: dead-lettering %s[%d]@%d: %s", self.pipeline.name, item.topic, item.partition,
+                        item.offset, item.error)
+            metrics.DEAD_LETTERS.labels(consumer=self.pipeline.name, topic=self._topic_base[item.topic]).inc()
+        dead_letters_send(publisher=self._dead_letters, consumer=self.pipeline.name, poison=poison)
+        self._consecutive_poison = len(poison) if good else self._consecutive_poison + len(poison)
+        if self._consecutive_poison >= self.options.max_consecutive_poison:
+            raise TooMuchPoison(
+                f"{self._consecutive_poison} undecodable messages in a row: stopping rather than dead-lettering "
+                "the whole stream (is a producer on the wrong schema?). Their offsets are committed; inspect "
+                "the dead-letter topic and restart."
+            )
+
+    def _store_with_retries(self, events: Events, next_offsets: dict[tuple[str, int], int]) -> Any:
+        delay = 0.5
+        for attempt in range(1, self.options.database_retries + 1):
+            try:
+                self.pipeline.prepare(events)
+                with transaction.atomic():
+                    result = self.pipeline.store(events)
+                    offsets_save(group=self.group_id, offsets=next_offsets)
+                return result
+            except (OperationalError, InterfaceError) as error:
+                log.warning("%s: database unavailable (attempt %d/%d): %s", self.pipeline.name, attempt,
+                            self.options.database_retries, error)
+                connection.close()
+                if attempt == self.options.database_retries:
+                    raise DatabaseUnavailable(
+                        f"PostgreSQL unavailable after {attempt} attempts: {error}".strip()
+                    ) from error
+                self._sleep_unless_stopped(delay)
+                delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop_requested:
+            time.sleep(0.05)
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= 1.0:
+            heartbeats.heartbeat(self.pipeline.name)
+            self._last_heartbeat = now
+        if now - self._last_lag_update >= 5.0:
+            self._last_lag_update = now
+            self._update_lag()
+
+    def _update_lag(self) -> None:
+        partitions = [TopicPartition(name, partition) for name, partition in sorted(self._assigned)]
+        if not partitions:
+            return
+        for tp in self._consumer.position(partitions):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                metrics.CONSUMER_LAG.labels(consumer=self.pipeline.name, topic=self._topic_base[tp.topic],
+                                            partition=str(tp.partition)).set(max(0, high - tp.offset))
+
+    def _record(self, size: int, counts: dict[tuple[str, str], int], event_times: list[float]) -> None:
+        self._batch_size.observe(size)
+        for key, count in counts.items():
+            self._processed[key].inc(count)
+        # A sample of each batch: observing every message would cost more than
+        # the rest of the bookkeeping at 100k messages/s.
+        if event_times:
+            now = time.time()
+            step = max(1, len(event_times) // self.LATENCY_SAMPLES_PER_BATCH)
+            for event_time in event_times[::step]:
+                self._latency.observe(max(0.0, now - event_time))
+
+
+def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = None,
+                 options: RunnerOptions | None = None) -> None:
+    """What a consumer command does: signals, metrics, then the loop until stopped."""
+    runner = ConsumerRunner(pipeline, options)
+    runner.install_signal_handlers()
+    metrics.serve_metrics(settings.METRICS_PORT)
+    if on_start:
+        on_start()
+    runner.run()
