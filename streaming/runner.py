@@ -62,6 +62,9 @@ class Pipeline(Protocol):
     def after_commit(self, result: Any) -> None:
         """Publish what the committed batch produced. Must not write to PostgreSQL."""
 
+    def close(self) -> None:
+        """Flush what after_commit published; called once when the runner stops."""
+
 
 class TooMuchPoison(RuntimeError):
     pass
@@ -139,6 +142,7 @@ class ConsumerRunner:
 
     def close(self) -> None:
         self._consumer.close()
+        self.pipeline.close()
         if self._dead_letters is not None:
             self._dead_letters.flush()
 

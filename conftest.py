@@ -1,0 +1,42 @@
+"""Shared test fixtures. Tests that touch PostgreSQL, Redis or Kafka use the
+real ones that `make test` starts (deploy/test.sh); nothing is mocked.
+
+Each test that uses Kafka gets topics of its own (a unique prefix) and so its
+own consumer groups; each Redis test starts from an empty database.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+SERVICE_FIXTURES = {"db", "transactional_db", "django_db_setup", "kafka_topics", "redis_clean", "live_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.fixture
+def kafka_topics(settings):
+    """Creates this test's own copy of every FinStream topic; returns the prefix."""
+    from streaming.kafka import topics_ensure
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings.KAFKA_TOPIC_PREFIX = prefix
+    settings.KAFKA_CONSUMER_GROUP_PREFIX = f"{prefix}group"
+    settings.KAFKA_TOPIC_PARTITIONS = 2
+    topics_ensure()
+    return prefix
+
+
+@pytest.fixture
+def redis_clean():
+    from streaming.redis import redis_client
+
+    client = redis_client()
+    client.flushdb()
+    return client

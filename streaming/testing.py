@@ -1,0 +1,52 @@
+"""Helpers for tests that drive real Kafka: read a topic to its end, wait for a
+condition with a deadline (tests never sleep for a fixed time)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streaming.kafka import consumer_config
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_topic(name: str, *, timeout: float = 30.0) -> list:
+    """Every message now in `name`, from the beginning to the end offsets
+    observed when called."""
+    consumer = Consumer(consumer_config(f"reader-{uuid.uuid4().hex}"))
+    try:
+        metadata = consumer.list_topics(name, timeout=timeout)
+        partitions = [TopicPartition(name, p) for p in metadata.topics[name].partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in partitions}
+        consumer.assign([TopicPartition(name, p, 0) for p in ends])
+        messages = []
+        remaining = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while remaining:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {name} to its end in {timeout:.0f} s")
+            for message in consumer.consume(1000, 0.5):
+                if message.error():
+                    continue
+                messages.append(message)
+                if message.offset() + 1 >= ends[message.partition()]:
+                    remaining.discard(message.partition())
+        return messages
+    finally:
+        consumer.close()
