@@ -1,0 +1,189 @@
+"""The anomaly engine: every configured rule over the trade and quote streams.
+
+Pure: no Django, no I/O, and it never reads the clock; event time comes from the messages and
+from ``advance(ts)``. ``docs/alerts.md`` defines each rule exactly. How the anomaly consumer
+uses it, per Kafka batch::
+
+    signals = engine.on_trades(trades)            # grouped by symbol, sorted by (ts, seq)
+    signals += engine.on_quotes(quotes)           # likewise
+    signals += engine.advance(max(t.ts for t in trades))   # closes quiet symbols' minutes, stale feeds
+    alerts = [to_message(s, detected_at=now) for s in signals]
+
+Event order. Each symbol's events must come in (ts, seq) order; across symbols the order does
+not matter. A trade whose event time is before the symbol's latest trade is *late*: it is
+counted in ``counters().late_trades``, ignored by price_spike and stale_feed, and counted by
+volume_anomaly only if its minute is still open (else ``late_volume_dropped``). A late quote is
+ignored by the quote rules and counted in ``late_quotes``.
+
+Determinism. The engine's output is a function of the sequence of calls: the same events fed
+twice give the same signals with the same ids, and so do the same events split into batches
+differently, as long as no trade arrives more than the volume rule's ``grace_seconds`` after an
+``advance`` passed its minute and batches span less than stale_feed's ``gap_seconds`` (see
+docs/alerts.md, "Batches, replays and restarts").
+
+Restart. State is memory only. After a restart the consumer calls ``warm(...)`` with recent
+history from the database (1-minute candles for the volume baseline, the last minutes of trades
+and quotes); ``warm`` feeds them through the same code with every signal discarded, so an
+episode that was open before the crash stays open and raises nothing new, and one that gets
+re-raised has the same id as before (the alert insert ignores it).
+
+Memory is O(symbols): per symbol and rule a bounded deque or a few numbers, whatever the trade
+rate (``state_size()`` counts the entries).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+
+from streaming.schemas import Candle, Quote, Trade
+
+from .price_spike import PriceSpikeDetector
+from .quote_rules import CrossedQuoteDetector, SpreadBlowoutDetector
+from .rules import DEFAULT_RULES, RuleConfig, RuleConfigError
+from .signals import AlertSignal, alert_id, to_message
+from .stale_feed import StaleFeedDetector
+from .volume_anomaly import VolumeAnomalyDetector
+
+__all__ = [
+    "DEFAULT_RULES",
+    "AlertSignal",
+    "AnomalyEngine",
+    "EngineCounters",
+    "RuleConfig",
+    "alert_id",
+    "to_message",
+]
+
+_TRADE_RULES = {"price_spike": PriceSpikeDetector, "volume_anomaly": VolumeAnomalyDetector,
+                "stale_feed": StaleFeedDetector}
+_QUOTE_RULES = {"spread_blowout": SpreadBlowoutDetector, "crossed_quote": CrossedQuoteDetector}
+
+WARM_CHUNK = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCounters:
+    late_trades: int
+    late_quotes: int
+    late_volume_dropped: int
+
+
+def _event_time(ts: datetime) -> float:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"event time must be timezone-aware (UTC), got naive {ts.isoformat()}")
+    return ts.timestamp()
+
+
+class AnomalyEngine:
+    """Runs every enabled rule; one instance per consumer process, fed by one thread.
+
+    Raises ``RuleConfigError`` if two rules share an id (their alert ids would collide).
+    """
+
+    def __init__(self, rules: Sequence[RuleConfig] = DEFAULT_RULES) -> None:
+        seen: set[str] = set()
+        for config in rules:
+            if config.rule in seen:
+                raise RuleConfigError(f"rule id {config.rule!r} is used twice; rule ids must be unique")
+            seen.add(config.rule)
+        self.rules = tuple(rules)
+        enabled = [config for config in self.rules if config.enabled]
+        self._trade_detectors = [_TRADE_RULES[c.type](c) for c in enabled if c.type in _TRADE_RULES]
+        self._quote_detectors = [_QUOTE_RULES[c.type](c) for c in enabled if c.type in _QUOTE_RULES]
+        self._volume = [d for d in self._trade_detectors if isinstance(d, VolumeAnomalyDetector)]
+        self._stale = [d for d in self._trade_detectors if isinstance(d, StaleFeedDetector)]
+        self._latest_trade: dict[str, float] = {}
+        self._latest_quote: dict[str, float] = {}
+        self._late_trades = 0
+        self._late_quotes = 0
+
+    def on_trades(self, trades: Iterable[Trade]) -> list[AlertSignal]:
+        """Feed trades (each symbol's in (ts, seq) order); return the signals they raise."""
+        latest = self._latest_trade
+        rows = []
+        append = rows.append
+        late_trades = 0
+        for trade in trades:
+            t = trade.ts.timestamp()  # msgspec guarantees an aware UTC datetime
+            symbol = trade.symbol
+            late = t < latest.get(symbol, -math.inf)
+            if late:
+                late_trades += 1
+            else:
+                latest[symbol] = t
+            append((trade, t, float(trade.price), float(trade.size), late))
+        self._late_trades += late_trades
+        out: list[AlertSignal] = []
+        for detector in self._trade_detectors:
+            detector.on_trades(rows, out)
+        return out
+
+    def on_quotes(self, quotes: Iterable[Quote]) -> list[AlertSignal]:
+        """Feed quotes (each symbol's in ts order); return the signals they raise."""
+        latest = self._latest_quote
+        rows = []
+        for quote in quotes:
+            t = quote.ts.timestamp()
+            if t < latest.get(quote.symbol, -math.inf):
+                self._late_quotes += 1
+                continue
+            latest[quote.symbol] = t
+            rows.append((quote, t, float(quote.bid), float(quote.ask)))
+        out: list[AlertSignal] = []
+        for detector in self._quote_detectors:
+            detector.on_quotes(rows, out)
+        return out
+
+    def advance(self, ts: datetime) -> list[AlertSignal]:
+        """Tell the engine the market's event time reached ``ts`` (the consumer passes its batch's
+        latest trade time): completes quiet symbols' volume buckets and finds stale feeds.
+        Raises ``ValueError`` for a naive datetime."""
+        w = _event_time(ts)
+        out: list[AlertSignal] = []
+        for detector in self._trade_detectors:
+            if isinstance(detector, VolumeAnomalyDetector | StaleFeedDetector):
+                detector.advance(w, out)
+        return out
+
+    def warm(
+        self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = ()
+    ) -> None:
+        """Rebuild state from history without emitting anything.
+
+        ``candles``: completed 1-minute candles, oldest first per symbol, of the minutes before
+        the first trade passed here: each becomes a volume baseline bucket and a last-trade
+        time for stale_feed. ``trades`` and ``quotes``: each symbol's in (ts, seq) order; they
+        are fed in chunks of ``WARM_CHUNK`` like consumer batches, with ``advance`` after each
+        trade chunk. Raises ``ValueError`` for a candle of another interval.
+        """
+        for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
+            if candle.interval != "1m":
+                raise ValueError(f"warm takes 1-minute candles for the volume baseline, got {candle.interval}")
+            for volume in self._volume:
+                volume.seed(candle.symbol, candle.start.timestamp(), float(candle.volume))
+            for stale in self._stale:
+                stale.seed(candle.symbol, candle.last_trade_ts.timestamp(), candle.last_trade_ts)
+        trades = iter(trades)
+        while chunk := list(islice(trades, WARM_CHUNK)):
+            self.on_trades(chunk)
+            self.advance(max(trade.ts for trade in chunk))
+        quotes = iter(quotes)
+        while chunk := list(islice(quotes, WARM_CHUNK)):
+            self.on_quotes(chunk)
+
+    def counters(self) -> EngineCounters:
+        return EngineCounters(
+            late_trades=self._late_trades,
+            late_quotes=self._late_quotes,
+            late_volume_dropped=sum(d.late_dropped for d in self._volume),
+        )
+
+    def state_size(self) -> int:
+        """How many entries the state holds (symbols, deque entries, baseline buckets): bounded by
+        a constant per symbol and rule, never by time or trade rate."""
+        detectors = [*self._trade_detectors, *self._quote_detectors]
+        return len(self._latest_trade) + len(self._latest_quote) + sum(d.state_size() for d in detectors)

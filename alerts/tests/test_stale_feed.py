@@ -1,0 +1,106 @@
+"""stale_feed: a symbol silent for more than gap_seconds while the market trades (docs/alerts.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from alerts.domain.signals import alert_id
+
+from .factories import at, engine, feed, rule, steady
+
+
+def stale(cooldown: int = 300, **params):
+    return engine(rule("stale_feed", cooldown_seconds=cooldown, **params))
+
+
+def test_a_symbol_silent_while_the_market_trades_alerts_once():
+    eng = stale()
+    tape = steady("AAPL", 0, 100) + steady("MSFT", 0, 600)
+    signals = feed(eng, sorted(tape, key=lambda t: t.ts), batch=10, advance=True)
+    assert len(signals) == 1
+    [signal] = signals
+    assert (signal.symbol, signal.severity, signal.type) == ("AAPL", "high", "stale_feed")
+    assert signal.ts == signal.episode_start == at(99 + 120)  # the instant it became stale
+    assert signal.id == alert_id("stale-feed", "AAPL", at(219))
+    assert signal.message == "AAPL has not traded for more than 120 s since 14:01:39 UTC while the market kept trading"
+    assert signal.observed == {"silent_since": "2024-01-02T14:01:39.000000Z", "gap_seconds": 120,
+                               "last_trade_ts": "2024-01-02T14:01:39.000000Z"}
+
+
+def test_the_gap_is_strictly_more_than_gap_seconds():
+    eng = stale()
+    feed(eng, steady("AAPL", 0, 100) + steady("MSFT", 0, 220), batch=1000)
+    assert eng.advance(at(219)) == []
+    assert [s.symbol for s in eng.advance(at(219.000001))] == ["AAPL"]
+
+
+def test_the_alert_is_the_same_whichever_advance_notices_it():
+    early, late = stale(), stale()
+    tape = steady("AAPL", 0, 100) + steady("MSFT", 0, 500)
+    feed(early, tape, batch=len(tape))
+    feed(late, tape, batch=len(tape))
+    assert early.advance(at(230)) == late.advance(at(499)) != []
+
+
+def test_nothing_is_stale_while_the_whole_market_is_silent():
+    eng = stale()
+    feed(eng, steady("AAPL", 0, 100) + steady("MSFT", 0, 100), batch=50, advance=True)
+    assert eng.advance(at(3600)) == []  # nobody trades: a close or a halt, not a stale feed
+
+
+def test_after_a_market_wide_silence_gaps_count_from_the_resumption():
+    eng = stale()
+    feed(eng, steady("AAPL", 0, 100) + steady("MSFT", 0, 100), batch=50, advance=True)
+    # The market reopens at 5000 s with MSFT; AAPL opens 50 s later: no alert.
+    reopen = steady("MSFT", 5000, 5300)
+    signals = feed(eng, reopen[:50], batch=10, advance=True)
+    signals += feed(eng, sorted(steady("AAPL", 5050, 5300) + reopen[50:], key=lambda t: t.ts), batch=10, advance=True)
+    assert signals == []
+
+
+def test_a_symbol_that_does_not_reopen_is_stale_counted_from_the_resumption():
+    eng = stale()
+    feed(eng, steady("AAPL", 0, 100) + steady("MSFT", 0, 100), batch=50, advance=True)
+    [signal] = feed(eng, steady("MSFT", 5000, 5300), batch=10, advance=True)
+    assert signal.ts == at(5120)
+    assert "since the market resumed at 15:23:20 UTC" in signal.message
+
+
+@pytest.mark.parametrize(("cooldown", "alerts"), [(300, 1), (100, 2)])
+def test_one_alert_per_silence_and_the_cooldown_between_silences(cooldown, alerts):
+    eng = stale(cooldown=cooldown)
+    # AAPL silent 100..300 (stale at 219), trades 300..310, silent again (stale at 429).
+    aapl = steady("AAPL", 0, 100) + steady("AAPL", 300, 310)
+    signals = feed(eng, sorted(aapl + steady("MSFT", 0, 700), key=lambda t: t.ts), batch=10, advance=True)
+    # The second silence is stale 429 - 300 = 129 s after the first one ended.
+    assert [s.ts for s in signals] == [at(219), at(429)][:alerts]
+
+
+def test_a_per_symbol_gap_applies():
+    eng = stale(symbol_overrides={"ILLQ": {"gap_seconds": 600}})
+    tape = steady("AAPL", 0, 10) + steady("ILLQ", 0, 10) + steady("MSFT", 0, 800)
+    signals = feed(eng, sorted(tape, key=lambda t: t.ts), batch=10, advance=True)
+    assert [(s.symbol, s.ts) for s in signals] == [("AAPL", at(129)), ("ILLQ", at(609))]
+
+
+def test_a_silence_that_ends_before_the_next_advance_is_not_reported():
+    # Documented limitation: staleness is only decided in advance().
+    eng = stale()
+    tape = steady("AAPL", 0, 10) + steady("MSFT", 0, 400) + steady("AAPL", 300, 400)
+    assert feed(eng, sorted(tape, key=lambda t: t.ts), batch=len(tape), advance=True) == []
+
+
+def test_late_trades_do_not_end_a_silence():
+    eng = stale()
+    feed(eng, steady("AAPL", 0, 100) + steady("MSFT", 0, 200), batch=1000)
+    eng.on_trades(steady("AAPL", 50, 60))  # late: AAPL already traded at 99
+    assert [s.ts for s in eng.advance(at(220))] == [at(219)]
+
+
+def test_a_symbol_still_silent_after_a_market_wide_silence_is_a_new_silence():
+    eng = stale()
+    tape = sorted(steady("AAPL", 0, 100) + steady("MSFT", 0, 300), key=lambda t: t.ts)
+    assert [s.ts for s in feed(eng, tape, batch=10, advance=True)] == [at(219)]
+    # The market is silent from 300 s to 5000 s; MSFT reopens, AAPL does not.
+    signals = feed(eng, steady("MSFT", 5000, 5300), batch=10, advance=True)
+    assert [(s.symbol, s.ts, s.episode_start) for s in signals] == [("AAPL", at(5120), at(5120))]
