@@ -28,7 +28,7 @@ clean: ## stop everything and delete the stack's data (var/), keeping installs
 	@$(STACK) clean
 
 test: ## the whole suite against its own PostgreSQL, Redis and Kafka (other ports, var/test)
-	@deploy/test.sh
+	@deploy/test.sh $(ARGS)
 
 test-unit: ## only the pure tests that need no services
-	@deploy/test.sh --unit
+	@deploy/test.sh --unit $(ARGS)

@@ -40,3 +40,22 @@ def redis_clean():
     client = redis_client()
     client.flushdb()
     return client
+
+
+@pytest.fixture(autouse=True)
+def _series_tables_empty(request):
+    """Transactional tests commit for real, and Django's flush skips the
+    unmanaged time-series tables: empty them before each such test."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction"))
+    if not transactional:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    from django.db import connection
+
+    from market.storage import SERIES_TABLES
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(table.name for table in SERIES_TABLES)}")
+    yield

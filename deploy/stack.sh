@@ -16,6 +16,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FINSTREAM_ROOT=$ROOT
+# A .env beside the Makefile configures `make up` (not the test stack, whose
+# ports and URLs deploy/test.sh sets).
+if [ -f "$ROOT/.env" ] && [ -z "${FINSTREAM_IGNORE_DOTENV:-}" ]; then
+  set -a
+  # shellcheck disable=SC1091
+  . "$ROOT/.env"
+  set +a
+fi
 export FINSTREAM_VAR=${FINSTREAM_VAR:-$ROOT/var}
 export PG_PORT=${PG_PORT:-5432}
 export REDIS_PORT=${REDIS_PORT:-6379}

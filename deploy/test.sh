@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+export FINSTREAM_IGNORE_DOTENV=1
 export FINSTREAM_VAR=$ROOT/var/test
 export PG_PORT=${TEST_PG_PORT:-55432}
 export REDIS_PORT=${TEST_REDIS_PORT:-56379}

@@ -177,5 +177,21 @@ REST_FRAMEWORK = {
 }
 
 # Consumers whose heartbeat `/ready` requires (comma-separated command names).
-READY_CONSUMERS = env_list("READY_CONSUMERS", "build_candles,ingest_quotes")
+READY_CONSUMERS = env_list("READY_CONSUMERS", "build_candles,ingest_quotes,detect_anomalies")
 HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 30, minimum=1)
+
+# --- Celery beat --------------------------------------------------------------
+CELERY_BEAT_SCHEDULE = {
+    "partitions-ahead": {"task": "market.tasks.partitions_create_ahead", "schedule": 3600.0},
+    "retention": {"task": "market.tasks.retention_apply", "schedule": 3600.0},
+    "seal-fine-candles": {"task": "market.tasks.candles_seal", "schedule": 60.0, "args": ("1m", 30)},
+    "seal-5m-candles": {"task": "market.tasks.candles_seal", "schedule": 300.0, "args": ("5m", 60)},
+    "seal-15m-candles": {"task": "market.tasks.candles_seal", "schedule": 900.0, "args": ("15m", 120)},
+    "seal-1h-candles": {"task": "market.tasks.candles_seal", "schedule": 900.0, "args": ("1h", 360)},
+    "seal-4h-candles": {"task": "market.tasks.candles_seal", "schedule": 3600.0, "args": ("4h", 24 * 60)},
+    "seal-1d-candles": {"task": "market.tasks.candles_seal", "schedule": 3600.0, "args": ("1d", 3 * 24 * 60)},
+    "market-stats": {"task": "market.tasks.market_stats_refresh", "schedule": 15.0},
+}
+# A closed bucket is sealed only this long after it closed, so that trades in
+# flight through Kafka have landed first.
+CANDLE_SEAL_GRACE_SECONDS = env_int("CANDLE_SEAL_GRACE_SECONDS", 120, minimum=0)

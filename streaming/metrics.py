@@ -54,3 +54,8 @@ def serve_metrics(port: int) -> None:
     if port:
         start_http_server(port, addr="127.0.0.1")
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
+DETECTION_DELAY = Histogram(
+    "finstream_alert_detection_delay_seconds",
+    "From the event time of an alert's trigger to the alert being stored.",
+    buckets=LATENCY_BUCKETS,
+)

@@ -1,6 +1,7 @@
 """Everything a fresh database needs, idempotently: migrations, the seed
 symbols, the default alert rules and an admin user."""
 
+import os
 import secrets
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import OperationalError, connection
 
+from alerts.services import alert_rules_seed
 from market.services import symbols_seed
 from market.storage import storage_mode
 
@@ -28,11 +30,10 @@ class Command(BaseCommand):
         self.stdout.write(f"  migrations applied; time-series storage mode: {storage_mode()}")
         created = symbols_seed(tickers=settings.SYMBOLS)
         self.stdout.write(f"  symbols: {len(settings.SYMBOLS)} ({created} new)")
+        self.stdout.write(f"  alert rules: {alert_rules_seed()} new")
         self._admin()
 
     def _admin(self):
-        import os
-
         User = get_user_model()
         username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin")
         if User.objects.filter(username=username).exists():

@@ -1,0 +1,94 @@
+"""Writes of alerts and alert rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from alerts.domain.rules import DEFAULT_RULES
+from alerts.domain.signals import AlertSignal, to_message
+from alerts.models import Alert, AlertRule
+from streaming.schemas import Alert as AlertMessage
+
+_INSERT = """
+    INSERT INTO alerts_alert (id, rule_id, type, severity, symbol, message, observed, event_time, detected_at)
+    SELECT a.id, r.id, a.type, a.severity, a.symbol, a.message, a.observed::jsonb, a.event_time, a.detected_at
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                %s::timestamptz[], %s::timestamptz[])
+         AS a(id, rule, type, severity, symbol, message, observed, event_time, detected_at)
+    LEFT JOIN alerts_alertrule r ON r.slug = a.rule
+    ORDER BY a.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+"""
+
+
+def alerts_store(*, signals: Sequence[AlertSignal], detected_at: datetime) -> list[AlertMessage]:
+    """Store the alerts not stored before and return them as messages to publish.
+
+    Alert ids are deterministic, so a signal raised again after a crash and
+    replay is a conflict here and is neither stored nor published twice.
+    """
+    unique = {signal.id: signal for signal in signals}
+    if not unique:
+        return []
+    columns = list(zip(*[
+        (s.id, s.rule, s.type, s.severity, s.symbol, s.message, json.dumps(s.observed), s.ts, detected_at)
+        for s in unique.values()
+    ]))
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, [list(column) for column in columns])
+        inserted = {row[0] for row in cursor.fetchall()}
+    return [to_message(unique[alert_id], detected_at) for alert_id in sorted(inserted)]
+
+
+def alert_rules_seed() -> int:
+    """Create the default rules that do not exist yet (by slug); returns how many were new."""
+    created = 0
+    for config in DEFAULT_RULES:
+        _rule, was_created = AlertRule.objects.get_or_create(
+            slug=config.rule,
+            defaults={
+                "type": config.type,
+                "enabled": config.enabled,
+                "params": _params_json(config.params),
+                "cooldown_seconds": config.cooldown_seconds,
+            },
+        )
+        created += was_created
+    return created
+
+
+def _params_json(params) -> dict:
+    return dataclasses.asdict(params)
+
+
+@transaction.atomic
+def alert_acknowledge(*, alert: Alert, user) -> Alert:
+    """Idempotent: acknowledging twice keeps the first who and when."""
+    if alert.acknowledged_at is None:
+        alert.acknowledged_by = user
+        alert.acknowledged_at = timezone.now()
+        alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
+    return alert
+
+
+@transaction.atomic
+def alert_resolve(*, alert: Alert, user) -> Alert:
+    """Resolving also acknowledges. Idempotent like alert_acknowledge."""
+    now = timezone.now()
+    fields = []
+    if alert.acknowledged_at is None:
+        alert.acknowledged_by, alert.acknowledged_at = user, now
+        fields += ["acknowledged_by", "acknowledged_at"]
+    if alert.resolved_at is None:
+        alert.resolved_by, alert.resolved_at = user, now
+        fields += ["resolved_by", "resolved_at"]
+    if fields:
+        alert.save(update_fields=fields)
+    return alert

@@ -1,0 +1,530 @@
+"""Recorded trades and quotes from CSV rows, as ``Trade`` and ``Quote`` messages.
+
+Pure: no Django, no I/O, no clock. The ``replay`` command opens the file
+(plain or gzip) and hands its lines to ``ReplayParser.parse_lines``; this
+module turns them into messages. ``docs/replay.md`` is the user's guide; the
+rules, briefly:
+
+* **Columns** are found by name, case-insensitively (``DEFAULT_COLUMNS``), or
+  named explicitly with overrides. A row with a price is a trade; a row with
+  no price but a bid and an ask is a quote.
+* **Timestamps** are ISO-8601 (``Z`` or an offset; a naive one is UTC) or epoch
+  numbers whose unit (s, ms, us, ns) is read from their magnitude unless
+  ``epoch_unit`` says. Digits beyond the microsecond are truncated.
+* **Prices and sizes** are parsed exactly, as ``Decimal`` from the text.
+* **Side**: buy/sell and their usual spellings; when empty or absent, the tick
+  rule per symbol (uptick buy, downtick sell, unchanged repeats the previous
+  side, the first trade is a buy).
+* **Ids** are stable: ``r-`` (trades) or ``rq-`` (quotes) and a 24-hex-digit
+  blake2b of the row's values and ``k``, the number of identical rows (same
+  symbol, time, values) before it. Replaying a file again gives the same ids,
+  so consumers drop the second copy; two identical rows are two trades. The
+  id depends on values, not spelling: ``230.10`` and ``230.1``, or a time in
+  ISO and in epoch ms, give the same id. ``k`` is counted within a run of
+  rows of a symbol with the same timestamp, which keeps memory bounded; for
+  files where each symbol's rows are in time order (what recorders write)
+  that is the whole file. ``out_of_order_rows`` counts rows that break it.
+* ``seq`` counts each symbol's trades from 1 in file order; event times are
+  kept as recorded.
+
+A bad row raises ``ReplayError`` naming the line and the reason, or, with an
+``on_error`` callback, is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from hashlib import blake2b
+from typing import Any, Literal
+
+from streaming.schemas import Quote, Trade, is_valid_symbol
+
+EpochUnit = Literal["s", "ms", "us", "ns"]
+EPOCH_UNITS: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
+
+# Candidate column names per role, in order of preference, lower case.
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "timestamp": ("timestamp", "time", "ts", "datetime", "date_time", "trade_time", "event_time"),
+    "price": ("price", "trade_price", "px", "last", "last_price"),
+    "size": ("size", "qty", "quantity", "volume", "amount", "shares", "trade_size"),
+    "symbol": ("symbol", "ticker", "sym", "instrument"),
+    "side": ("side", "aggressor", "aggressor_side", "taker_side", "direction"),
+    "bid": ("bid", "bid_price", "bid_px", "bidprice"),
+    "ask": ("ask", "ask_price", "ask_px", "askprice", "offer", "offer_price"),
+    "bid_size": ("bid_size", "bid_qty", "bidsize", "bid_sz"),
+    "ask_size": ("ask_size", "ask_qty", "asksize", "ask_sz", "offer_size"),
+}
+
+SIDES: dict[str, Literal["buy", "sell"]] = {
+    **dict.fromkeys(("buy", "b", "bid", "buyer", "bought", "1", "+1"), "buy"),
+    **dict.fromkeys(("sell", "s", "ask", "offer", "seller", "sold", "-1"), "sell"),
+}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
+_MIN_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
+_MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
+
+
+class ReplayError(ValueError):
+    """A row (``line`` set) or the file as a whole (``line`` None) cannot be replayed."""
+
+    def __init__(self, reason: str, *, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which header column plays which role; ``None`` when the file has no such column."""
+
+    timestamp: str
+    price: str | None = None
+    size: str | None = None
+    symbol: str | None = None
+    side: str | None = None
+    bid: str | None = None
+    ask: str | None = None
+    bid_size: str | None = None
+    ask_size: str | None = None
+
+
+def _clean(name: str) -> str:
+    return name.strip().lstrip("\ufeff").strip().lower()
+
+
+def mapping_from_header(header: Sequence[str], overrides: Mapping[str, str | None] | None = None) -> ColumnMapping:
+    """Resolve each role to a column of ``header`` (case-insensitively).
+
+    ``overrides`` maps a role to a column name, or to ``None`` to ignore a
+    column the defaults would pick (e.g. a ``side`` column that means
+    something else). Raises ``ReplayError`` naming what is missing and the
+    header found.
+    """
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(DEFAULT_COLUMNS))
+    if unknown:
+        raise ReplayError(f"unknown column role(s) {unknown}: the roles are {', '.join(DEFAULT_COLUMNS)}")
+    by_name = {}
+    for name in header:
+        by_name.setdefault(_clean(name), name)
+    found: dict[str, str | None] = {}
+    for role, candidates in DEFAULT_COLUMNS.items():
+        if role in overrides:
+            wanted = overrides[role]
+            if wanted is None:
+                found[role] = None
+                continue
+            if _clean(wanted) not in by_name:
+                raise ReplayError(f"column {wanted!r} given for {role} is not in the header {list(header)}")
+            found[role] = by_name[_clean(wanted)]
+        else:
+            found[role] = next((by_name[c] for c in candidates if c in by_name), None)
+
+    def missing(role: str) -> str:
+        return f"no {role} column (looked for {', '.join(DEFAULT_COLUMNS[role])})"
+
+    problems = []
+    if found["timestamp"] is None:
+        problems.append(missing("timestamp"))
+    has_trades = found["price"] is not None
+    has_quotes = found["bid"] is not None and found["ask"] is not None
+    if has_trades and found["size"] is None:
+        problems.append(missing("size"))
+    if not has_trades and not has_quotes:
+        problems.append(f"{missing('price')}, and no bid and ask columns for quotes")
+    if problems:
+        raise ReplayError(
+            f"cannot replay this CSV: {'; '.join(problems)}. Header found: {list(header)}. "
+            "Rename the columns or map them with column overrides, e.g. timestamp=<column name>."
+        )
+    return ColumnMapping(**found)  # type: ignore[arg-type]
+
+
+def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None) -> datetime:
+    """An ISO-8601 or epoch timestamp as a UTC datetime with microsecond precision (see the module docstring)."""
+    return _timestamp(text, epoch_unit)[0]
+
+
+def _timestamp(text: str, epoch_unit: EpochUnit | None) -> tuple[datetime, int]:
+    """The timestamp and its microseconds since the epoch (part of the id)."""
+    s = text.strip()
+    if not s:
+        raise ReplayError("the timestamp is empty")
+    if epoch_unit is None and (":" in s or "T" in s or s.count("-") >= 2):
+        try:
+            value = datetime.fromisoformat(s)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            elif value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
+        return value, (value - _EPOCH) // _ONE_US
+    us = _epoch_microseconds(s, epoch_unit)
+    return _EPOCH + timedelta(microseconds=us), us
+
+
+def _epoch_microseconds(s: str, unit: EpochUnit | None) -> int:
+    try:
+        if "." in s or "e" in s or "E" in s:
+            number: int | Decimal = Decimal(s)
+            if not number.is_finite() or number.adjusted() > 30:
+                raise ValueError
+        else:
+            number = int(s)
+    except (ValueError, InvalidOperation):
+        raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
+    if unit is None:
+        # Below 1e11 is seconds (until the year 5138), below 1e14 milliseconds,
+        # below 1e17 microseconds, nanoseconds above.
+        magnitude = abs(number)
+        unit = "s" if magnitude < 10**11 else "ms" if magnitude < 10**14 else "us" if magnitude < 10**17 else "ns"
+    exponent = _US_PER_UNIT_EXP[unit]
+    if isinstance(number, int):
+        us = number * 10**exponent if exponent >= 0 else number // 10**-exponent
+    else:
+        us = int(number.scaleb(exponent).to_integral_value(rounding=ROUND_FLOOR))
+    if not _MIN_US <= us <= _MAX_US:
+        raise ReplayError(f"timestamp {s!r} read as epoch {unit} is out of range (years 1 to 9999)")
+    return us
+
+
+def _decimal(text: str, name: str) -> Decimal:
+    """A finite decimal parsed exactly from ``text``, or a ``ReplayError`` saying what is wrong."""
+    if not text.strip():
+        raise ReplayError(f"the {name} is empty")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ReplayError(f"{name} {text.strip()!r} is not a number") from None
+    if not value.is_finite():
+        raise ReplayError(f"{name} {text.strip()!r} is not a finite number")
+    return value
+
+
+_NUMBER_CACHE_SIZE = 50_000
+
+
+def _number(text: str, name: str, cache: dict[str, tuple[Decimal, str]]) -> tuple[Decimal, str]:
+    """The decimal of ``text`` and its canonical spelling for ids, remembered in ``cache``.
+
+    The id hashes values, not their spelling: 230.10 and 230.1 are one price,
+    both spelled 230.1 in the hash.
+    """
+    value = _decimal(text, name)
+    if len(cache) >= _NUMBER_CACHE_SIZE:
+        cache.clear()
+    cache[text] = result = (value, str(value.normalize()))
+    return result
+
+
+class _SymbolState:
+    __slots__ = ("dup_counts", "dup_ts", "last_price", "last_side", "max_ts", "out_of_order", "quotes", "seq")
+
+    def __init__(self) -> None:
+        self.seq = 0  # trades so far
+        self.quotes = 0
+        self.last_price: Decimal | None = None
+        self.last_side: Literal["buy", "sell"] = "buy"
+        self.dup_ts: int | None = None
+        self.dup_counts: dict[tuple, int] = {}
+        self.max_ts: int | None = None
+        self.out_of_order = 0
+
+    def duplicates_before(self, ts_us: int, key: tuple) -> int:
+        """How many rows identical to ``key`` came before, in this run of rows with timestamp ``ts_us``."""
+        return self.dup_counts.get(key, 0) if ts_us == self.dup_ts else 0
+
+    def count(self, ts_us: int, key: tuple, k: int) -> None:
+        """Record a good row."""
+        # Identical rows share a timestamp: counting them within the current
+        # run of one timestamp needs memory for that run only.
+        if ts_us != self.dup_ts:
+            self.dup_ts = ts_us
+            self.dup_counts = {}
+        self.dup_counts[key] = k + 1
+        if self.max_ts is not None and ts_us < self.max_ts:
+            self.out_of_order += 1
+        else:
+            self.max_ts = ts_us
+
+
+class ReplayParser:
+    """Turns CSV rows into messages, keeping the per-symbol state a file needs (seq, tick rule, ids).
+
+    One parser per replay: state carries over between calls, so several files
+    parsed in turn replay as one stream (seq keeps counting). Counters for a
+    summary: ``rows``, ``trades``, ``quotes``, ``errors``, ``out_of_order_rows``.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_symbol: str | None = None,
+        epoch_unit: EpochUnit | None = None,
+        overrides: Mapping[str, str | None] | None = None,
+    ) -> None:
+        if default_symbol is not None:
+            default_symbol = default_symbol.strip().upper()
+            if not is_valid_symbol(default_symbol):
+                raise ReplayError(
+                    f"symbol {default_symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16 characters"
+                )
+        if epoch_unit is not None and epoch_unit not in EPOCH_UNITS:
+            raise ReplayError(f"epoch unit {epoch_unit!r} is not one of {', '.join(EPOCH_UNITS)}")
+        self.default_symbol = default_symbol
+        self.epoch_unit = epoch_unit
+        self.overrides = dict(overrides or {})
+        self.mapping: ColumnMapping | None = None
+        self.errors = 0
+        self._symbols: dict[str, _SymbolState] = {}
+
+    # Counted per symbol on the hot path, summed here for a summary.
+    @property
+    def trades(self) -> int:
+        return sum(state.seq for state in self._symbols.values())
+
+    @property
+    def quotes(self) -> int:
+        return sum(state.quotes for state in self._symbols.values())
+
+    @property
+    def rows(self) -> int:
+        """Data rows read (not counting the header and blank lines)."""
+        return self.trades + self.quotes + self.errors
+
+    @property
+    def out_of_order_rows(self) -> int:
+        """Rows older than an earlier row of their symbol (see the module docstring on ids)."""
+        return sum(state.out_of_order for state in self._symbols.values())
+
+    def parse_lines(
+        self,
+        lines: Iterable[str],
+        *,
+        delimiter: str = ",",
+        on_error: Callable[[ReplayError], None] | None = None,
+    ) -> Iterator[Trade | Quote]:
+        """Messages from the text lines of a CSV file with a header row; lazy, one row at a time.
+
+        Line numbers in errors are the file's (1 is the header). Without
+        ``on_error`` the first bad row raises ``ReplayError``; with it, each
+        bad row is passed to it and skipped. A bad header always raises.
+        """
+        reader = csv.reader(lines, delimiter=delimiter)
+        return self._parse(reader, on_error, reader)
+
+    def parse_rows(
+        self,
+        rows: Iterable[Sequence[str]],
+        *,
+        on_error: Callable[[ReplayError], None] | None = None,
+    ) -> Iterator[Trade | Quote]:
+        """Like ``parse_lines`` for rows already split into fields; the first row is the header, line 1."""
+        return self._parse(rows, on_error, None)
+
+    def _parse(
+        self,
+        rows: Iterable[Sequence[str]],
+        on_error: Callable[[ReplayError], None] | None,
+        reader: Any | None,  # a csv reader, for the line numbers of the file
+    ) -> Iterator[Trade | Quote]:
+        message: Callable[[Sequence[str]], Trade | Quote] | None = None
+        line = 0
+        iterator = iter(rows)
+        while True:
+            try:
+                for row in iterator:
+                    line = reader.line_num if reader is not None else line + 1
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # blank line
+                    if message is None:
+                        message = self._use_header(row)
+                        continue
+                    try:
+                        result = message(row)
+                    except ReplayError as exc:
+                        self._report(ReplayError(exc.reason, line=line), on_error)
+                        continue
+                    yield result
+                break
+            except csv.Error as exc:
+                # The reader has consumed the bad line and can go on.
+                self._report(ReplayError(f"unreadable CSV: {exc}", line=reader.line_num), on_error)
+        if message is None:
+            raise ReplayError("the CSV is empty: expected a header row and then one row per trade or quote")
+
+    def _report(self, error: ReplayError, on_error: Callable[[ReplayError], None] | None) -> None:
+        self.errors += 1
+        if on_error is None:
+            raise error
+        on_error(error)
+
+    def _use_header(self, header: Sequence[str]) -> Callable[[Sequence[str]], Trade | Quote]:
+        mapping = mapping_from_header(header, self.overrides)
+        if mapping.symbol is None and self.default_symbol is None:
+            raise ReplayError(
+                f"the CSV has no symbol column (looked for {', '.join(DEFAULT_COLUMNS['symbol'])}; "
+                f"header found: {list(header)}): give the symbol of its rows (--symbol)"
+            )
+        cleaned = [_clean(name) for name in header]
+
+        def index(name: str | None) -> int | None:
+            return None if name is None else cleaned.index(_clean(name))
+
+        self.mapping = mapping
+        self._bid_i = index(mapping.bid)
+        self._ask_i = index(mapping.ask)
+        self._bid_size_i = index(mapping.bid_size)
+        self._ask_size_i = index(mapping.ask_size)
+        return self._row_parser(
+            width=len(header),
+            ts_i=cleaned.index(_clean(mapping.timestamp)),
+            symbol_i=index(mapping.symbol),
+            price_i=index(mapping.price),
+            size_i=index(mapping.size),
+            side_i=index(mapping.side),
+        )
+
+    def _row_parser(
+        self, *, width: int, ts_i: int, symbol_i: int | None, price_i: int | None, size_i: int | None, side_i: int | None
+    ) -> Callable[[Sequence[str]], Trade | Quote]:
+        """The function that turns one row into a message, for this header.
+
+        It is the hot path, one call per row: the column positions are bound
+        as locals of a closure and the trade case is written out in it.
+        """
+        symbols = self._symbols
+        numbers: dict[str, tuple[Decimal, str]] = {}
+        default_symbol = self.default_symbol
+        epoch_unit = self.epoch_unit
+        quote = self._quote
+        has_bid = self._bid_i is not None
+        bid_i = self._bid_i or 0
+        # The previous row's timestamp: many rows share one.
+        last_ts_text: str | None = None
+        last_ts: tuple[datetime, int] = (_EPOCH, 0)
+
+        def parse_row(row: Sequence[str]) -> Trade | Quote:
+            nonlocal last_ts_text, last_ts
+            if len(row) != width and (len(row) < width or any(f.strip() for f in row[width:])):
+                raise ReplayError(f"the row has {len(row)} fields, the header has {width}")
+
+            ts_text = row[ts_i]
+            if ts_text != last_ts_text:
+                last_ts = _timestamp(ts_text, epoch_unit)
+                last_ts_text = ts_text
+            ts, ts_us = last_ts
+
+            symbol = row[symbol_i].strip() if symbol_i is not None else ""
+            if symbol:
+                symbol = symbol.upper()
+            elif default_symbol is not None:
+                symbol = default_symbol
+            else:
+                raise ReplayError("the symbol is empty: fill it in, or give a default symbol (--symbol)")
+            state = symbols.get(symbol)
+            if state is None:
+                if not is_valid_symbol(symbol):
+                    raise ReplayError(f"symbol {symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16")
+                state = symbols[symbol] = _SymbolState()
+
+            price_text = row[price_i] if price_i is not None else ""
+            if not price_text or price_text.isspace():
+                if has_bid and row[bid_i].strip():
+                    return quote(row, symbol, state, ts, ts_us)
+                raise ReplayError("the row has neither a price (a trade) nor a bid and an ask (a quote)")
+
+            # Prices and sizes repeat a lot: parse each spelling once.
+            cached = numbers.get(price_text)
+            if cached is None:
+                cached = _number(price_text, "price", numbers)
+            price, price_key = cached
+            size_text = row[size_i]  # type: ignore[index]
+            cached = numbers.get(size_text)
+            if cached is None:
+                cached = _number(size_text, "size", numbers)
+            size, size_key = cached
+            side_text = row[side_i].strip() if side_i is not None else ""
+            side: Literal["buy", "sell"]
+            if side_text:
+                found = SIDES.get(side_text) or SIDES.get(side_text.lower())
+                if found is None:
+                    raise ReplayError(f"side {side_text!r} is not one of {', '.join(SIDES)} (or empty to infer it)")
+                side = found
+            elif state.last_price is None or price > state.last_price:
+                side = "buy"
+            elif price < state.last_price:
+                side = "sell"
+            else:
+                side = state.last_side
+
+            key = (price, size, side)
+            k = state.duplicates_before(ts_us, key)
+            text = "|".join((symbol, str(ts_us), price_key, size_key, side, str(k)))
+            try:
+                trade = Trade(
+                    "r-" + blake2b(text.encode(), digest_size=12).hexdigest(),
+                    symbol,
+                    ts,
+                    state.seq + 1,
+                    price,
+                    size,
+                    side,
+                )
+            except ValueError as exc:  # the contract's checks: positive, at most 8 places, ...
+                raise ReplayError(str(exc)) from None
+            # Only a good row moves the state, so a skipped bad row leaves no trace.
+            state.seq += 1
+            state.last_price = price
+            state.last_side = side
+            state.count(ts_us, key, k)
+            return trade
+
+        return parse_row
+
+    def _quote(self, row: Sequence[str], symbol: str, state: _SymbolState, ts: datetime, ts_us: int) -> Quote:
+        if self._ask_i is None or not row[self._ask_i].strip():
+            raise ReplayError("the row has a bid but no ask (a quote needs both) and no price (a trade)")
+        bid = _decimal(row[self._bid_i], "bid")  # type: ignore[index]
+        ask = _decimal(row[self._ask_i], "ask")
+        bid_size = ask_size = Decimal(0)  # a missing size is unknown depth: zero
+        if self._bid_size_i is not None and row[self._bid_size_i].strip():
+            bid_size = _decimal(row[self._bid_size_i], "bid_size")
+        if self._ask_size_i is not None and row[self._ask_size_i].strip():
+            ask_size = _decimal(row[self._ask_size_i], "ask_size")
+        key = ("quote", bid, ask, bid_size, ask_size)
+        k = state.duplicates_before(ts_us, key)
+        text = "|".join(
+            (symbol, str(ts_us), *(str(v.normalize()) for v in (bid, ask, bid_size, ask_size)), str(k))
+        )
+        digest = blake2b(text.encode(), digest_size=12).hexdigest()
+        try:
+            quote = Quote("rq-" + digest, symbol, ts, bid, ask, bid_size, ask_size)
+        except ValueError as exc:
+            raise ReplayError(str(exc)) from None
+        state.count(ts_us, key, k)
+        state.quotes += 1
+        return quote
+
+
+def parse_csv(
+    lines: Iterable[str],
+    *,
+    default_symbol: str | None = None,
+    epoch_unit: EpochUnit | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+    delimiter: str = ",",
+    on_error: Callable[[ReplayError], None] | None = None,
+) -> Iterator[Trade | Quote]:
+    """Shorthand for ``ReplayParser(...).parse_lines(lines, ...)`` when the counters are not needed."""
+    parser = ReplayParser(default_symbol=default_symbol, epoch_unit=epoch_unit, overrides=overrides)
+    return parser.parse_lines(lines, delimiter=delimiter, on_error=on_error)
+

@@ -1,0 +1,472 @@
+"""Recorded CSV rows become the same trades and quotes, exactly, with stable ids, or say which line is bad."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from market.domain.replay import (
+    ColumnMapping,
+    ReplayError,
+    ReplayParser,
+    mapping_from_header,
+    parse_csv,
+    parse_timestamp,
+)
+from streaming.schemas import Quote, Trade, decoder_for, encode
+
+SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "sample_trades.csv"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_text(text: str, **options) -> list[Trade | Quote]:
+    return list(parse_csv(io.StringIO(text), **options))
+
+
+def sample_lines() -> list[str]:
+    return SAMPLE.read_text().splitlines(keepends=True)
+
+
+def test_the_sample_file_round_trips_exact_prices_and_timestamps():
+    messages = list(parse_csv(sample_lines()))
+    with SAMPLE.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    assert len(messages) == len(rows) > 200
+    for row, trade in zip(rows, messages):
+        assert isinstance(trade, Trade)
+        assert trade.symbol == row["symbol"]
+        assert trade.ts == datetime.fromisoformat(row["timestamp"])
+        # Exact: the very digits of the file, not a float's neighbour.
+        assert str(trade.price) == row["price"] and str(trade.size) == row["size"]
+        if row["side"]:
+            assert trade.side == row["side"]
+        # The message is valid on the wire, as consumers will decode it.
+        assert decoder_for(Trade).decode(encode(trade)) == trade
+
+    by_symbol = defaultdict(list)
+    for trade in messages:
+        by_symbol[trade.symbol].append(trade)
+    assert set(by_symbol) == {"AAPL", "ETH-USD"}
+    for trades in by_symbol.values():
+        assert [t.seq for t in trades] == list(range(1, len(trades) + 1))
+    assert len({t.id for t in messages}) == len(messages)
+
+    # What the file is there to exercise.
+    times = [t.ts for t in messages]
+    assert max(b - a for a, b in zip(times, times[1:])) > timedelta(hours=3)
+    assert len(times) - len(set(times)) > 20  # many trades share a timestamp
+    assert any(t.price.as_tuple().exponent == -4 for t in by_symbol["AAPL"])
+    assert any(t.size != t.size.to_integral_value() for t in by_symbol["ETH-USD"])
+    assert {t.side for t in by_symbol["AAPL"]} == {"buy", "sell"}  # inferred: the file has no AAPL sides
+
+
+def test_a_gzipped_file_read_as_text_parses_like_the_plain_file(tmp_path):
+    packed = tmp_path / "sample_trades.csv.gz"
+    packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    with gzip.open(packed, "rt", newline="") as f:
+        assert list(parse_csv(f)) == list(parse_csv(sample_lines()))
+
+
+def test_replaying_a_file_twice_gives_the_same_ids():
+    first = [m.id for m in parse_csv(sample_lines())]
+    second = [m.id for m in parse_csv(sample_lines())]
+    assert first == second
+    assert all(i.startswith("r-") and len(i) == 26 for i in first)
+
+
+def test_identical_rows_are_distinct_trades_with_distinct_ids():
+    text = "timestamp,symbol,price,size,side\n" + "2026-01-05T14:30:00Z,AAPL,230.10,100,buy\n" * 3
+    trades = parse_text(text)
+    assert len({t.id for t in trades}) == 3
+    assert [t.seq for t in trades] == [1, 2, 3]
+    # The k-th copy has the same id in another file: a replay still dedupes.
+    assert [t.id for t in parse_text(text)] == [t.id for t in trades]
+
+
+def test_ids_depend_on_the_values_not_on_how_they_are_written():
+    iso = parse_text("timestamp,symbol,price,size,side\n2026-01-05T14:30:00.250Z,AAPL,230.10,100,buy\n")
+    epoch = parse_text("time,ticker,price,qty,side\n1767623400250,aapl,230.1,100.0,B\n")
+    assert iso[0].id == epoch[0].id
+    other_side = parse_text("timestamp,symbol,price,size,side\n2026-01-05T14:30:00.250Z,AAPL,230.10,100,sell\n")
+    other_size = parse_text("timestamp,symbol,price,size,side\n2026-01-05T14:30:00.250Z,AAPL,230.10,101,buy\n")
+    assert len({iso[0].id, other_side[0].id, other_size[0].id}) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1767623400", datetime(2026, 1, 5, 14, 30, tzinfo=UTC)),
+        ("1767623400.5", datetime(2026, 1, 5, 14, 30, 0, 500000, tzinfo=UTC)),
+        ("1767623400.123456", datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)),
+        ("1767623400123", datetime(2026, 1, 5, 14, 30, 0, 123000, tzinfo=UTC)),
+        ("1767623400123.456", datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)),
+        ("1767623400123456", datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)),
+        ("1767623400123456789", datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)),
+        ("946684800", datetime(2000, 1, 1, tzinfo=UTC)),
+        ("946684800000000000", datetime(2000, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_the_epoch_unit_is_read_from_the_magnitude(text, expected):
+    assert parse_timestamp(text) == expected
+
+
+def test_a_forced_epoch_unit_wins_over_the_magnitude():
+    assert parse_timestamp("1767623400", epoch_unit="ms") == datetime(1970, 1, 21, 11, 0, 23, 400000, tzinfo=UTC)
+    assert parse_timestamp("1767623400123", epoch_unit="us") == EPOCH + timedelta(microseconds=1767623400123)
+    assert parse_timestamp("86400.25", epoch_unit="s") == datetime(1970, 1, 2, 0, 0, 0, 250000, tzinfo=UTC)
+    trades = parse_text("ts,symbol,price,size\n1767623400,AAPL,1,1\n", epoch_unit="ns")
+    assert trades[0].ts == datetime(1970, 1, 1, 0, 0, 1, 767623, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-05T14:30:00Z", datetime(2026, 1, 5, 14, 30, tzinfo=UTC)),
+        ("2026-01-05T09:30:00-05:00", datetime(2026, 1, 5, 14, 30, tzinfo=UTC)),
+        ("2026-01-05T20:00:00.5+05:30", datetime(2026, 1, 5, 14, 30, 0, 500000, tzinfo=UTC)),
+        ("2026-01-05 14:30:00", datetime(2026, 1, 5, 14, 30, tzinfo=UTC)),  # naive is UTC
+        ("2026-01-05T14:30:00.123456789Z", datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=UTC)),  # truncated
+        ("  2026-01-05T14:30:00Z ", datetime(2026, 1, 5, 14, 30, tzinfo=UTC)),
+    ],
+)
+def test_iso_timestamps_become_utc_with_microsecond_precision(text, expected):
+    parsed = parse_timestamp(text)
+    assert parsed == expected and parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01T00:00:00Z", "12:30", "1e400", "nan"])
+def test_a_bad_timestamp_is_a_replay_error(text):
+    with pytest.raises(ReplayError, match="timestamp"):
+        parse_timestamp(text)
+
+
+BAD_FILE = """timestamp,symbol,price,size,side
+2026-01-05T14:30:00Z,AAPL,230.10,100,buy
+
+2026-01-05T14:30:01Z,AAPL,abc,100,buy
+2026-01-05T14:30:02Z,AAPL,230.12,0,buy
+2026-01-05T14:30:03Z,AAPL,230.13,100,maybe
+2026-01-05T14:30:04Z,AAPL,230.14,100
+not a time,AAPL,230.15,100,buy
+2026-01-05T14:30:06Z,AAPL,230.123456789,100,buy
+2026-01-05T14:30:07Z,AAPL,-1,100,buy
+2026-01-05T14:30:08Z,AAPL,,,buy
+2026-01-05T14:30:09Z,AAPL,230.16,100,sell
+"""
+
+
+def test_the_first_bad_row_raises_with_its_line_number_and_reason():
+    parser = ReplayParser()
+    messages = parser.parse_lines(io.StringIO(BAD_FILE))
+    assert next(messages).price == Decimal("230.10")
+    with pytest.raises(ReplayError) as caught:
+        next(messages)
+    assert caught.value.line == 4
+    assert str(caught.value) == "line 4: price 'abc' is not a number"
+
+
+def test_bad_rows_are_reported_with_their_line_numbers_and_skipped_on_request():
+    errors: list[ReplayError] = []
+    parser = ReplayParser()
+    good = list(parser.parse_lines(io.StringIO(BAD_FILE), on_error=errors.append))
+    assert [t.price for t in good] == [Decimal("230.10"), Decimal("230.16")]
+    reasons = {e.line: e.reason for e in errors}
+    assert sorted(reasons) == [4, 5, 6, 7, 8, 9, 10, 11]
+    assert "price 'abc' is not a number" in reasons[4]
+    assert "size must be positive" in reasons[5]
+    assert "side 'maybe'" in reasons[6]
+    assert "the row has 4 fields, the header has 5" in reasons[7]
+    assert "timestamp 'not a time'" in reasons[8]
+    assert "more than 8 decimal places" in reasons[9]
+    assert "price must be positive" in reasons[10]
+    assert "price" in reasons[11]
+    assert (parser.rows, parser.trades, parser.quotes, parser.errors) == (10, 2, 0, 8)
+
+
+def test_a_skipped_bad_row_leaves_no_trace_in_seq_or_side_inference():
+    text = (
+        "timestamp,symbol,price,size\n"
+        "2026-01-05T14:30:00Z,AAPL,230.10,100\n"
+        "2026-01-05T14:30:01Z,AAPL,500.00,-5\n"  # bad: would have been an uptick
+        "2026-01-05T14:30:02Z,AAPL,230.05,100\n"
+    )
+    trades = parse_text(text, on_error=lambda e: None)
+    assert [t.seq for t in trades] == [1, 2]
+    assert [t.side for t in trades] == ["buy", "sell"]  # 230.05 is a downtick from 230.10
+
+
+def test_missing_columns_are_named_together_with_the_header_found():
+    with pytest.raises(ReplayError) as caught:
+        mapping_from_header(["when", "symbol", "px_last", "qty"])
+    message = str(caught.value)
+    assert "no timestamp column (looked for timestamp, time, ts" in message
+    assert "no price column" in message
+    assert "['when', 'symbol', 'px_last', 'qty']" in message
+    with pytest.raises(ReplayError, match="no size column"):
+        mapping_from_header(["time", "symbol", "price"])
+
+
+def test_columns_are_found_case_insensitively_and_can_be_overridden():
+    header = ["\ufeffTime", "Ticker", "Trade_Price", "Volume", "Aggressor", "Venue"]
+    assert mapping_from_header(header) == ColumnMapping(
+        timestamp="\ufeffTime", price="Trade_Price", size="Volume", symbol="Ticker", side="Aggressor"
+    )
+    mapping = mapping_from_header(header, {"symbol": "venue", "side": None})
+    assert mapping.symbol == "Venue" and mapping.side is None
+    with pytest.raises(ReplayError, match="'Exchange' given for symbol is not in the header"):
+        mapping_from_header(header, {"symbol": "Exchange"})
+    with pytest.raises(ReplayError, match="unknown column role"):
+        mapping_from_header(header, {"qty": "Volume"})
+
+
+def test_overridden_columns_are_used_to_parse():
+    text = "when,what,px,amount,flag\n1767623400,MSFT,420.5,10,x\n"
+    trades = parse_text(text, overrides={"timestamp": "when", "symbol": "what", "price": "px", "side": None})
+    assert (trades[0].symbol, trades[0].price, trades[0].size, trades[0].side) == (
+        "MSFT",
+        Decimal("420.5"),
+        Decimal("10"),
+        "buy",
+    )
+
+
+def test_a_file_without_a_symbol_column_needs_a_default_symbol():
+    text = "timestamp,price,size\n2026-01-05T14:30:00Z,95000.5,0.0015\n"
+    with pytest.raises(ReplayError, match=r"no symbol column.*--symbol"):
+        parse_text(text)
+    trades = parse_text(text, default_symbol="btc-usd")
+    assert trades[0].symbol == "BTC-USD"
+    with pytest.raises(ReplayError, match="not valid"):
+        ReplayParser(default_symbol="BTC/USD")
+
+
+def test_an_empty_symbol_cell_takes_the_default_symbol_or_is_a_bad_row():
+    text = "timestamp,symbol,price,size\n2026-01-05T14:30:00Z,,1,1\n"
+    assert parse_text(text, default_symbol="JNJ")[0].symbol == "JNJ"
+    with pytest.raises(ReplayError, match="line 2: the symbol is empty"):
+        parse_text(text)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "side"),
+    [
+        ("buy", "buy"), ("BUY", "buy"), ("b", "buy"), ("B", "buy"), ("bid", "buy"), ("1", "buy"), ("+1", "buy"),
+        ("sell", "sell"), ("Sell", "sell"), ("s", "sell"), ("S", "sell"), ("ask", "sell"), ("-1", "sell"),
+        (" sell ", "sell"),
+    ],
+)  # fmt: skip
+def test_side_spellings_are_understood(spelling, side):
+    text = f'timestamp,symbol,price,size,side\n2026-01-05T14:30:00Z,AAPL,1,1,"{spelling}"\n'
+    assert parse_text(text)[0].side == side
+
+
+def test_a_missing_side_is_inferred_per_symbol_by_the_tick_rule():
+    text = (
+        "timestamp,symbol,price,size,side\n"
+        "2026-01-05T14:30:00Z,AAPL,10.00,1,\n"  # first: buy
+        "2026-01-05T14:30:01Z,AAPL,9.99,1,\n"  # downtick: sell
+        "2026-01-05T14:30:01Z,MSFT,50.00,1,\n"  # first MSFT: buy, whatever AAPL did
+        "2026-01-05T14:30:02Z,AAPL,9.99,1,\n"  # unchanged: as before, sell
+        "2026-01-05T14:30:03Z,AAPL,10.01,1,\n"  # uptick: buy
+        "2026-01-05T14:30:04Z,AAPL,10.01,1,sell\n"  # given: sell
+        "2026-01-05T14:30:05Z,AAPL,10.01,1,\n"  # unchanged from a given sell: sell
+        "2026-01-05T14:30:06Z,MSFT,49.99,1,\n"  # MSFT downtick: sell
+    )
+    assert [t.side for t in parse_text(text)] == ["buy", "sell", "buy", "sell", "buy", "sell", "sell", "sell"]
+
+
+def test_rows_with_a_bid_and_an_ask_and_no_price_are_quotes():
+    text = (
+        "timestamp,symbol,price,size,bid,ask,bid_size,ask_size\n"
+        "2026-01-05T14:30:00Z,AAPL,,,230.09,230.11,300,500\n"
+        "2026-01-05T14:30:00Z,AAPL,230.11,200,230.09,230.11,300,500\n"
+        "2026-01-05T14:30:00Z,AAPL,,,230.09,230.11,,\n"
+        "2026-01-05T14:30:00Z,AAPL,,,230.09,230.11,,\n"
+        "2026-01-05T14:30:01Z,AAPL,,,230.09,,,\n"
+    )
+    errors: list[ReplayError] = []
+    messages = parse_text(text, on_error=errors.append)
+    quote, trade, q2, q3 = messages
+    assert isinstance(quote, Quote) and isinstance(trade, Trade)
+    assert (quote.bid, quote.ask, quote.bid_size, quote.ask_size) == (
+        Decimal("230.09"), Decimal("230.11"), Decimal(300), Decimal(500),
+    )  # fmt: skip
+    assert (q2.bid_size, q2.ask_size) == (Decimal(0), Decimal(0))
+    assert quote.id.startswith("rq-") and len({quote.id, q2.id, q3.id}) == 3
+    assert trade.seq == 1
+    assert [e.line for e in errors] == [6] and "no ask" in errors[0].reason
+
+
+def test_a_quotes_only_file_needs_no_price_column():
+    text = "ts,ticker,bid_price,ask_price\n1767623400000,EURUSD,1.08412,1.08415\n"
+    (quote,) = parse_text(text)
+    assert (quote.symbol, quote.bid, quote.ask) == ("EURUSD", Decimal("1.08412"), Decimal("1.08415"))
+
+
+def test_many_trades_at_one_timestamp_and_gaps_of_hours_keep_their_event_times():
+    rows = ["timestamp,symbol,price,size"]
+    rows += [f"2026-01-05T14:30:00Z,AAPL,{230 + i / 100:.2f},100" for i in range(500)]
+    rows += ["2026-01-05T20:59:59.999999Z,AAPL,231.00,100", "2026-01-06T14:30:00Z,AAPL,231.50,100"]
+    trades = parse_text("\n".join(rows) + "\n")
+    assert {t.ts for t in trades[:500]} == {datetime(2026, 1, 5, 14, 30, tzinfo=UTC)}
+    assert [t.seq for t in trades] == list(range(1, 503))
+    assert trades[-2].ts == datetime(2026, 1, 5, 20, 59, 59, 999999, tzinfo=UTC)
+    assert trades[-1].ts - trades[-2].ts > timedelta(hours=17)
+
+
+def test_fractional_sizes_and_sub_cent_prices_parse_exactly():
+    text = "timestamp,symbol,price,size\n2026-01-05T14:30:00Z,BTC-USD,95012.37,0.00012345\n"
+    text += "2026-01-05T14:30:00Z,PENNY,0.0001,1500000\n2026-01-05T14:30:00Z,ES,5012.25,3\n"
+    btc, penny, es = parse_text(text)
+    assert (btc.price, btc.size) == (Decimal("95012.37"), Decimal("0.00012345"))
+    assert penny.price == Decimal("0.0001") and str(es.price) == "5012.25"
+
+
+def test_rows_older_than_an_earlier_row_of_their_symbol_are_counted():
+    text = (
+        "timestamp,symbol,price,size\n"
+        "2026-01-05T14:30:02Z,AAPL,1,1\n"
+        "2026-01-05T14:30:01Z,MSFT,1,1\n"
+        "2026-01-05T14:30:01Z,AAPL,1,1\n"
+        "2026-01-05T14:30:03Z,AAPL,1,1\n"
+    )
+    parser = ReplayParser()
+    trades = list(parser.parse_lines(io.StringIO(text)))
+    assert parser.out_of_order_rows == 1
+    assert trades[2].ts < trades[0].ts  # kept as recorded, not reordered or shifted
+
+
+def test_parse_rows_numbers_lines_from_the_header_and_a_delimiter_can_be_chosen():
+    rows = [["timestamp", "symbol", "price", "size"], ["1767623400", "AAPL", "1", "1"], ["x", "AAPL", "1", "1"]]
+    with pytest.raises(ReplayError, match="^line 3: "):
+        list(ReplayParser().parse_rows(rows))
+    text = "timestamp;symbol;price;size\n1767623400;AAPL;1,5;1\n"
+    with pytest.raises(ReplayError, match="line 2: price '1,5'"):
+        list(parse_csv(io.StringIO(text), delimiter=";"))
+
+
+def test_an_empty_file_or_a_header_only_file_is_handled():
+    with pytest.raises(ReplayError, match="empty"):
+        parse_text("")
+    assert parse_text("timestamp,symbol,price,size\n") == []
+
+
+def test_several_files_through_one_parser_continue_seq():
+    parser = ReplayParser()
+    first = list(parser.parse_lines(io.StringIO("timestamp,symbol,price,size\n1767623400,AAPL,1,1\n")))
+    second = list(parser.parse_lines(io.StringIO("time,ticker,px,qty\n1767623401,AAPL,2,1\n")))
+    assert [t.seq for t in first + second] == [1, 2]
+    assert parser.trades == 2
+
+
+# Property: whatever trades we write, in whichever timestamp format, come back the same.
+
+SYMBOLS = ("AAPL", "BTC-USD", "BRK.B", "X")
+OFFSET = timezone(timedelta(hours=5, minutes=30))
+
+
+@st.composite
+def decimals(draw, *, max_digits: int = 11) -> Decimal:
+    places = draw(st.integers(min_value=0, max_value=8))
+    return Decimal(draw(st.integers(min_value=1, max_value=10**max_digits - 1))).scaleb(-places)
+
+
+@st.composite
+def recorded_trades(draw):
+    return {
+        "symbol": draw(st.sampled_from(SYMBOLS)),
+        "ts": draw(st.datetimes(min_value=datetime(1974, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))),
+        "price": draw(decimals()),
+        "size": draw(decimals(max_digits=15)),
+        "side": draw(st.sampled_from(("buy", "sell", None))),
+        "format": draw(st.sampled_from(("iso_z", "iso_offset", "naive", "s", "ms", "us", "ns"))),
+        "sub_us": draw(st.integers(min_value=0, max_value=999)),
+    }
+
+
+def timestamp_text(trade) -> str:
+    ts: datetime = trade["ts"]
+    us = (ts - EPOCH) // timedelta(microseconds=1)
+    match trade["format"]:
+        case "iso_z":
+            return ts.isoformat().replace("+00:00", "Z")
+        case "iso_offset":
+            return ts.astimezone(OFFSET).isoformat()
+        case "naive":
+            return ts.replace(tzinfo=None).isoformat(sep=" ")
+        case "s":
+            return f"{us // 10**6}.{us % 10**6:06d}"
+        case "ms":
+            return f"{us // 1000}.{us % 1000:03d}"
+        case "us":
+            return str(us)
+        case _:
+            return str(us * 1000 + trade["sub_us"])  # nanoseconds: sub-microsecond digits are truncated
+
+
+def write_csv(trades) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["timestamp", "symbol", "price", "size", "side"])
+    for t in trades:
+        writer.writerow([timestamp_text(t), t["symbol"], str(t["price"]), str(t["size"]), t["side"] or ""])
+    return out.getvalue()
+
+
+def tick_rule(trades) -> list[str]:
+    """The sides a reader should infer: a straightforward restatement of the documented rule."""
+    last: dict[str, tuple[Decimal, str]] = {}
+    sides = []
+    for t in trades:
+        previous = last.get(t["symbol"])
+        if t["side"]:
+            side = t["side"]
+        elif previous is None or t["price"] > previous[0]:
+            side = "buy"
+        elif t["price"] < previous[0]:
+            side = "sell"
+        else:
+            side = previous[1]
+        last[t["symbol"]] = (t["price"], side)
+        sides.append(side)
+    return sides
+
+
+@settings(max_examples=150, deadline=None)
+@given(trades=st.lists(recorded_trades(), max_size=40))
+def test_any_trades_written_as_csv_parse_back_to_the_same_values(trades):
+    parsed = parse_text(write_csv(trades))
+    assert len(parsed) == len(trades)
+    for expected, side, got in zip(trades, tick_rule(trades), parsed):
+        assert (got.symbol, got.ts, got.price, got.size, got.side) == (
+            expected["symbol"], expected["ts"], expected["price"], expected["size"], side,
+        )  # fmt: skip
+        assert str(got.price) == str(expected["price"]) and got.ts.tzinfo is UTC
+    for symbol in SYMBOLS:
+        assert [t.seq for t in parsed if t.symbol == symbol] == list(
+            range(1, sum(t["symbol"] == symbol for t in trades) + 1)
+        )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    trades=st.lists(recorded_trades(), min_size=1, max_size=20),
+    copies=st.lists(st.integers(min_value=0, max_value=3), min_size=20, max_size=20),
+)
+def test_ids_are_unique_within_a_time_ordered_file_and_the_same_on_every_replay(trades, copies):
+    # Each trade appears 1-4 times: identical rows are separate trades.
+    rows = sorted((t for t, n in zip(trades, copies) for _ in range(n + 1)), key=lambda t: t["ts"])
+    text = write_csv(rows)
+    first = [m.id for m in parse_text(text)]
+    assert len(first) == len(rows) == len(set(first))
+    assert [m.id for m in parse_text(text)] == first

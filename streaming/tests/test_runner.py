@@ -1,0 +1,159 @@
+"""The consumer runner against the real broker and database: batches stored
+with their offsets, duplicates counted once, restarts resuming from the offsets
+PostgreSQL holds, poison dead-lettered."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from market.models import Candle, Trade as TradeRow
+from market.pipelines import TradesPipeline
+from streaming.dead_letters import HEADER_ERROR, HEADER_OFFSET, HEADER_TOPIC
+from streaming.kafka import EventPublisher, consumer_config
+from streaming.models import ConsumerOffset
+from streaming.runner import ConsumerRunner, RunnerOptions, TooMuchPoison
+from streaming.schemas import Trade, encode
+from streaming.testing import read_topic, wait_for
+from streaming.topics import DEAD_LETTERS, TRADES, topic
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+def make_trades(count: int, *, symbols=("AAPL", "MSFT"), prefix="t") -> list[Trade]:
+    return [
+        Trade(id=f"{prefix}-{i}", symbol=symbols[i % len(symbols)], ts=START + timedelta(milliseconds=700 * i),
+              seq=i + 1, price=Decimal("100.00") + Decimal(i % 17) / 100, size=Decimal(100 + i % 3),
+              side="buy" if i % 2 else "sell")
+        for i in range(count)
+    ]
+
+
+def publish(payloads: list[tuple[str, bytes]]) -> None:
+    publisher = EventPublisher(name="test")
+    for key, value in payloads:
+        publisher.publish(topic(TRADES), key, value)
+    publisher.flush()
+
+
+def publish_trades(trades: list[Trade]) -> None:
+    publish([(t.symbol, encode(t)) for t in trades])
+
+
+def make_runner(**options) -> ConsumerRunner:
+    runner = ConsumerRunner(TradesPipeline(), RunnerOptions(batch_size=options.pop("batch_size", 50),
+                                                            batch_wait=0.2, **options))
+    runner.subscribe()
+    return runner
+
+
+def consume_until(runner: ConsumerRunner, total: int) -> int:
+    seen = 0
+
+    def step():
+        nonlocal seen
+        seen += runner.step()
+        return seen >= total
+
+    wait_for(step, timeout=60, interval=0, what=f"{total} messages")
+    return seen
+
+
+def candle_trade_counts() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for interval, trades in Candle.objects.values_list("interval", "trades"):
+        counts[interval] = counts.get(interval, 0) + trades
+    return counts
+
+
+def test_a_batch_is_stored_with_the_offsets_it_came_from(kafka_topics, redis_clean):
+    publish_trades(make_trades(120))
+    runner = make_runner()
+    consume_until(runner, 120)
+    runner.close()
+    assert TradeRow.objects.count() == 120
+    offsets = ConsumerOffset.objects.filter(topic=topic(TRADES))
+    assert sum(o.next_offset for o in offsets) == 120
+    assert candle_trade_counts() == {i: 120 for i in ("1m", "5m", "15m", "1h", "4h", "1d")}
+
+
+def test_a_duplicated_trade_counts_once_in_the_table_and_every_candle(kafka_topics, redis_clean):
+    trades = make_trades(60)
+    publish_trades(trades + trades[:25] + trades[40:])
+    runner = make_runner()
+    consume_until(runner, 60 + 25 + 20)
+    runner.close()
+    assert TradeRow.objects.count() == 60
+    assert candle_trade_counts() == {i: 60 for i in ("1m", "5m", "15m", "1h", "4h", "1d")}
+    total_volume = sum(t.size for t in trades)
+    assert sum(Candle.objects.filter(interval="1d").values_list("volume", flat=True)) == total_volume
+
+
+def test_a_restart_resumes_from_the_offsets_in_postgres_not_kafka(kafka_topics, redis_clean):
+    publish_trades(make_trades(80))
+    first = make_runner()
+    consume_until(first, 80)
+    first.close()
+    # Rewind the group's offsets in Kafka, as if the crash came between the
+    # database commit and Kafka's commit: PostgreSQL's offsets must win.
+    rewind = Consumer(consumer_config(first.group_id))
+    rewind.commit(offsets=[TopicPartition(topic(TRADES), p, 0) for p in range(2)], asynchronous=False)
+    rewind.close()
+    publish_trades(make_trades(30, prefix="late"))
+    second = make_runner()
+    assert consume_until(second, 30) == 30
+    second.close()
+    assert TradeRow.objects.count() == 110
+    assert candle_trade_counts()["1m"] == 110
+
+
+def test_poison_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(kafka_topics, redis_clean):
+    good = make_trades(10)
+    publish([(t.symbol, encode(t)) for t in good[:5]] + [("AAPL", b"{not json"), ("AAPL", b'{"id": "x"}')]
+            + [(t.symbol, encode(t)) for t in good[5:]])
+    runner = make_runner()
+    consume_until(runner, 12)
+    runner.close()
+    assert TradeRow.objects.count() == 10
+    dead = read_topic(topic(DEAD_LETTERS))
+    assert sorted(m.value() for m in dead) == [b'{"id": "x"}', b"{not json"]
+    headers = dict(dead[0].headers())
+    assert headers[HEADER_TOPIC] == topic(TRADES).encode()
+    assert int(headers[HEADER_OFFSET]) >= 0
+    assert headers[HEADER_ERROR]
+
+
+def test_a_stream_of_nothing_but_poison_stops_the_consumer(kafka_topics, redis_clean):
+    publish([("AAPL", b"garbage %d" % i) for i in range(30)])
+    runner = make_runner(max_consecutive_poison=20, batch_size=10)
+    with pytest.raises(TooMuchPoison):
+        consume_until(runner, 30)
+    runner.close()
+    assert TradeRow.objects.count() == 0
+
+
+def test_each_changed_candle_is_published_once_per_batch_with_its_stored_state(kafka_topics, redis_clean):
+    from django.db import transaction
+
+    from streaming.schemas import Candle as CandleMessage
+    from streaming.schemas import decoder_for
+    from streaming.topics import CANDLES
+
+    trades = make_trades(40, symbols=("AAPL",))
+    pipeline = TradesPipeline()
+    events = {TRADES: trades + trades[:10]}
+    pipeline.prepare(events)
+    with transaction.atomic():
+        result = pipeline.store(events)
+    pipeline.after_commit(result)
+    pipeline.close()
+    published = [decoder_for(CandleMessage).decode(m.value()) for m in read_topic(topic(CANDLES))]
+    assert len(published) == len({c.id for c in published}) == Candle.objects.count()
+    minutes = {t.ts.replace(second=0, microsecond=0) for t in trades}
+    assert len([c for c in published if c.interval == "1m"]) == len(minutes)
+    day = next(c for c in published if c.interval == "1d")
+    assert day.trades == 40
+    assert day.open == trades[0].price and day.close == trades[-1].price
