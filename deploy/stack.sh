@@ -212,6 +212,8 @@ cmd_infra() {
   prepare_postgres
   prepare_kafka
   start_supervisor
+  # A running supervisord picks up an edited deploy/supervisord.conf.
+  ctl reread >/dev/null && ctl update >/dev/null
   step "PostgreSQL, Redis, Kafka: starting on ports $PG_PORT, $REDIS_PORT, $KAFKA_PORT"
   ctl start infra:* >/dev/null || true
   wait_port postgres "$PG_PORT" 60
@@ -248,7 +250,6 @@ cmd_up() {
       cat <<EOF
 
 FinStream is up.
-  Dashboard   http://127.0.0.1:$WEB_PORT/
   REST API    http://127.0.0.1:$WEB_PORT/api/v1/symbols
   Admin       http://127.0.0.1:$WEB_PORT/admin/
   Health      http://127.0.0.1:$WEB_PORT/health   http://127.0.0.1:$WEB_PORT/ready

@@ -151,7 +151,7 @@ def market_stats_refresh(*, now: datetime) -> int:
             "change_pct_24h": str((change / open_ * 100).quantize(Decimal("0.01"))),
             "high_24h": str(high.normalize()), "low_24h": str(low.normalize()),
             "volume_24h": str(volume.normalize()), "vwap_24h": str(vwap(notional, volume)),
-            "trades_24h": trades, "last_trade_time": last_time.astimezone(UTC).isoformat(),
+            "trades_24h": int(trades), "last_trade_time": last_time.astimezone(UTC).isoformat(),
             "computed_at": now.isoformat(),
         }
         pipe.set(STATS_KEY.format(symbol), json.dumps(stats), ex=3600)

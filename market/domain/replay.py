@@ -37,7 +37,7 @@ import csv
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
 from hashlib import blake2b
 from typing import Any, Literal
 
@@ -221,8 +221,19 @@ def _number(text: str, name: str, cache: dict[str, tuple[Decimal, str]]) -> tupl
     value = _decimal(text, name)
     if len(cache) >= _NUMBER_CACHE_SIZE:
         cache.clear()
-    cache[text] = result = (value, str(value.normalize()))
+    cache[text] = result = (value, _canonical(value, name))
     return result
+
+
+# Wide enough for every value the contract accepts; independent of the caller's context.
+_CANONICAL_CONTEXT = Context(prec=60)
+
+
+def _canonical(value: Decimal, name: str) -> str:
+    try:
+        return str(value.normalize(_CANONICAL_CONTEXT))
+    except ArithmeticError:  # an exponent beyond any context: 1e9999999
+        raise ReplayError(f"{name} {value} is out of range") from None
 
 
 class _SymbolState:
@@ -394,7 +405,14 @@ class ReplayParser:
         )
 
     def _row_parser(
-        self, *, width: int, ts_i: int, symbol_i: int | None, price_i: int | None, size_i: int | None, side_i: int | None
+        self,
+        *,
+        width: int,
+        ts_i: int,
+        symbol_i: int | None,
+        price_i: int | None,
+        size_i: int | None,
+        side_i: int | None,
     ) -> Callable[[Sequence[str]], Trade | Quote]:
         """The function that turns one row into a message, for this header.
 
@@ -502,9 +520,8 @@ class ReplayParser:
             ask_size = _decimal(row[self._ask_size_i], "ask_size")
         key = ("quote", bid, ask, bid_size, ask_size)
         k = state.duplicates_before(ts_us, key)
-        text = "|".join(
-            (symbol, str(ts_us), *(str(v.normalize()) for v in (bid, ask, bid_size, ask_size)), str(k))
-        )
+        values = {"bid": bid, "ask": ask, "bid_size": bid_size, "ask_size": ask_size}
+        text = "|".join((symbol, str(ts_us), *(_canonical(v, name) for name, v in values.items()), str(k)))
         digest = blake2b(text.encode(), digest_size=12).hexdigest()
         try:
             quote = Quote("rq-" + digest, symbol, ts, bid, ask, bid_size, ask_size)

@@ -92,7 +92,6 @@ BURST_FREQUENCY_FACTOR = 2.0
 
 AnomalyKind = Literal["price_spike", "volume_burst"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_SEQ_DIGITS = 15  # ids stay within the schema's 64 characters up to seq 10**15
 
 

@@ -372,6 +372,7 @@ def test_several_files_through_one_parser_continue_seq():
 # Property: whatever trades we write, in whichever timestamp format, come back the same.
 
 SYMBOLS = ("AAPL", "BTC-USD", "BRK.B", "X")
+UTC_ONLY = st.just(UTC)
 OFFSET = timezone(timedelta(hours=5, minutes=30))
 
 
@@ -385,7 +386,7 @@ def decimals(draw, *, max_digits: int = 11) -> Decimal:
 def recorded_trades(draw):
     return {
         "symbol": draw(st.sampled_from(SYMBOLS)),
-        "ts": draw(st.datetimes(min_value=datetime(1974, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))),
+        "ts": draw(st.datetimes(min_value=datetime(1974, 1, 1), max_value=datetime(2200, 1, 1), timezones=UTC_ONLY)),
         "price": draw(decimals()),
         "size": draw(decimals(max_digits=15)),
         "side": draw(st.sampled_from(("buy", "sell", None))),
@@ -470,3 +471,35 @@ def test_ids_are_unique_within_a_time_ordered_file_and_the_same_on_every_replay(
     first = [m.id for m in parse_text(text)]
     assert len(first) == len(rows) == len(set(first))
     assert [m.id for m in parse_text(text)] == first
+
+
+def test_an_unreadable_csv_line_is_a_bad_row_too():
+    text = "timestamp,symbol,price,size\n" + f'1767623400,AAPL,"{"9" * 200_000}",1\n' + "1767623401,AAPL,1,1\n"
+    errors: list[ReplayError] = []
+    trades = parse_text(text, on_error=errors.append)
+    assert [t.seq for t in trades] == [1]
+    assert errors[0].line == 2 and "unreadable CSV" in errors[0].reason
+    with pytest.raises(ReplayError, match="line 2: unreadable CSV"):
+        parse_text(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cells=st.lists(
+        st.lists(
+            st.one_of(
+                st.text(max_size=12),
+                st.sampled_from(["1767623400", "2026-01-05T14:30:00Z", "1e9999999", "NaN", "-0", "0.000000001",
+                                 "sNaN", "Infinity", "1_000", " 5 ", "+1", "-1", "buy", "AAPL", "", "1e-9999999"]),
+            ),
+            max_size=7,
+        ),
+        max_size=10,
+    ),
+)  # fmt: skip
+def test_garbage_rows_are_replay_errors_never_crashes(cells):
+    text = "timestamp,symbol,price,size,side,bid,ask\n" + "\n".join(",".join(row) for row in cells) + "\n"
+    errors: list[ReplayError] = []
+    for message in parse_text(text, on_error=errors.append):
+        assert decoder_for(type(message)).decode(encode(message)) == message
+    assert all(isinstance(e, ReplayError) and e.line is not None for e in errors)
