@@ -6,13 +6,18 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# TEST_SLOT=N (0-9) runs another private stack beside this one: its own
+# var/test-N and ports shifted by 100*N, so two suites can run at once.
+slot=${TEST_SLOT:-0}
+[[ $slot =~ ^[0-9]$ ]] || { echo "error: TEST_SLOT must be a digit 0-9, got '$slot'" >&2; exit 2; }
+shift_by=$((slot * 100))
 export FINSTREAM_IGNORE_DOTENV=1
-export FINSTREAM_VAR=$ROOT/var/test
-export PG_PORT=${TEST_PG_PORT:-55432}
-export REDIS_PORT=${TEST_REDIS_PORT:-56379}
-export KAFKA_PORT=${TEST_KAFKA_PORT:-59092}
-export KAFKA_CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-59093}
-export WEB_PORT=${TEST_WEB_PORT:-58000}
+export FINSTREAM_VAR=$ROOT/var/test$([ "$slot" = 0 ] || echo "-$slot")
+export PG_PORT=$((55432 + shift_by))
+export REDIS_PORT=$((56379 + shift_by))
+export KAFKA_PORT=$((59092 + shift_by))
+export KAFKA_CONTROLLER_PORT=$((59093 + shift_by))
+export WEB_PORT=$((58000 + shift_by))
 export PG_FSYNC=off  # a test database need not survive a power cut
 unset DATABASE_URL TIMESCALE_URL REDIS_URL KAFKA_BOOTSTRAP_SERVERS
 export DJANGO_SETTINGS_MODULE=finstream.settings

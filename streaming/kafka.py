@@ -64,8 +64,8 @@ def consumer_config(group_id: str, **overrides: object) -> dict[str, object]:
     }
 
 
-def admin_client() -> AdminClient:
-    return AdminClient(_base_config())
+def admin_client(**overrides: object) -> AdminClient:
+    return AdminClient({**_base_config(), **overrides})
 
 
 def unreachable_message(timeout: float) -> str:
@@ -78,7 +78,8 @@ def unreachable_message(timeout: float) -> str:
 def kafka_cluster_reachable(*, timeout: float) -> int:
     """Number of brokers in the cluster; raises KafkaUnavailable when none answers."""
     try:
-        metadata = admin_client().list_topics(timeout=timeout)
+        # Quiet: the caller turns "unreachable" into one clear line of its own.
+        metadata = admin_client(log_level=0).list_topics(timeout=timeout)
     except KafkaException as error:
         raise KafkaUnavailable(unreachable_message(timeout)) from error
     return len(metadata.brokers)

@@ -283,9 +283,30 @@ class ConsumerRunner:
                 self._latency.observe(max(0.0, now - event_time))
 
 
+def preflight() -> None:
+    """Fail fast, in one line, when PostgreSQL or Kafka cannot be reached at start."""
+    from django.core.management.base import CommandError
+
+    from streaming.kafka import KafkaUnavailable, kafka_cluster_reachable
+
+    try:
+        connection.ensure_connection()
+    except OperationalError as error:
+        database = settings.DATABASES["default"]
+        raise CommandError(
+            f"PostgreSQL at {database['HOST']}:{database['PORT']}/{database['NAME']} refused the connection: "
+            f"{str(error).strip().splitlines()[0]} (check TIMESCALE_URL; is it running? `make status`)"
+        ) from None
+    try:
+        kafka_cluster_reachable(timeout=10)
+    except KafkaUnavailable as error:
+        raise CommandError(str(error)) from None
+
+
 def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = None,
                  options: RunnerOptions | None = None) -> None:
-    """What a consumer command does: signals, metrics, then the loop until stopped."""
+    """What a consumer command does: preflight, signals, metrics, then the loop until stopped."""
+    preflight()
     runner = ConsumerRunner(pipeline, options)
     runner.install_signal_handlers()
     metrics.serve_metrics(settings.METRICS_PORT)
