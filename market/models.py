@@ -79,7 +79,7 @@ class Candle(models.Model):
     close = models.DecimalField(**PRICE)
     volume = models.DecimalField(max_digits=38, decimal_places=8)
     trades = models.BigIntegerField()
-    notional = models.DecimalField(max_digits=38, decimal_places=16)
+    notional = models.DecimalField(max_digits=50, decimal_places=16)
     first_trade_time = models.DateTimeField()
     first_trade_seq = models.BigIntegerField()
     first_trade_id = models.CharField(max_length=64)

@@ -84,7 +84,7 @@ CANDLES = SeriesTable(
         close numeric(20, 8) NOT NULL,
         volume numeric(38, 8) NOT NULL,
         trades bigint NOT NULL,
-        notional numeric(38, 16) NOT NULL,
+        notional numeric(38, 16) NOT NULL,  -- widened to (50, 16) by migration 0003
         first_trade_time timestamptz NOT NULL,
         first_trade_seq bigint NOT NULL,
         first_trade_id varchar(64) NOT NULL,
