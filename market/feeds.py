@@ -49,12 +49,21 @@ def feed_publish(
     trades_topic, quotes_topic = topic(TRADES), topic(QUOTES)
     trade_counter = metrics.SIMULATOR_EVENTS.labels(kind="trade")
     quote_counter = metrics.SIMULATOR_EVENTS.labels(kind="quote")
+    counted = [0, 0]
+
+    def count() -> None:
+        # Counted in steps: a metric update per event would cost as much as producing it.
+        trade_counter.inc(stats.trades - counted[0])
+        quote_counter.inc(stats.quotes - counted[1])
+        counted[:] = stats.trades, stats.quotes
     publish = publisher.publish
     monotonic = time.monotonic
     next_progress = progress_every
     for event in events:
         if pacer is not None:
             wait = pacer.seconds_to_wait(event.ts, monotonic())
+            if wait > 0:
+                count()
             while wait > 0:
                 publisher.poll(min(wait, 0.25))
                 if should_stop():
@@ -66,15 +75,15 @@ def feed_publish(
         if type(event) is Trade:
             publish(trades_topic, event.symbol, encode(event), timestamp_ms=timestamp_ms)
             stats.trades += 1
-            trade_counter.inc()
         else:
             publish(quotes_topic, event.symbol, encode(event), timestamp_ms=timestamp_ms)
             stats.quotes += 1
-            quote_counter.inc()
         if stats.events >= next_progress:
             publisher.poll(0)
+            count()
             next_progress += progress_every
             if on_progress:
                 on_progress(stats)
     publisher.flush()
+    count()
     return stats

@@ -46,23 +46,27 @@ def is_valid_symbol(symbol: str) -> bool:
     return bool(_SYMBOL_RE.match(symbol))
 
 
+_PLACES = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
+
+
 def _check_decimal(name: str, value: Decimal, *, maximum: Decimal, allow_zero: bool = False) -> None:
+    # Every message runs this for each price and size: one cheap expression on
+    # the good path, the reason worked out only for a bad value.
+    if value.is_finite() and (value > 0 or (allow_zero and value == 0)) and value <= maximum \
+            and value.quantize(_PLACES) == value:
+        return
     if not value.is_finite():
         raise ValueError(f"{name} must be a finite decimal, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
     if value > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES and value != value.quantize(
-        Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
-    ):
-        raise ValueError(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places: {value}")
+    raise ValueError(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places: {value}")
 
 
 def _to_utc(struct: msgspec.Struct, field: str) -> None:
     value: datetime = getattr(struct, field)
-    if value.utcoffset() != UTC.utcoffset(None) or value.tzinfo is not UTC:
+    if value.tzinfo is not UTC:
         msgspec.structs.force_setattr(struct, field, value.astimezone(UTC))
 
 

@@ -1,0 +1,133 @@
+"""How fast `simulate --rate max` and `replay --speed max` publish to the real
+broker, side by side with the practical limit: raw confluent-kafka producing
+pre-encoded messages of the same sizes, in the same run.
+
+Usage (against a running broker, e.g. the one `make up` starts):
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 var/venv/bin/python bench/publish_throughput.py \\
+        [--events 600000] [--rows 500000] [--rounds 3]
+
+Every run publishes into topics of its own (a fresh KAFKA_TOPIC_PREFIX) so
+nothing reaches the stack's consumers. Prints events/s per round and the
+median ratio ours/raw. Machines here are noisy: compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from confluent_kafka import Producer  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from market.domain.simulator import MarketSimulator  # noqa: E402
+from streaming.kafka import producer_config, topics_ensure  # noqa: E402
+from streaming.schemas import Trade, encode  # noqa: E402
+from streaming.topics import TOPIC_SPECS  # noqa: E402
+
+START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+SYMBOLS = "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ"
+
+
+def fresh_prefix() -> str:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    settings.KAFKA_TOPIC_PREFIX = prefix
+    topics_ensure(TOPIC_SPECS)
+    return prefix
+
+
+def sample_messages(count: int) -> list[tuple[str, bytes, bool]]:
+    simulator = MarketSimulator(symbols=SYMBOLS.split(","), seed=1, start=START, rate=1000.0)
+    return [(e.symbol, encode(e), type(e) is Trade) for e in simulator.next_batch(count)]
+
+
+def raw_produce(messages: list[tuple[str, bytes, bool]]) -> float:
+    prefix = fresh_prefix()
+    producer = Producer(producer_config(**{"delivery.report.only.error": True}))
+    trades, quotes = f"{prefix}market.trades", f"{prefix}market.quotes"
+    started = time.perf_counter()
+    for key, value, is_trade in messages:
+        while True:
+            try:
+                producer.produce(trades if is_trade else quotes, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+    return len(messages) / (time.perf_counter() - started)
+
+
+def command_rate(args: list[str]) -> float:
+    prefix = fresh_prefix()
+    env = {**os.environ, "KAFKA_TOPIC_PREFIX": prefix, "METRICS_PORT": "0"}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    elapsed = time.perf_counter() - started
+    for line in out.splitlines():
+        if line.startswith(("published", "replayed")):
+            words = line.replace(",", "").split()
+            events = int(words[1]) + int(words[4])
+            return events / elapsed
+    raise RuntimeError(f"no summary line in: {out}")
+
+
+def write_replay_file(path: Path, rows: int) -> None:
+    simulator = MarketSimulator(symbols=SYMBOLS.split(","), seed=2, start=START, rate=1000.0)
+    written = 0
+    with path.open("w") as handle:
+        handle.write("timestamp,symbol,price,size,side\n")
+        for event in simulator.events():
+            if type(event) is Trade:
+                handle.write(f"{event.ts.isoformat()},{event.symbol},{event.price},{event.size},{event.side}\n")
+                written += 1
+                if written == rows:
+                    return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=600_000)
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    # simulate emits about one quote per trade at 1000 trades per event second.
+    duration = args.events / 2 / 1000
+    messages = sample_messages(args.events)
+    with tempfile.TemporaryDirectory() as tmp:
+        replay_file = Path(tmp) / "trades.csv"
+        write_replay_file(replay_file, args.rows)
+        replay_messages = [m for m in messages if m[2]][: args.rows]
+        sim_ratios, replay_ratios = [], []
+        for round_ in range(1, args.rounds + 1):
+            raw = raw_produce(messages)
+            ours = command_rate(["simulate", "--rate", "max", "--duration", str(duration), "--seed", "1",
+                                 "--start", START.isoformat()])
+            raw_trades = raw_produce(replay_messages)
+            replayed = command_rate(["replay", str(replay_file), "--speed", "max"])
+            sim_ratios.append(ours / raw)
+            replay_ratios.append(replayed / raw_trades)
+            print(f"round {round_}: simulate {ours:,.0f} ev/s vs raw {raw:,.0f} ev/s ({ours / raw:.2f}); "
+                  f"replay {replayed:,.0f} rows/s vs raw {raw_trades:,.0f} msg/s ({replayed / raw_trades:.2f})")
+    print(f"median ratio simulate/raw: {statistics.median(sim_ratios):.2f}")
+    print(f"median ratio replay/raw:   {statistics.median(replay_ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
