@@ -31,6 +31,13 @@ export KAFKA_PORT=${KAFKA_PORT:-9092}
 export KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 export WEB_PORT=${WEB_PORT:-8000}
 export KAFKA_HEAP=${KAFKA_HEAP:-512m}
+# Each long-running command serves Prometheus metrics on METRICS_PORT_BASE + n.
+export METRICS_PORT_BASE=${METRICS_PORT_BASE:-9100}
+export METRICS_PORT_SIMULATOR=$((METRICS_PORT_BASE + 1))
+export METRICS_PORT_BUILD_CANDLES=$((METRICS_PORT_BASE + 2))
+export METRICS_PORT_INGEST_QUOTES=$((METRICS_PORT_BASE + 3))
+export METRICS_PORT_DETECT_ANOMALIES=$((METRICS_PORT_BASE + 4))
+export METRICS_PORT_RELAY_STREAMS=$((METRICS_PORT_BASE + 5))
 export PG_FSYNC=${PG_FSYNC:-on}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
@@ -212,8 +219,14 @@ cmd_infra() {
   prepare_postgres
   prepare_kafka
   start_supervisor
-  # A running supervisord picks up an edited deploy/supervisord.conf.
-  ctl reread >/dev/null && ctl update >/dev/null
+  # A running supervisord picks up an edited deploy/supervisord.conf; one that
+  # started before the config named a new variable must be restarted.
+  if ! ctl reread >/dev/null 2>&1; then
+    step "supervisord: restarting it for the changed deploy/supervisord.conf"
+    cmd_down
+    start_supervisor
+  fi
+  ctl update >/dev/null
   step "PostgreSQL, Redis, Kafka: starting on ports $PG_PORT, $REDIS_PORT, $KAFKA_PORT"
   ctl start infra:* >/dev/null || true
   wait_port postgres "$PG_PORT" 60

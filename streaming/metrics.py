@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.management.base import CommandError
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 MESSAGES_PROCESSED = Counter(
     "finstream_messages_processed",
-    "Messages a consumer has finished with, by outcome (stored, duplicate, dead_lettered).",
+    "Messages a consumer has finished with, by outcome (processed, dead_lettered).",
     ["consumer", "topic", "outcome"],
 )
 PROCESSING_LATENCY = Histogram(
@@ -49,13 +50,37 @@ CANDLE_SEAL_REPAIRS = Counter(
 SIMULATOR_EVENTS = Counter("finstream_simulator_events", "Events the simulator or replayer published.", ["kind"])
 
 
+class MetricsPortTaken(CommandError):
+    """A command cannot serve its metrics: one line for the operator, not a traceback."""
+
+
 def serve_metrics(port: int) -> None:
     """Serve the default registry on `port` in a background thread (0 = off)."""
-    if port:
+    if not port:
+        return
+    try:
         start_http_server(port, addr="127.0.0.1")
-        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    except OSError as error:
+        raise MetricsPortTaken(
+            f"cannot serve metrics on 127.0.0.1:{port}: {error.strerror} (set METRICS_PORT, or 0 to turn them off)"
+        ) from None
+    log.info("metrics on http://127.0.0.1:%d/metrics", port)
 DETECTION_DELAY = Histogram(
     "finstream_alert_detection_delay_seconds",
     "From the event time of an alert's trigger to the alert being stored.",
     buckets=LATENCY_BUCKETS,
+)
+
+# --- WebSockets and the relay (docs/api.md) -------------------------------------------
+WEBSOCKET_CONNECTIONS = Gauge(
+    "finstream_websocket_connections", "Open WebSocket connections of this web process, by endpoint.", ["endpoint"],
+)
+WEBSOCKET_DROPPED_CLIENTS = Counter(
+    "finstream_websocket_dropped_clients",
+    "WebSocket clients closed with 4008 because their unsent backlog passed WS_MAX_BACKLOG_BYTES.",
+    ["endpoint"],
+)
+RELAY_GROUP_SENDS = Counter("finstream_relay_group_sends", "Channels group_send calls made by relay_streams.")
+RELAY_EVENTS = Counter(
+    "finstream_relay_events", "Kafka events relay_streams handled: sent to a group, or conflated away.", ["outcome"],
 )
