@@ -1,0 +1,59 @@
+"""The tasks Celery beat schedules, run as the worker runs them."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from market import storage, tasks
+from market.storage import CANDLES, QUOTES, TRADES, partitions_ensure, partitions_list
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def names(table):
+    return {name for name, _start, _end in partitions_list(table=table)}
+
+
+def test_partitions_are_created_a_week_ahead(settings):
+    settings.PARTITIONS_AHEAD_DAYS = 7
+    storage._known_partitions.clear()
+    tasks.partitions_create_ahead.apply().get()
+    today = datetime.now(UTC).date()
+    assert {f"market_trade_p{today + timedelta(days=d):%Y%m%d}" for d in range(8)} <= names(TRADES)
+    assert {f"market_quote_p{today + timedelta(days=d):%Y%m%d}" for d in range(8)} <= names(QUOTES)
+
+
+def test_retention_drops_old_raw_data_by_partition_and_old_fine_candles(settings):
+    settings.TRADES_RETENTION_DAYS = 30
+    settings.QUOTES_RETENTION_DAYS = 7
+    settings.FINE_CANDLES_RETENTION_DAYS = 90
+    storage._known_partitions.clear()
+    old_day = datetime.now(UTC).date() - timedelta(days=400)
+    recent_day = datetime.now(UTC).date() - timedelta(days=2)
+    partitions_ensure(table=TRADES, days={old_day, recent_day})
+    partitions_ensure(table=QUOTES, days={old_day, recent_day})
+    partitions_ensure(table=CANDLES, days={old_day, recent_day})
+    old = datetime.combine(old_day, datetime.min.time(), UTC)
+    with connection.cursor() as cursor:
+        for interval in ("1m", "5m", "1h", "1d"):
+            cursor.execute(
+                "INSERT INTO market_candle VALUES ('AAPL', %s, %s, 1, 1, 1, 1, 1, 1, 1, %s, 1, 'a', %s, 1, 'a', now())",
+                [interval, old, old, old])
+    report = tasks.retention_apply.apply().get()
+    assert f"market_trade_p{old_day:%Y%m%d}" in report["trades"]
+    assert f"market_quote_p{old_day:%Y%m%d}" in report["quotes"]
+    assert f"market_trade_p{recent_day:%Y%m%d}" in names(TRADES)
+    assert f"market_trade_p{old_day:%Y%m%d}" not in names(TRADES)
+    assert report["fine_candles"] == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT interval FROM market_candle ORDER BY interval")
+        assert [row[0] for row in cursor.fetchall()] == ["1d", "1h"]
+
+
+def test_every_scheduled_task_is_registered_with_the_worker(settings):
+    from finstream.celery import app
+
+    app.loader.import_default_modules()
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks, entry["task"]
