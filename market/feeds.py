@@ -8,15 +8,46 @@ delivery reports are served while we wait and the pacing stays smooth.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from django.core.management.base import CommandError
 
 from market.domain.pacing import Pacer
 from streaming import metrics
 from streaming.kafka import EventPublisher
 from streaming.schemas import Quote, Trade, encode
 from streaming.topics import QUOTES, TRADES, topic
+
+
+def positive_or_max(text: str, *, option: str, meaning: str) -> float | None:
+    """A command's --rate/--speed value: a positive number, or None for 'max'."""
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f"{option} {text!r}: give {meaning} or 'max'") from None
+    if not value > 0:
+        raise CommandError(f"{option} {text!r} must be positive")
+    return value
+
+
+def stop_on_signals() -> Callable[[], bool]:
+    """First SIGTERM/SIGINT asks the feed to stop (it then flushes); a second exits at once.
+    Returns the function feed_publish polls."""
+    requested = []
+
+    def handle(signum, _frame):
+        if requested:
+            raise SystemExit(128 + signum)
+        requested.append(signum)
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return lambda: bool(requested)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 import gzip
 import io
-import signal
 import sys
 import time
 from itertools import chain
@@ -13,21 +12,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from market.domain.pacing import Pacer
 from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
-from market.feeds import feed_publish
+from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 
-
-def _speed(text: str) -> float | None:
-    if text == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise CommandError(f"--speed {text!r}: give a factor (1 = real time, 10 = ten times faster) or 'max'") from None
-    if not value > 0:
-        raise CommandError(f"--speed {text!r} must be positive")
-    return value
 
 
 def _open_text(path: Path):
@@ -59,7 +47,8 @@ class Command(BaseCommand):
         path = Path(options["file"])
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
-        speed = _speed(options["speed"])
+        speed = positive_or_max(options["speed"], option="--speed",
+                                meaning="a factor (1 = real time, 10 = ten times faster)")
         overrides = {}
         for item in options["column"]:
             role, _, name = item.partition("=")
@@ -90,15 +79,7 @@ class Command(BaseCommand):
             events = chain([first], events)
             pacer = Pacer(wall_start=time.monotonic(), event_start=first.ts, speed=speed) if speed else None
             kafka_cluster_reachable(timeout=10)
-            stop = {"requested": False}
-
-            def on_signal(signum, _frame):
-                if stop["requested"]:
-                    raise SystemExit(128 + signum)
-                stop["requested"] = True
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
+            should_stop = stop_on_signals()
             metrics.serve_metrics(settings.METRICS_PORT)
             show_progress = sys.stdout.isatty()
 
@@ -111,7 +92,7 @@ class Command(BaseCommand):
 
             publisher = EventPublisher(name="replay")
             stats = feed_publish(events=events, publisher=publisher, pacer=pacer,
-                                 should_stop=lambda: stop["requested"], on_progress=progress,
+                                 should_stop=should_stop, on_progress=progress,
                                  progress_every=100_000 if pacer is None else 1_000)
         except ReplayError as error:
             hint = " (--skip-bad skips such rows)" if error.line is not None else ""

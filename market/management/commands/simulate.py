@@ -1,7 +1,6 @@
 """`manage.py simulate`: a realistic market on market.trades and market.quotes."""
 
 import random
-import signal
 import time
 from datetime import UTC, datetime
 from itertools import takewhile
@@ -12,22 +11,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from market.domain.pacing import Pacer
 from market.domain.simulator import MarketSimulator, ground_truth_json
-from market.feeds import feed_publish
+from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 from streaming.schemas import is_valid_symbol
 
-
-def _rate(text: str) -> float | None:
-    if text == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise CommandError(f"--rate {text!r}: give trades per second (e.g. 100) or 'max'") from None
-    if not value > 0:
-        raise CommandError(f"--rate {text!r} must be positive")
-    return value
 
 
 class Command(BaseCommand):
@@ -53,7 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         rate_text = options["rate"] or str(settings.TRADES_PER_SECOND)
-        speed_rate = _rate(rate_text)
+        speed_rate = positive_or_max(rate_text, option="--rate", meaning="trades per second (e.g. 100)")
         symbols = [s.strip().upper() for s in (options["symbols"] or ",".join(settings.SYMBOLS)).split(",") if s.strip()]
         bad = [s for s in symbols if not is_valid_symbol(s)]
         if bad or not symbols:
@@ -73,15 +61,7 @@ class Command(BaseCommand):
             kafka_cluster_reachable(timeout=10)
         except KafkaUnavailable as error:
             raise CommandError(str(error)) from None
-        stop = {"requested": False}
-
-        def on_signal(signum, _frame):
-            if stop["requested"]:
-                raise SystemExit(128 + signum)
-            stop["requested"] = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        should_stop = stop_on_signals()
         metrics.serve_metrics(settings.METRICS_PORT)
         self.stdout.write(f"simulating {', '.join(symbols)} at {rate_text} trades/s, seed {seed}, from "
                           f"{start.isoformat()}" + (f", anomalies {options['anomalies']}/symbol/hour"
@@ -89,7 +69,7 @@ class Command(BaseCommand):
         publisher = EventPublisher(name="simulator")
         try:
             stats = feed_publish(
-                events=events, publisher=publisher, pacer=pacer, should_stop=lambda: stop["requested"],
+                events=events, publisher=publisher, pacer=pacer, should_stop=should_stop,
                 on_progress=lambda s: self.stdout.write(
                     f"  {s.trades} trades, {s.quotes} quotes, {s.rate(time.monotonic()):,.0f} events/s"),
                 progress_every=500_000 if pacer is None else 10_000,
