@@ -16,7 +16,7 @@ SERVICE_FIXTURES = {"db", "transactional_db", "django_db_setup", "kafka_topics",
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("django_db"):
             item.add_marker(pytest.mark.services)
 
 

@@ -82,6 +82,7 @@ install_debian_packages() {
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   command -v kcat >/dev/null || missing+=(kcat)
+  command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks deploy/prometheus in the tests
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -eq 0 ]; then
     step "Debian packages: all present"
@@ -98,6 +99,10 @@ install_debian_packages() {
   # The postgresql package would start a cluster of its own on 5432; ours runs from var/.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || fail "apt-get install ${missing[*]} failed"
+  # Debian's prometheus package may start a server of its own on :9090; only promtool is wanted.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
+  fi
   if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
     $SUDO pg_ctlcluster "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
   fi

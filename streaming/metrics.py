@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -58,13 +59,14 @@ def serve_metrics(port: int) -> None:
     """Serve the default registry on `port` in a background thread (0 = off)."""
     if not port:
         return
+    addr = settings.METRICS_ADDR
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=addr)
     except OSError as error:
         raise MetricsPortTaken(
-            f"cannot serve metrics on 127.0.0.1:{port}: {error.strerror} (set METRICS_PORT, or 0 to turn them off)"
+            f"cannot serve metrics on {addr}:{port}: {error.strerror} (set METRICS_PORT, or 0 to turn them off)"
         ) from None
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    log.info("metrics on http://%s:%d/metrics", addr, port)
 DETECTION_DELAY = Histogram(
     "finstream_alert_detection_delay_seconds",
     "From the event time of an alert's trigger to the alert being stored.",
