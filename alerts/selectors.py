@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import Count, Max
 
 from alerts.domain.rules import RuleConfig, rule_config_from_params
-from alerts.models import AlertRule
+from alerts.models import Alert, AlertRule
 
 
 def alert_rule_configs() -> list[RuleConfig]:
@@ -22,3 +24,45 @@ def alert_rules_version() -> tuple:
     """Changes whenever a rule is added, removed or edited."""
     summary = AlertRule.objects.aggregate(count=Count("id"), updated=Max("updated_at"))
     return (summary["count"], summary["updated"])
+
+
+def alert_get(*, alert_id: str) -> Alert | None:
+    return Alert.objects.select_related("rule", "acknowledged_by", "resolved_by").filter(id=alert_id).first()
+
+
+ALERT_STATES = ("open", "acknowledged", "resolved")
+
+
+def alert_page(*, symbol: str | None = None, severity: str | None = None, type: str | None = None,
+               state: str | None = None, start: datetime | None = None, end: datetime | None = None,
+               after: tuple[datetime, str] | None = None, descending: bool = True, limit: int) -> list[Alert]:
+    """Up to `limit` alerts matching the filters, by (event_time, id), strictly
+    after `after` in the chosen order. State: open (neither acknowledged nor
+    resolved), acknowledged (but not resolved) or resolved."""
+    alerts = Alert.objects.select_related("rule", "acknowledged_by", "resolved_by")
+    if symbol:
+        alerts = alerts.filter(symbol=symbol)
+    if severity:
+        alerts = alerts.filter(severity=severity)
+    if type:
+        alerts = alerts.filter(type=type)
+    if state == "open":
+        alerts = alerts.filter(acknowledged_at__isnull=True, resolved_at__isnull=True)
+    elif state == "acknowledged":
+        alerts = alerts.filter(acknowledged_at__isnull=False, resolved_at__isnull=True)
+    elif state == "resolved":
+        alerts = alerts.filter(resolved_at__isnull=False)
+    if start is not None:
+        alerts = alerts.filter(event_time__gte=start)
+    if end is not None:
+        alerts = alerts.filter(event_time__lt=end)
+    if after is not None:
+        time, alert_id = after
+        # (event_time, id) strictly after the cursor; the redundant bound on
+        # event_time alone keeps it an index range.
+        if descending:
+            alerts = alerts.filter(event_time__lte=time).exclude(event_time=time, id__gte=alert_id)
+        else:
+            alerts = alerts.filter(event_time__gte=time).exclude(event_time=time, id__lte=alert_id)
+    order = ("-event_time", "-id") if descending else ("event_time", "id")
+    return list(alerts.order_by(*order)[:limit])

@@ -268,6 +268,9 @@ cmd_up() {
       cat <<EOF
 
 FinStream is up.
+  Dashboard   http://127.0.0.1:$WEB_PORT/
+  API docs    http://127.0.0.1:$WEB_PORT/api/docs/
+  Live stream ws://127.0.0.1:$WEB_PORT/ws/stream
   REST API    http://127.0.0.1:$WEB_PORT/api/v1/symbols
   Admin       http://127.0.0.1:$WEB_PORT/admin/
   Health      http://127.0.0.1:$WEB_PORT/health   http://127.0.0.1:$WEB_PORT/ready

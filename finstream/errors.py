@@ -39,7 +39,10 @@ def api_exception_handler(exc, context):
         message = f"{first[0]}: {' '.join(map(str, first[1]))}" if first else "invalid request"
         body = {"error": {"code": "invalid_parameter", "message": message, "details": details}}
     else:
-        body = {"error": {"code": _code_for(exc), "message": str(exc.detail)}}
+        message = str(exc.detail)
+        if isinstance(exc, exceptions.NotAuthenticated):
+            message += " Log in (a session) or send `Authorization: Token <key>` (manage.py drf_create_token <user>)."
+        body = {"error": {"code": _code_for(exc), "message": message}}
         if isinstance(exc, ApiError) and exc.details is not None:
             body["error"]["details"] = exc.details
     return Response(body, status=response.status_code, headers=getattr(response, "headers", None) and {

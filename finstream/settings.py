@@ -123,7 +123,7 @@ KAFKA_BOOTSTRAP_SERVERS = env_str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 KAFKA_TOPIC_PREFIX = env_str("KAFKA_TOPIC_PREFIX", "")
 KAFKA_CONSUMER_GROUP_PREFIX = env_str("KAFKA_CONSUMER_GROUP_PREFIX", "finstream")
 KAFKA_TOPIC_PARTITIONS = env_int("KAFKA_TOPIC_PARTITIONS", 4, minimum=1, maximum=1000)
-CONSUMER_BATCH_SIZE = env_int("CONSUMER_BATCH_SIZE", 5000, minimum=1, maximum=100_000)
+CONSUMER_BATCH_SIZE = env_int("CONSUMER_BATCH_SIZE", 20000, minimum=1, maximum=100_000)
 CONSUMER_BATCH_WAIT_MS = env_int("CONSUMER_BATCH_WAIT_MS", 200, minimum=1, maximum=60_000)
 # Consecutive undecodable messages after which a consumer stops instead of
 # dead-lettering everything: that many in a row means a bad deploy, not bad luck.
@@ -143,12 +143,20 @@ CELERY_TIMEZONE = "UTC"
 # --- Observability ------------------------------------------------------------
 # Long-running commands serve Prometheus metrics on METRICS_PORT (0 = off).
 METRICS_PORT = env_int("METRICS_PORT", 0, minimum=0, maximum=65535)
+# Where the metrics servers listen: loopback for the local stack, 0.0.0.0 in containers.
+METRICS_ADDR = env_str("METRICS_ADDR", "127.0.0.1")
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "finstream.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -195,3 +203,68 @@ CELERY_BEAT_SCHEDULE = {
 # A closed bucket is sealed only this long after it closed, so that trades in
 # flight through Kafka have landed first.
 CANDLE_SEAL_GRACE_SECONDS = env_int("CANDLE_SEAL_GRACE_SECONDS", 120, minimum=0)
+
+# --- REST API and WebSockets (docs/api.md) --------------------------------------
+import re as _re  # noqa: E402 - this section is appended to the settings above
+
+INSTALLED_APPS += ["rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+# Writes (acknowledge/resolve an alert) need a user: a browser session, or
+# `Authorization: Token <key>` (`manage.py drf_create_token <username>`).
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    *REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"],
+    "rest_framework.authentication.TokenAuthentication",
+]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+
+
+def _throttle_rate(name: str) -> str:
+    """'1000/min' style (DRF's N/second|minute|hour|day, first letter enough); empty = no throttle."""
+    value = env_str(name, "").strip()
+    if value and not _re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate: use e.g. 1000/min, 20/s, 50000/day (empty = off)")
+    return value
+
+
+API_THROTTLE_ANON = _throttle_rate("API_THROTTLE_ANON")
+API_THROTTLE_USER = _throttle_rate("API_THROTTLE_USER")
+_throttles = {"anon": API_THROTTLE_ANON, "user": API_THROTTLE_USER}
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    f"rest_framework.throttling.{'Anon' if scope == 'anon' else 'User'}RateThrottle"
+    for scope, rate in _throttles.items() if rate
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {scope: rate for scope, rate in _throttles.items() if rate}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FinStream API",
+    "DESCRIPTION": "Market data (symbols, quotes, trades, OHLCV candles, market summary) and alerts. "
+                   "Prices, sizes and volumes are exact decimal strings. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc assets come from drf-spectacular-sidecar, served by
+    # us: /api/docs/ works without the internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Channel layer: "pubsub" (RedisPubSubChannelLayer, one PUBLISH per group
+# message, fanned out in each web process) or "redis" (RedisChannelLayer, a
+# copy per member channel in Redis). Chosen by measurement: bench/websocket_fanout.py.
+CHANNEL_LAYER = env_str("CHANNEL_LAYER", "pubsub")
+if CHANNEL_LAYER not in {"pubsub", "redis"}:
+    raise ImproperlyConfigured(f"CHANNEL_LAYER={CHANNEL_LAYER!r}: use pubsub or redis")
+if CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+# WebSocket limits (streaming/consumers.py).
+WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 15.0, minimum=0.05)
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=256)
+WS_MAX_SUBSCRIPTIONS = env_int("WS_MAX_SUBSCRIPTIONS", 200, minimum=1)
+# A client whose unsent backlog (bytes the server holds for it) passes this is
+# dropped with close code 4008 instead of growing the server's memory.
+WS_MAX_BACKLOG_BYTES = env_int("WS_MAX_BACKLOG_BYTES", 4 * 1024 * 1024, minimum=1024)
+# The web process keeps the list of active symbols this long (0 = ask the
+# database on every request), so that quotes and the market summary need Redis only.
+API_SYMBOLS_CACHE_SECONDS = env_float("API_SYMBOLS_CACHE_SECONDS", 5.0, minimum=0.0)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 
+import msgspec
 from django.db import connection
 
 from market.domain.candles import vwap
 from market.models import Quote, Symbol, Trade
+from market.rollups import STATS_KEY
+from streaming.redis import redis_client
 from streaming.schemas import Candle as CandleMessage
 from streaming.schemas import Quote as QuoteMessage
 from streaming.schemas import Trade as TradeMessage
@@ -65,3 +72,210 @@ def candle_message_from_row(row) -> CandleMessage:
         low=low.normalize(), close=close.normalize(), volume=volume.normalize(), trades=trades,
         vwap=vwap(notional, volume), first_trade_ts=first_time, last_trade_ts=last_time,
     )
+
+
+# --- pages for the API ------------------------------------------------------------
+# Keyset pagination: a page starts strictly after the (time, id) of the previous
+# page's last row. Every query is `symbol = ... [AND interval = ...]` plus a
+# range on the rest of the primary key and ORDER BY the same columns, so it is
+# one (backward) index range scan per partition, stopped by the LIMIT.
+
+
+@dataclass(frozen=True)
+class TradeRow:
+    trade_id: str
+    symbol: str
+    time: datetime
+    seq: int
+    price: Decimal
+    size: Decimal
+    side: str
+
+
+def _range_sql(*, start: datetime | None, end: datetime | None, after: tuple | None, descending: bool,
+               key: str) -> tuple[str, list]:
+    clauses, params = [], []
+    if start is not None:
+        clauses.append("time >= %s")
+        params.append(start)
+    if end is not None:
+        clauses.append("time < %s")
+        params.append(end)
+    if after is not None:
+        clauses.append(f"({key}) {'<' if descending else '>'} ({', '.join(['%s'] * len(after))})")
+        params.extend(after)
+    return "".join(f" AND {clause}" for clause in clauses), params
+
+
+def trade_page(*, symbol: str, start: datetime | None = None, end: datetime | None = None,
+               after: tuple[datetime, str] | None = None, descending: bool = True, limit: int) -> list[TradeRow]:
+    """Up to `limit` trades of `symbol` in [start, end), strictly after the
+    (time, trade_id) `after` in the chosen order; newest first by default."""
+    where, params = _range_sql(start=start, end=end, after=after, descending=descending, key="time, trade_id")
+    order = "DESC" if descending else "ASC"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT trade_id, symbol, time, seq, price, size, side FROM market_trade WHERE symbol = %s{where} "
+            f"ORDER BY time {order}, trade_id {order} LIMIT %s",
+            [symbol, *params, limit],
+        )
+        return [TradeRow(*row) for row in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class CandleRow:
+    """A candle as the API shows it; vwap is exact (market.domain.candles.vwap)."""
+
+    start: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+    vwap: Decimal
+
+
+def candle_page(*, symbol: str, interval: str, start: datetime | None = None, end: datetime | None = None,
+                after: datetime | None = None, descending: bool = True, limit: int) -> list[CandleRow]:
+    """Up to `limit` candles of (symbol, interval) whose bucket starts in
+    [start, end), strictly after the bucket `after` in the chosen order."""
+    where, params = _range_sql(start=start, end=end, after=None if after is None else (after,),
+                               descending=descending, key="time")
+    order = "DESC" if descending else "ASC"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT time, open, high, low, close, volume, trades, notional FROM market_candle "
+            f"WHERE symbol = %s AND interval = %s{where} ORDER BY time {order} LIMIT %s",
+            [symbol, interval, *params, limit],
+        )
+        return [CandleRow(time, open_, high, low, close, volume, trades, vwap(notional, volume))
+                for time, open_, high, low, close, volume, trades, notional in cursor.fetchall()]
+
+
+def candle_current(*, symbol: str, interval: str) -> CandleMessage | None:
+    """The newest stored candle of (symbol, interval): the open bucket while trades flow."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {CANDLE_COLUMNS} FROM market_candle WHERE symbol = %s AND interval = %s "
+                       "ORDER BY time DESC LIMIT 1", [symbol, interval])
+        row = cursor.fetchone()
+    return None if row is None else candle_message_from_row(row)
+
+
+# --- live state from Redis (kept by the consumers) ------------------------------------
+def _latest_key(kind: str) -> str:
+    # Imported here: market.services imports this module at its top.
+    from market.services import LATEST_QUOTE_KEY, LATEST_TRADE_KEY
+
+    return LATEST_QUOTE_KEY if kind == "quote" else LATEST_TRADE_KEY
+
+
+_quote_decoder = msgspec.json.Decoder(QuoteMessage)
+_trade_decoder = msgspec.json.Decoder(TradeMessage)
+
+
+def _decode_or_none(decoder, raw: bytes | None):
+    if raw is None:
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None  # written by an older schema: as if absent until the next event replaces it
+
+
+def quote_latest(*, symbol: str) -> QuoteMessage | None:
+    """The newest quote of `symbol` that ingest_quotes stored, from Redis (no table scan)."""
+    return _decode_or_none(_quote_decoder, redis_client().hget(_latest_key('quote').format(symbol), "json"))
+
+
+def trade_latest(*, symbol: str) -> TradeMessage | None:
+    """The newest trade of `symbol` that build_candles stored, from Redis."""
+    return _decode_or_none(_trade_decoder, redis_client().hget(_latest_key('trade').format(symbol), "json"))
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    symbol: str
+    last: Decimal | None = None
+    last_trade_time: datetime | None = None
+    change_24h: Decimal | None = None
+    change_pct_24h: Decimal | None = None
+    open_24h: Decimal | None = None
+    high_24h: Decimal | None = None
+    low_24h: Decimal | None = None
+    volume_24h: Decimal | None = None
+    vwap_24h: Decimal | None = None
+    trades_24h: int | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    quote_time: datetime | None = None
+    stats_time: datetime | None = None
+
+
+def _stats(raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        stats = json.loads(raw)
+        return {
+            "open_24h": Decimal(stats["open_24h"]), "high_24h": Decimal(stats["high_24h"]),
+            "low_24h": Decimal(stats["low_24h"]), "volume_24h": Decimal(stats["volume_24h"]),
+            "vwap_24h": Decimal(stats["vwap_24h"]), "trades_24h": int(stats["trades_24h"]),
+            "last": Decimal(stats["last"]), "stats_time": datetime.fromisoformat(stats["computed_at"]),
+        }
+    except (ValueError, KeyError, TypeError, ArithmeticError):
+        return None
+
+
+def market_summary(*, symbols: list[str]) -> list[SummaryRow]:
+    """Every symbol's last price, 24h statistics and top of book, from Redis
+    only: one pipelined round trip, no database query. The 24h statistics
+    come from market_stats_refresh (every 15 s); a symbol without them gets
+    nulls there rather than a computation here. The last trade is newer than
+    the statistics, so it moves high/low and the change at once."""
+    pipe = redis_client().pipeline(transaction=False)
+    for symbol in symbols:
+        pipe.hget(_latest_key('trade').format(symbol), "json")
+        pipe.hget(_latest_key('quote').format(symbol), "json")
+        pipe.get(STATS_KEY.format(symbol))
+    replies = pipe.execute()
+    rows = []
+    for index, symbol in enumerate(symbols):
+        trade = _decode_or_none(_trade_decoder, replies[3 * index])
+        quote = _decode_or_none(_quote_decoder, replies[3 * index + 1])
+        stats = _stats(replies[3 * index + 2])
+        fields: dict = {}
+        if stats is not None:
+            fields.update(stats)
+            fields["last_trade_time"] = None
+        if trade is not None:
+            fields["last"], fields["last_trade_time"] = trade.price, trade.ts.astimezone(UTC)
+        if stats is not None:
+            last = fields["last"]
+            fields["high_24h"] = max(stats["high_24h"], last)
+            fields["low_24h"] = min(stats["low_24h"], last)
+            fields["change_24h"] = last - stats["open_24h"]
+            fields["change_pct_24h"] = (fields["change_24h"] / stats["open_24h"] * 100).quantize(Decimal("0.01"))
+        if quote is not None:
+            fields.update(bid=quote.bid, ask=quote.ask, quote_time=quote.ts.astimezone(UTC))
+        rows.append(SummaryRow(symbol=symbol, **fields))
+    return rows
+
+
+def symbol_tickers() -> list[str]:
+    return list(Symbol.objects.filter(active=True).order_by("ticker").values_list("ticker", flat=True))
+
+
+_recent_tickers: tuple[float, list[str]] = (float("-inf"), [])
+
+
+def symbol_tickers_recent(*, max_age: float) -> list[str]:
+    """Active tickers as of at most `max_age` seconds ago: the web process asks
+    on every quote and summary request, and symbols change rarely."""
+    global _recent_tickers
+    read_at, tickers = _recent_tickers
+    now = time.monotonic()
+    if now - read_at > max_age:
+        tickers = symbol_tickers()
+        _recent_tickers = (now, tickers)
+    return tickers

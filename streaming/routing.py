@@ -1,4 +1,13 @@
-"""WebSocket routes. The live streams arrive with the API/WebSocket work; the
-router exists now so that the ASGI app is complete."""
+"""WebSocket routes (docs/api.md). finstream/asgi.py wraps them in
+AllowedHostsOriginValidator, so a browser page from another origin is refused."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from streaming import consumers
+
+websocket_urlpatterns = [
+    path("ws/quotes/<str:symbol>", consumers.QuoteStreamConsumer.as_asgi()),
+    path("ws/trades/<str:symbol>", consumers.TradeStreamConsumer.as_asgi()),
+    path("ws/alerts", consumers.AlertStreamConsumer.as_asgi()),
+    path("ws/stream", consumers.MultiplexStreamConsumer.as_asgi()),
+]

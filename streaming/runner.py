@@ -22,6 +22,7 @@ unmoved (the supervisor restarts it); anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -174,8 +175,9 @@ class ConsumerRunner:
         events: Events = defaultdict(list)
         poison: list[Poison] = []
         next_offsets: dict[tuple[str, int], int] = {}
-        event_times: list[float] = []
-        counts: dict[tuple[str, str], int] = defaultdict(int)
+        decoders, topic_base = self._decoders, self._topic_base
+        # The per-message loop does only what each message needs: counts and
+        # latency samples are taken from the results afterwards.
         for message in messages:
             error = message.error()
             if error is not None:
@@ -185,15 +187,12 @@ class ConsumerRunner:
             name = message.topic()
             next_offsets[(name, message.partition())] = message.offset() + 1
             try:
-                value = self._decoders[name].decode(message.value() or b"")
+                value = decoders[name].decode(message.value() or b"")
             except msgspec.DecodeError as decode_error:
                 poison.append(Poison(name, message.partition(), message.offset(), message.key(), message.value(),
                                      str(decode_error)))
-                counts[(name, "dead_lettered")] += 1
                 continue
-            events[self._topic_base[name]].append(value)
-            counts[(name, "processed")] += 1
-            event_times.append(value.ts.timestamp())
+            events[topic_base[name]].append(value)
 
         self._handle_poison(poison, good=len(messages) - len(poison))
         result = self._store_with_retries(events, next_offsets)
@@ -202,7 +201,7 @@ class ConsumerRunner:
             offsets=[TopicPartition(name, partition, offset) for (name, partition), offset in next_offsets.items()],
             asynchronous=True,
         )
-        self._record(len(messages), counts, event_times)
+        self._record(len(messages), events, poison)
         return len(messages)
 
     def _handle_poison(self, poison: list[Poison], *, good: int) -> None:
@@ -270,17 +269,21 @@ class ConsumerRunner:
                 metrics.CONSUMER_LAG.labels(consumer=self.pipeline.name, topic=self._topic_base[tp.topic],
                                             partition=str(tp.partition)).set(max(0, high - tp.offset))
 
-    def _record(self, size: int, counts: dict[tuple[str, str], int], event_times: list[float]) -> None:
+    def _record(self, size: int, events: Events, poison: list[Poison]) -> None:
         self._batch_size.observe(size)
-        for key, count in counts.items():
-            self._processed[key].inc(count)
+        for name, base in self._topic_base.items():
+            if events.get(base):
+                self._processed[(name, "processed")].inc(len(events[base]))
+        for item in poison:
+            self._processed[(item.topic, "dead_lettered")].inc()
         # A sample of each batch: observing every message would cost more than
         # the rest of the bookkeeping at 100k messages/s.
-        if event_times:
+        values = [value for batch in events.values() for value in batch]
+        if values:
             now = time.time()
-            step = max(1, len(event_times) // self.LATENCY_SAMPLES_PER_BATCH)
-            for event_time in event_times[::step]:
-                self._latency.observe(max(0.0, now - event_time))
+            step = max(1, len(values) // self.LATENCY_SAMPLES_PER_BATCH)
+            for value in values[::step]:
+                self._latency.observe(max(0.0, now - value.ts.timestamp()))
 
 
 def preflight() -> None:
@@ -312,4 +315,9 @@ def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = No
     metrics.serve_metrics(settings.METRICS_PORT)
     if on_start:
         on_start()
+    # What exists now (Django, settings, clients) lives as long as the process.
+    # Frozen, the garbage collector stops rescanning it while every batch
+    # allocates thousands of messages: ~1.8 us of ~10 us CPU per trade
+    # (bench/candles_pipeline.py).
+    gc.freeze()
     runner.run()

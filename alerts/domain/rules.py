@@ -75,13 +75,22 @@ class PriceSpikeParams:
 @dataclass(frozen=True, slots=True)
 class VolumeAnomalyParams:
     """Fires when a completed 1-minute bucket's volume is more than ``k_sigma`` spreads above the
-    centre of the symbol's preceding ``baseline_buckets`` non-empty completed buckets.
+    centre of the symbol's preceding ``baseline_buckets`` non-empty completed buckets and, when
+    ``min_ratio`` is not 0, also more than ``min_ratio`` times that centre (relative volume).
 
     ``method`` "mean" uses mean and population standard deviation; "mad" uses median and
     1.4826 * median absolute deviation. The spread is floored at ``epsilon * centre`` so a flat
     baseline (spread 0) does not turn every small change into an alert. ``grace_seconds`` is how
     long after a bucket's end ``advance`` waits before closing it for a symbol that has not traded
-    since (cross-partition skew allowance)."""
+    since (cross-partition skew allowance).
+
+    ``min_ratio`` is 0 (off) for the type and 5 in ``DEFAULT_RULES``. A k-sigma test alone
+    fires on about one ordinary minute in a hundred, because a minute's volume is the sum of a
+    few dozen to a few hundred heavy-tailed trade sizes, far from normal, and 30 minutes
+    estimate its mean and sigma loosely. On a simulated day of ten symbols at 30 trades/s it
+    raised 208 false alerts beside 109 injected 15-25x bursts (precision 36%); with "and more
+    than 5x the centre" 0 to 3 a day over six seeds (precision >= 97%), recall 100% either way
+    (bench/anomaly_quality.py). A minute 1.5x its usual volume is nothing a user can act on."""
 
     k_sigma: float = 3.0
     high_sigma: float = 6.0
@@ -90,8 +99,12 @@ class VolumeAnomalyParams:
     method: str = "mean"
     epsilon: float = 0.1
     grace_seconds: int = 10
+    min_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        _require(self.min_ratio == 0 or 1 <= self.min_ratio <= 1000,
+                 f"min_ratio must be 0 (off) or a multiple of the baseline's centre between 1 and 1000, "
+                 f"got {self.min_ratio}")
         for name in ("k_sigma", "high_sigma", "critical_sigma", "epsilon"):
             value = getattr(self, name)
             _require(value > 0, f"{name} must be positive, got {value}")
@@ -262,12 +275,12 @@ def rule_config_from_params(
 
 DEFAULT_RULES: tuple[RuleConfig, ...] = (
     RuleConfig(rule="price-spike", type="price_spike", params=PriceSpikeParams()),
-    RuleConfig(rule="volume-anomaly", type="volume_anomaly", params=VolumeAnomalyParams()),
+    RuleConfig(rule="volume-anomaly", type="volume_anomaly", params=VolumeAnomalyParams(min_ratio=5.0)),
     RuleConfig(rule="spread-blowout", type="spread_blowout", params=SpreadBlowoutParams()),
     RuleConfig(rule="crossed-quote", type="crossed_quote", params=CrossedQuoteParams(), cooldown_seconds=60),
     RuleConfig(rule="stale-feed", type="stale_feed", params=StaleFeedParams()),
 )
 """One rule of each type with the spec's thresholds: price moves of more than 5% in a minute
 (high above 8%, critical above 12%), 1-minute volume more than 3 sigma above its 30-minute
-baseline, spreads more than 5x their 5-minute median, crossed or locked quotes, and symbols
-silent for more than 2 minutes while the market trades."""
+baseline and more than 5x its mean, spreads more than 5x their 5-minute median, crossed or
+locked quotes, and symbols silent for more than 2 minutes while the market trades."""

@@ -1,35 +1,129 @@
 """The market-data REST endpoints of the spec (/api/v1/...). Thin: parse,
-call a selector, render."""
+call a selector, render. docs/api.md describes them for users."""
 
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finstream.errors import ApiError
 from market import selectors
-from market.api.serializers import LimitSerializer, SymbolSerializer, TradeSerializer
+from market.api.pagination import Position, next_link
+from market.api.serializers import (
+    CandlePageSerializer,
+    CandleQuerySerializer,
+    ErrorSerializer,
+    MarketSummarySerializer,
+    QuoteSerializer,
+    SymbolListSerializer,
+    TradePageSerializer,
+    TradeQuerySerializer,
+    candles_json,
+    trades_json,
+)
+
+SYMBOL_PARAMETER = OpenApiParameter(
+    "symbol", str, OpenApiParameter.PATH, description="Ticker, e.g. AAPL (case-insensitive)."
+)
+BAD_REQUEST = OpenApiResponse(ErrorSerializer, description="A parameter is invalid; the message lists what is allowed.")
+UNKNOWN_SYMBOL = OpenApiResponse(ErrorSerializer, description="unknown_symbol: GET /api/v1/symbols lists them.")
 
 
-def _known_symbol(symbol: str) -> str:
+def known_symbol(symbol: str) -> str:
+    """The ticker for a path segment, or a 404 unknown_symbol."""
     ticker = symbol.upper()
-    if not selectors.symbol_exists(ticker=ticker):
+    if len(ticker) > 16 or (ticker not in selectors.symbol_tickers_recent(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
+                            and not selectors.symbol_exists(ticker=ticker)):  # a symbol added since
         raise ApiError(
             code="unknown_symbol",
-            message=f"unknown symbol {symbol!r}: GET /api/v1/symbols lists the symbols",
+            message=f"unknown symbol {symbol[:40]!r}: GET /api/v1/symbols lists the symbols",
             status_code=status.HTTP_404_NOT_FOUND,
         )
     return ticker
 
 
+def query(serializer_class, request) -> dict:
+    params = serializer_class(data=request.query_params)
+    params.is_valid(raise_exception=True)
+    return params.validated_data
+
+
 class SymbolListApi(APIView):
+    @extend_schema(operation_id="symbols_list", summary="Every active symbol", responses=SymbolListSerializer)
     def get(self, request):
-        return Response({"symbols": SymbolSerializer(selectors.symbol_list(), many=True).data})
+        return Response(SymbolListSerializer({"symbols": selectors.symbol_list()}).data)
+
+
+class QuoteLatestApi(APIView):
+    @extend_schema(
+        operation_id="quotes_latest", summary="The latest bid/ask quote of a symbol (from Redis)",
+        parameters=[SYMBOL_PARAMETER],
+        responses={200: QuoteSerializer, 404: OpenApiResponse(
+            ErrorSerializer, description="unknown_symbol, or no_quote when none has arrived yet.")},
+    )
+    def get(self, request, symbol: str):
+        ticker = known_symbol(symbol)
+        quote = selectors.quote_latest(symbol=ticker)
+        if quote is None:
+            raise ApiError(code="no_quote", message=f"no quote for {ticker} yet: is ingest_quotes running?",
+                           status_code=status.HTTP_404_NOT_FOUND)
+        return Response(QuoteSerializer({
+            "symbol": ticker, "id": quote.id, "ts": quote.ts, "bid": quote.bid, "ask": quote.ask,
+            "bid_size": quote.bid_size, "ask_size": quote.ask_size, "spread": quote.ask - quote.bid,
+        }).data)
 
 
 class TradeListApi(APIView):
+    @extend_schema(
+        operation_id="trades_list", summary="Trades of a symbol, newest first, a page at a time",
+        parameters=[SYMBOL_PARAMETER, TradeQuerySerializer],
+        responses={200: TradePageSerializer, 400: BAD_REQUEST, 404: UNKNOWN_SYMBOL},
+    )
     def get(self, request, symbol: str):
-        ticker = _known_symbol(symbol)
-        params = LimitSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        trades = selectors.trade_list(symbol=ticker, limit=params.validated_data["limit"])
-        return Response({"symbol": ticker, "trades": TradeSerializer(trades, many=True).data})
+        ticker = known_symbol(symbol)
+        params = query(TradeQuerySerializer, request)
+        after = params.get("cursor")
+        limit = params["limit"]
+        rows = selectors.trade_page(
+            symbol=ticker, start=params.get("start"), end=params.get("end"),
+            after=None if after is None else (after.time, after.id), descending=params["sort"] == "desc",
+            limit=limit + 1,
+        )
+        # Rendered as TradePageSerializer documents it (test_api_market checks they agree).
+        return Response({
+            "symbol": ticker, "trades": trades_json(rows[:limit]),
+            "next": next_link(request, rows, limit=limit, sort=params["sort"],
+                              position_of=lambda row: Position(row.time, row.trade_id)),
+        })
+
+
+class CandleListApi(APIView):
+    @extend_schema(
+        operation_id="candles_list", summary="OHLCV candles of a symbol, newest first, a page at a time",
+        parameters=[SYMBOL_PARAMETER, CandleQuerySerializer],
+        responses={200: CandlePageSerializer, 400: BAD_REQUEST, 404: UNKNOWN_SYMBOL},
+    )
+    def get(self, request, symbol: str):
+        ticker = known_symbol(symbol)
+        params = query(CandleQuerySerializer, request)
+        after = params.get("cursor")
+        limit = params["limit"]
+        rows = selectors.candle_page(
+            symbol=ticker, interval=params["interval"], start=params.get("start"), end=params.get("end"),
+            after=None if after is None else after.time, descending=params["sort"] == "desc", limit=limit + 1,
+        )
+        return Response({
+            "symbol": ticker, "interval": params["interval"], "candles": candles_json(rows[:limit]),
+            "next": next_link(request, rows, limit=limit, sort=params["sort"],
+                              position_of=lambda candle: Position(candle.start)),
+        })
+
+
+class MarketSummaryApi(APIView):
+    @extend_schema(operation_id="market_summary", summary="Every symbol: last price, 24h change and range, bid/ask",
+                   responses=MarketSummarySerializer)
+    def get(self, request):
+        rows = selectors.market_summary(symbols=selectors.symbol_tickers_recent(
+            max_age=settings.API_SYMBOLS_CACHE_SECONDS))
+        return Response(MarketSummarySerializer({"symbols": rows}).data)

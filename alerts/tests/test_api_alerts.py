@@ -1,0 +1,145 @@
+"""GET /api/v1/alerts with every filter, and the authenticated writes
+POST /api/v1/alerts/{id}/acknowledge and /resolve."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from alerts.models import Alert
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+def make_alert(i: int, *, symbol="AAPL", severity="high", type="price_spike", seconds=None, **extra) -> Alert:
+    ts = T0 + timedelta(seconds=i if seconds is None else seconds)
+    return Alert.objects.create(id=f"al-{i:024x}", type=type, severity=severity, symbol=symbol,
+                                message=f"alert {i}", observed={"n": i}, event_time=ts, detected_at=ts, **extra)
+
+
+@pytest.fixture
+def alerts():
+    made = [
+        make_alert(1, symbol="AAPL", severity="high", type="price_spike"),
+        make_alert(2, symbol="MSFT", severity="low", type="volume_anomaly"),
+        make_alert(3, symbol="AAPL", severity="critical", type="stale_feed", acknowledged_at=T0),
+        make_alert(4, symbol="TSLA", severity="medium", type="spread_blowout", acknowledged_at=T0, resolved_at=T0),
+        make_alert(5, symbol="AAPL", severity="high", type="crossed_quote"),
+    ]
+    return made
+
+
+def ids(body) -> list[int]:
+    return [int(alert["id"][3:], 16) for alert in body["alerts"]]
+
+
+def get(url, status=200) -> dict:
+    response = APIClient().get(url)
+    assert response.status_code == status, response.content[:400]
+    return response.json()
+
+
+def test_alerts_are_newest_first_with_every_field(alerts):
+    body = get("/api/v1/alerts")
+    assert ids(body) == [5, 4, 3, 2, 1] and body["next"] is None
+    assert body["alerts"][1] == {
+        "id": alerts[3].id, "rule": None, "type": "spread_blowout", "severity": "medium", "symbol": "TSLA",
+        "message": "alert 4", "observed": {"n": 4}, "time": "2026-03-02T14:30:04Z",
+        "detected_at": "2026-03-02T14:30:04Z", "state": "resolved", "acknowledged_at": "2026-03-02T14:30:00Z",
+        "acknowledged_by": None, "resolved_at": "2026-03-02T14:30:00Z", "resolved_by": None,
+    }
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("symbol=AAPL", [5, 3, 1]),
+    ("symbol=aapl&severity=high", [5, 1]),
+    ("severity=critical", [3]),
+    ("type=volume_anomaly", [2]),
+    ("state=open", [5, 2, 1]),
+    ("state=acknowledged", [3]),
+    ("state=resolved", [4]),
+    ("start=2026-03-02T14:30:02Z&end=2026-03-02T14:30:04Z", [3, 2]),
+    (f"start={int((T0 + timedelta(seconds=4)).timestamp() * 1000)}", [5, 4]),
+    ("sort=asc&limit=2", [1, 2]),
+])
+def test_alert_filters(alerts, query, expected):
+    assert ids(get(f"/api/v1/alerts?{query}")) == expected
+
+
+def test_alert_pages_follow_through_equal_times(alerts):
+    for i in range(6, 16):
+        make_alert(i, seconds=100)  # ten alerts at the same instant
+    url, seen = "/api/v1/alerts?limit=3", []
+    while url:
+        body = get(url)
+        seen += ids(body)
+        url = body["next"] and urlsplit(body["next"])._replace(scheme="", netloc="").geturl()
+    assert seen == list(range(15, 0, -1))
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("severity=urgent", "severity"), ("type=meteor", "type"), ("state=closed", "state"), ("limit=0", "limit"),
+    ("limit=100000", "limit"), ("limit=-1", "limit"), ("start=not-a-date", "start"), ("sort=up", "sort"),
+])
+def test_bad_alert_parameters_are_400_listing_what_is_allowed(alerts, query, field):
+    error = get(f"/api/v1/alerts?{query}", 400)["error"]
+    assert error["code"] == "invalid_parameter" and error["message"].startswith(f"{field}:")
+
+
+# --- writes --------------------------------------------------------------------------------
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user(username="ops", password="pw-for-tests-only")
+
+
+@pytest.mark.parametrize("action", ["acknowledge", "resolve"])
+def test_writes_need_a_user(alerts, action):
+    response = APIClient().post(f"/api/v1/alerts/{alerts[0].id}/{action}")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert "Token" in response.json()["error"]["message"]
+    alerts[0].refresh_from_db()
+    assert alerts[0].acknowledged_at is None
+
+
+def test_acknowledge_with_a_token_is_idempotent(alerts, user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    first = client.post(f"/api/v1/alerts/{alerts[0].id}/acknowledge")
+    assert first.status_code == 200
+    assert (first.json()["state"], first.json()["acknowledged_by"]) == ("acknowledged", "ops")
+    again = client.post(f"/api/v1/alerts/{alerts[0].id}/acknowledge")
+    assert again.json()["acknowledged_at"] == first.json()["acknowledged_at"]
+    assert ids(get("/api/v1/alerts?state=acknowledged")) == [3, 1]
+
+
+def test_resolve_with_a_session_acknowledges_too(alerts, user):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(user)
+    without_csrf = client.post(f"/api/v1/alerts/{alerts[1].id}/resolve")
+    assert without_csrf.status_code == 403 and without_csrf.json()["error"]["code"] == "permission_denied"
+    client.get("/admin/login/")  # sets the CSRF cookie, as a browser page would
+    response = client.post(f"/api/v1/alerts/{alerts[1].id}/resolve",
+                           HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["state"], body["resolved_by"], body["acknowledged_by"]) == ("resolved", "ops", "ops")
+
+
+def test_writing_an_unknown_alert_is_404(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    response = client.post("/api/v1/alerts/al-nope/acknowledge")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_alert"
+
+
+def test_reading_alerts_needs_no_user_but_writing_by_get_is_refused(alerts):
+    assert APIClient().get(f"/api/v1/alerts/{alerts[0].id}/acknowledge").status_code in (401, 405)

@@ -1,0 +1,204 @@
+"""REST API throughput with wrk against daphne, on a bench database.
+
+Builds (once; --rebuild to redo) a database `<name>_bench` beside the
+configured one, through the normal schema (migrations), with SYMBOLS' 1m
+candles for --days days up to now from generate_series (each candle standing
+for --trades-per-candle trades: 10 symbols x 60 days x 1440 minutes x 20 is
+17M trades' worth), their 1h candles, the latest trade and quote of every
+symbol in Redis and the 24h statistics (market_stats_refresh, as beat runs it).
+Then starts daphne on a free port on that database and runs wrk on:
+
+    /api/v1/market-summary      target >= 2000 req/s
+    /api/v1/quotes/AAPL         target >= 2000 req/s
+    /api/v1/candles/AAPL?interval=1m&limit=500   target >= 500 req/s
+
+and prints req/s, latency p50/p99 and the ratio to the target. Nothing is
+written to a file. Needs `wrk` (apt-get install wrk) and the stack's
+PostgreSQL and Redis (`make up`, or a test stack's TIMESCALE_URL/REDIS_URL).
+
+    var/venv/bin/python bench/api_rest.py [--duration 15] [--connections 32] [--rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
+
+TARGETS = [
+    ("market-summary", "/api/v1/market-summary", 2000),
+    ("quotes/{s}", "/api/v1/quotes/AAPL", 2000),
+    ("candles limit=500", "/api/v1/candles/AAPL?interval=1m&limit=500", 500),
+]
+
+
+def bench_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_bench"))
+
+
+def admin_execute(url: str, sql: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def database_exists(url: str) -> bool:
+    import psycopg
+
+    parts = urlsplit(url)
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [parts.path.lstrip("/")]).fetchone()
+
+
+def build(args, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    if args.rebuild and database_exists(url):
+        admin_execute(url, f'DROP DATABASE "{name}"')
+    fresh = not database_exists(url)
+    if fresh:
+        admin_execute(url, f'CREATE DATABASE "{name}"')
+    os.environ["TIMESCALE_URL"] = url
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from market import rollups, services, storage
+    from streaming.schemas import Quote, Trade
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(days=args.days)
+    if fresh:
+        print(f"building {name}: migrations, {len(settings.SYMBOLS)} symbols x {args.days} days of 1m candles ...")
+        call_command("migrate", verbosity=0)
+        services.symbols_seed(tickers=settings.SYMBOLS)
+        days = {(start + timedelta(days=d)).date() for d in range(args.days + 2)}
+        storage.partitions_ensure(table=storage.CANDLES, days=days)
+        storage.partitions_ensure(table=storage.TRADES, days=days)
+        began = time.monotonic()
+        with connection.cursor() as cursor:
+            for symbol in settings.SYMBOLS:
+                cursor.execute(
+                    """
+                    INSERT INTO market_candle (symbol, interval, time, open, high, low, close, volume, trades,
+                        notional, first_trade_time, first_trade_seq, first_trade_id, last_trade_time, last_trade_seq,
+                        last_trade_id, updated_at)
+                    SELECT %(s)s, '1m', t, p, p + 0.25, p - 0.25, p + 0.05, 100 * %(n)s, %(n)s, (p + 0.02) * 100 * %(n)s,
+                        t, 1, 'f', t + interval '59 seconds', %(n)s, 'l', now()
+                    FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '1 minute') t,
+                         LATERAL (SELECT round((100 + 20 * sin(extract(epoch FROM t) / 86400.0))::numeric, 2) AS p) x
+                    """,
+                    {"s": symbol, "n": args.trades_per_candle, "start": start, "end": now},
+                )
+            cursor.execute(
+                """
+                INSERT INTO market_candle
+                SELECT symbol, '1h', date_trunc('hour', time), (array_agg(open ORDER BY time))[1], max(high), min(low),
+                    (array_agg(close ORDER BY time DESC))[1], sum(volume), sum(trades), sum(notional), min(time), 1,
+                    'f', max(last_trade_time), 1, 'l', now()
+                FROM market_candle WHERE interval = '1m' GROUP BY symbol, date_trunc('hour', time)
+                """
+            )
+            cursor.execute("ANALYZE market_candle")
+            cursor.execute("SELECT count(*), sum(trades) FROM market_candle WHERE interval = '1m'")
+            candles, trades = cursor.fetchone()
+        print(f"  {candles} 1m candles ({trades} trades' worth) in {time.monotonic() - began:.0f} s")
+    services.latest_events_store(key_format=services.LATEST_TRADE_KEY, events=[
+        Trade(id=f"bench-{s}", symbol=s, ts=now, seq=1, price=Decimal("101.25"), size=Decimal(5), side="buy")
+        for s in settings.SYMBOLS])
+    services.latest_events_store(key_format=services.LATEST_QUOTE_KEY, events=[
+        Quote(id=f"bench-{s}", symbol=s, ts=now, bid=Decimal("101.24"), ask=Decimal("101.26"), bid_size=Decimal(300),
+              ask_size=Decimal(200)) for s in settings.SYMBOLS])
+    rollups.market_stats_refresh(now=now)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wrk(url: str, *, duration: int, connections: int, threads: int) -> dict:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "errors": int(errors.group(1)) if errors else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--trades-per-candle", type=int, default=20)
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    from finstream.env import env_str
+
+    url = bench_url(os.environ.get("TIMESCALE_URL") or env_str(
+        "DATABASE_URL", "postgresql://finstream:finstream@127.0.0.1:5432/finstream"))
+    build(args, url)
+    port = free_port()
+    # DATABASE_CONN_MAX_AGE=0: under ASGI each request runs in a thread of its own, so a kept connection is
+    # never reused and they pile up to max_connections (see the report for deploy/supervisord.conf).
+    env = {**os.environ, "TIMESCALE_URL": url, "DJANGO_DEBUG": "0", "API_THROTTLE_ANON": "", "API_THROTTLE_USER": "",
+           "DATABASE_CONN_MAX_AGE": "0",
+           "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
+    daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                               "--access-log", os.devnull, "finstream.asgi:application"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against daphne (1 process, DEBUG off) "
+              f"on 127.0.0.1:{port}, {os.cpu_count()} CPUs")
+        for name, path, target in TARGETS:
+            url_ = f"http://127.0.0.1:{port}{path}"
+            wrk(url_, duration=2, connections=args.connections, threads=args.threads)  # warm up
+            r = wrk(url_, duration=args.duration, connections=args.connections, threads=args.threads)
+            print(f"  {name:18s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
+                  f"non-2xx {r['errors']}  target {target}: x{r['rps'] / target:.2f}")
+    finally:
+        daphne.terminate()
+        try:
+            daphne.wait(10)
+        except subprocess.TimeoutExpired:  # requests wrk left in flight keep it waiting
+            daphne.kill()
+            daphne.wait(10)
+
+
+if __name__ == "__main__":
+    main()

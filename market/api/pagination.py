@@ -1,0 +1,144 @@
+"""Query parameters shared by the list endpoints: time bounds, sort, cursors.
+
+* ``start`` (inclusive) and ``end`` (exclusive) are RFC 3339 timestamps with a
+  zone (``2026-03-02T14:30:00Z``, ``2026-03-02T09:30:00-05:00``), a UTC date
+  (``2026-03-02``) or epoch milliseconds (``1772461800000``).
+* ``sort`` is ``desc`` (newest first, the default) or ``asc``.
+* ``cursor`` is opaque: the ``next`` link of a page carries it with every other
+  parameter of the request. Inside it is the (time, id) of the page's last row
+  and the sort it was made for, so a page never repeats or skips a row however
+  many rows share a timestamp (keyset pagination: no OFFSET, each page is one
+  index range scan).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from finstream.errors import ApiError
+
+SORTS = ("desc", "asc")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_MS = re.compile(r"-?\d{1,15}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
+
+
+def parse_time(text: str) -> datetime:
+    """A UTC datetime from RFC 3339, a date or epoch ms; ValueError says what is accepted."""
+    text = text.strip()
+    try:
+        if _EPOCH_MS.fullmatch(text):
+            return _EPOCH + timedelta(milliseconds=int(text))
+        if _DATE.fullmatch(text):
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        value = datetime.fromisoformat(text.replace("z", "Z"))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text[:40]!r} is not a time: use {_TIME_HELP}") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{text[:40]!r} has no time zone: add Z or an offset such as +00:00")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text[:40]!r} is out of range") from None
+
+
+@extend_schema_field({"type": "string", "description": f"{_TIME_HELP}.", "example": "2026-03-02T14:30:00Z"})
+class TimeParamField(serializers.Field):
+    default_error_messages = {"invalid": "{reason}"}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", reason=f"use {_TIME_HELP}")
+        try:
+            return parse_time(data)
+        except ValueError as error:
+            self.fail("invalid", reason=str(error))
+
+    def to_representation(self, value):
+        return value.isoformat()
+
+
+def limit_field(*, default: int, maximum: int) -> serializers.IntegerField:
+    allowed = f"a whole number from 1 to {maximum} (default {default})"
+    return serializers.IntegerField(
+        min_value=1, max_value=maximum, default=default, help_text=f"Rows per page: {allowed}.",
+        error_messages={"invalid": f"must be {allowed}", "min_value": f"must be {allowed}",
+                        "max_value": f"must be {allowed}", "max_string_length": f"must be {allowed}"},
+    )
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class CursorField(serializers.CharField):
+    pass
+
+
+class PageQuerySerializer(serializers.Serializer):
+    """The parameters every list endpoint takes; subclasses add `limit` and filters."""
+
+    start = TimeParamField(required=False, help_text=f"Oldest time included: {_TIME_HELP}.")
+    end = TimeParamField(required=False, help_text=f"Time excluded and everything after it: {_TIME_HELP}.")
+    sort = serializers.ChoiceField(
+        choices=SORTS, default="desc", help_text="desc: newest first (default); asc: oldest first.",
+        error_messages={"invalid_choice": "{input!r} is not a sort order: use desc (newest first) or asc"},
+    )
+    cursor = CursorField(required=False, max_length=500, help_text="Opaque: take it from a page's `next` link.")
+
+    def validate(self, attrs):
+        start, end = attrs.get("start"), attrs.get("end")
+        if start is not None and end is not None and start >= end:
+            raise serializers.ValidationError({"end": ["must be after start"]})
+        if "cursor" in attrs:
+            attrs["cursor"] = cursor_decode(attrs["cursor"], sort=attrs["sort"])
+        return attrs
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ended: its last row's time and id (id is "" where time alone is unique)."""
+
+    time: datetime
+    id: str = ""
+
+
+def cursor_encode(position: Position, *, sort: str) -> str:
+    micros = (position.time - _EPOCH) // timedelta(microseconds=1)
+    raw = json.dumps([sort, micros, position.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor_decode(text: str, *, sort: str) -> Position:
+    bad = ApiError(code="invalid_cursor", message="cursor is not one this API issued: follow a page's `next` link "
+                                                  "as it is, or drop `cursor` to start from the first page")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        issued_for, micros, row_id = json.loads(raw)
+        time = _EPOCH + timedelta(microseconds=int(micros))
+    except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
+        raise bad from None
+    if issued_for not in SORTS or not isinstance(row_id, str) or isinstance(micros, bool):
+        raise bad
+    if issued_for != sort:
+        raise ApiError(code="invalid_cursor", message=f"this cursor belongs to sort={issued_for}: "
+                                                      f"follow the `next` link as it is")
+    return Position(time=time, id=row_id)
+
+
+def next_link(request, rows: list, *, limit: int, sort: str, position_of) -> str | None:
+    """The URL of the page after `rows` (fetched with limit + 1), or None on the last page."""
+    if len(rows) <= limit:
+        return None
+    params = {key: value for key, value in request.query_params.items() if key != "cursor"}
+    params["sort"] = sort
+    params["cursor"] = cursor_encode(position_of(rows[limit - 1]), sort=sort)
+    return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")

@@ -1,0 +1,107 @@
+"""The trades and candles endpoints read through the primary-key index.
+
+Enough rows that a sequential scan would be the planner's choice for a query
+the index cannot serve (no enable_seqscan tricks), ANALYZEd; then the SQL
+the endpoints really ran is EXPLAINed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from market import storage
+from market.services import symbols_seed
+from market.storage import CANDLES, TRADES, partitions_ensure
+
+pytestmark = pytest.mark.django_db
+
+DAYS = [date(2026, 3, 2), date(2026, 3, 3)]
+SYMBOLS = ["AAPL", "MSFT", "NVDA", "TSLA"]
+TRADES_PER_SYMBOL_AND_DAY = 15_000
+
+
+@pytest.fixture
+def many_rows():
+    symbols_seed(tickers=SYMBOLS)
+    storage._known_partitions.clear()
+    partitions_ensure(table=TRADES, days=set(DAYS))
+    partitions_ensure(table=CANDLES, days=set(DAYS))
+    storage._known_partitions.clear()  # rolled back with the test: not to be remembered
+    with connection.cursor() as cursor:
+        for day in DAYS:
+            cursor.execute(
+                """
+                INSERT INTO market_trade (symbol, time, trade_id, seq, price, size, side, received_at)
+                SELECT s, %(day)s::timestamptz + n * interval '5 seconds', s || '-' || n, n, 100 + n %% 7, 1, 'buy', now()
+                FROM unnest(%(symbols)s::text[]) s, generate_series(1, %(count)s) n
+                """,
+                {"day": day, "symbols": SYMBOLS, "count": TRADES_PER_SYMBOL_AND_DAY},
+            )
+        cursor.execute(
+            """
+            INSERT INTO market_candle (symbol, interval, time, open, high, low, close, volume, trades, notional,
+                first_trade_time, first_trade_seq, first_trade_id, last_trade_time, last_trade_seq, last_trade_id,
+                updated_at)
+            SELECT s, i, t, 100, 101, 99, 100.5, 10, 5, 1000, t, 1, 'a', t, 5, 'e', now()
+            FROM unnest(%(symbols)s::text[]) s, unnest(ARRAY['1m', '5m']) i,
+                 generate_series(%(start)s::timestamptz, %(end)s::timestamptz, interval '1 minute') t
+            WHERE i = '1m' OR extract(minute FROM t)::int %% 5 = 0
+            """,
+            {"symbols": SYMBOLS, "start": DAYS[0], "end": DAYS[-1] + timedelta(hours=23, minutes=59)},
+        )
+        cursor.execute("ANALYZE market_trade")
+        cursor.execute("ANALYZE market_candle")
+
+
+def plans_of(url: str, table: str) -> list[str]:
+    """EXPLAIN of each query on `table` that GET `url` ran."""
+    with CaptureQueriesContext(connection) as queries:
+        response = Client().get(url)
+    assert response.status_code == 200, response.content[:300]
+    plans = []
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            if f"FROM {table}" in query["sql"]:
+                cursor.execute("EXPLAIN " + query["sql"])
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    assert plans, f"no query on {table} for {url}"
+    return plans
+
+
+def assert_primary_key_scan(plan: str, table: str) -> None:
+    assert "Seq Scan" not in plan, plan
+    assert any(("Index Scan" in line or "Index Only Scan" in line) and f"{table}" in line and "pkey" in line
+               for line in plan.splitlines()), plan
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/trades/MSFT?limit=100",
+    "/api/v1/trades/MSFT?limit=1000&sort=asc",
+    "/api/v1/trades/MSFT?start=2026-03-02T12:00:00Z&end=2026-03-03T12:00:00Z&limit=500",
+])
+def test_trade_pages_are_primary_key_range_scans(many_rows, url):
+    for plan in plans_of(url, "market_trade"):
+        assert_primary_key_scan(plan, "market_trade")
+
+
+def test_a_later_trade_page_is_still_a_primary_key_range_scan(many_rows):
+    first = Client().get("/api/v1/trades/MSFT?limit=50").json()
+    cursor = first["next"].split("cursor=")[1]
+    for plan in plans_of(f"/api/v1/trades/MSFT?limit=50&cursor={cursor}", "market_trade"):
+        assert_primary_key_scan(plan, "market_trade")
+        assert "trade_id" in plan  # the (time, trade_id) keyset bound is an index condition, not a filter
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/candles/NVDA?interval=1m&limit=500",
+    "/api/v1/candles/NVDA?interval=5m&limit=100&sort=asc",
+    "/api/v1/candles/NVDA?interval=1m&start=2026-03-02T10:00:00Z&end=2026-03-02T20:00:00Z",
+])
+def test_candle_pages_are_primary_key_range_scans(many_rows, url):
+    for plan in plans_of(url, "market_candle"):
+        assert_primary_key_scan(plan, "market_candle")

@@ -1,0 +1,252 @@
+"""The market endpoints of the spec, every parameter, good and bad input.
+(Index use is in test_api_explain.py, the schema in tests/test_openapi.py.)"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from market.domain.candles import vwap
+from market.models import Candle
+from market.rollups import STATS_KEY
+from market.services import LATEST_QUOTE_KEY, LATEST_TRADE_KEY, latest_events_store, symbols_seed
+from market.tests.api_data import T0, make_trades, store_trades
+from streaming.schemas import Quote, Trade
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client(redis_clean, settings):
+    settings.API_SYMBOLS_CACHE_SECONDS = 0  # each test seeds its own symbols
+    symbols_seed(tickers=["AAPL", "MSFT", "NVDA"])
+    return Client()
+
+
+def get(client, url, status=200) -> dict:
+    response = client.get(url)
+    assert response.status_code == status, (url, response.content[:500])
+    assert response["Content-Type"].startswith("application/json")
+    return response.json()
+
+
+def follow(client, url) -> list[dict]:
+    """Every page from `url` on, through the `next` links."""
+    pages = []
+    while url:
+        page = get(client, url)
+        pages.append(page)
+        url = page["next"] and urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    return pages
+
+
+def assert_error(body: dict, code: str, *mentions: str) -> None:
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    for text in mentions:
+        assert text in body["error"]["message"], body
+
+
+# --- symbols and quotes ----------------------------------------------------------------------
+def test_symbols_lists_the_active_symbols(client):
+    assert get(client, "/api/v1/symbols") == {"symbols": [
+        {"symbol": "AAPL", "name": ""}, {"symbol": "MSFT", "name": ""}, {"symbol": "NVDA", "name": ""}]}
+
+
+def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
+    older = Quote(id="q1", symbol="AAPL", ts=T0, bid=Decimal("187.20"), ask=Decimal("187.22"),
+                  bid_size=Decimal(300), ask_size=Decimal(500))
+    newer = Quote(id="q2", symbol="AAPL", ts=T0 + timedelta(seconds=1), bid=Decimal("123456789012.12345678"),
+                  ask=Decimal("123456789012.12345679"), bid_size=Decimal("0.00000001"), ask_size=Decimal(0))
+    latest_events_store(key_format=LATEST_QUOTE_KEY, events=[newer])
+    latest_events_store(key_format=LATEST_QUOTE_KEY, events=[older])  # older: ignored
+    assert get(client, "/api/v1/quotes/aapl") == {
+        "symbol": "AAPL", "id": "q2", "time": "2026-03-02T14:30:01Z", "bid": "123456789012.12345678",
+        "ask": "123456789012.12345679", "bid_size": "0.00000001", "ask_size": "0", "spread": "0.00000001",
+    }
+
+
+def test_a_quote_of_an_unknown_symbol_or_before_any_quote_is_404(client):
+    assert_error(get(client, "/api/v1/quotes/NOPE", 404), "unknown_symbol", "NOPE", "/api/v1/symbols")
+    assert_error(get(client, "/api/v1/quotes/MSFT", 404), "no_quote", "MSFT")
+
+
+# --- trades ------------------------------------------------------------------------------------
+def test_trades_are_newest_first_by_default_and_oldest_first_with_sort_asc(client):
+    trades = make_trades(20)
+    store_trades(trades)
+    newest = get(client, "/api/v1/trades/AAPL?limit=5")
+    expected = sorted(trades, key=lambda t: (t.ts, t.id), reverse=True)
+    assert [t["id"] for t in newest["trades"]] == [t.id for t in expected[:5]]
+    assert newest["trades"][0] == {"id": "AAPL-00019", "symbol": "AAPL", "time": "2026-03-02T14:31:03Z", "seq": 19,
+                                   "price": "187.06", "size": "5", "side": "buy"}
+    oldest = get(client, "/api/v1/trades/AAPL?limit=3&sort=asc")
+    assert [t["id"] for t in oldest["trades"]] == ["AAPL-00000", "AAPL-00001", "AAPL-00002"]
+    assert get(client, "/api/v1/trades/AAPL")["next"] is None  # 20 < the default limit of 100
+
+
+@pytest.mark.parametrize("sort", ["desc", "asc"])
+def test_following_next_links_returns_every_trade_once_even_with_equal_timestamps(client, sort):
+    trades = make_trades(51)  # pairs share a timestamp, and 7-row pages split pairs
+    store_trades(trades + make_trades(5, symbol="MSFT"))
+    pages = follow(client, f"/api/v1/trades/AAPL?limit=7&sort={sort}")
+    assert [len(p["trades"]) for p in pages] == [7] * 7 + [2]
+    ids = [t["id"] for page in pages for t in page["trades"]]
+    expected = sorted(trades, key=lambda t: (t.ts, t.id), reverse=sort == "desc")
+    assert ids == [t.id for t in expected]
+
+
+def test_start_and_end_bound_trades_in_rfc3339_or_epoch_ms(client):
+    trades = make_trades(20, same_time_pairs=False)  # one every 7 s from T0
+    store_trades(trades)
+    start, end = T0 + timedelta(seconds=14), T0 + timedelta(seconds=35)  # trades 2..4; end is exclusive
+    in_range = ["AAPL-00004", "AAPL-00003", "AAPL-00002"]
+    rfc = get(client, "/api/v1/trades/AAPL?start=2026-03-02T14:30:14Z&end=2026-03-02T09:30:35-05:00")
+    assert [t["id"] for t in rfc["trades"]] == in_range
+    epoch = get(client, f"/api/v1/trades/AAPL?start={int(start.timestamp() * 1000)}&end={int(end.timestamp() * 1000)}")
+    assert [t["id"] for t in epoch["trades"]] == in_range
+    pages = follow(client, "/api/v1/trades/AAPL?start=2026-03-02T14:30:14Z&end=2026-03-02T14:30:35Z&limit=2")
+    assert [t["id"] for p in pages for t in p["trades"]] == in_range
+    assert get(client, "/api/v1/trades/AAPL?start=2026-03-03")["trades"] == []
+
+
+@pytest.mark.parametrize(("query", "mentions"), [
+    ("limit=-1", ["limit", "1 to 1000"]),
+    ("limit=0", ["limit", "1 to 1000"]),
+    ("limit=100000", ["limit", "1 to 1000"]),
+    ("limit=abc", ["limit"]),
+    ("start=garbage", ["start", "RFC 3339"]),
+    ("end=2026-13-45T99:00:00Z", ["end"]),
+    ("start=2026-03-02T14:30:00", ["start", "time zone"]),
+    ("start=99999999999999999", ["start"]),
+    ("start=2026-03-02T15:00:00Z&end=2026-03-02T14:00:00Z", ["end", "after start"]),
+    ("sort=newest", ["sort", "desc", "asc"]),
+])
+def test_bad_trade_parameters_are_400_saying_what_is_allowed(client, query, mentions):
+    body = get(client, f"/api/v1/trades/AAPL?{query}", 400)
+    assert_error(body, "invalid_parameter", *mentions)
+    assert body["error"]["details"]
+
+
+def test_a_foreign_or_mismatched_cursor_is_400(client):
+    store_trades(make_trades(10))
+    next_url = get(client, "/api/v1/trades/AAPL?limit=2")["next"]
+    cursor = next_url.split("cursor=")[1]
+    assert_error(get(client, "/api/v1/trades/AAPL?cursor=not-a-cursor", 400), "invalid_cursor", "next")
+    assert_error(get(client, f"/api/v1/trades/AAPL?cursor={cursor}&sort=asc", 400), "invalid_cursor", "sort=desc")
+
+
+def test_an_empty_parameter_counts_as_absent(client):
+    assert get(client, "/api/v1/trades/AAPL?limit=&start=&sort=")["trades"] == []
+
+
+def test_trades_of_an_unknown_symbol_are_404(client):
+    assert_error(get(client, "/api/v1/trades/NOPE", 404), "unknown_symbol")
+    assert_error(get(client, "/api/v1/trades/" + "X" * 300, 404), "unknown_symbol")
+
+
+# --- candles -----------------------------------------------------------------------------------
+def test_candles_have_plain_fields_and_an_exact_vwap(client):
+    store_trades(make_trades(40, every=timedelta(seconds=5)))  # 20 timestamps 5 s apart: 2 minutes
+    body = get(client, "/api/v1/candles/AAPL?interval=1m")
+    assert body["symbol"] == "AAPL" and body["interval"] == "1m" and body["next"] is None
+    assert [c["time"] for c in body["candles"]] == ["2026-03-02T14:31:00Z", "2026-03-02T14:30:00Z"]
+    assert set(body["candles"][0]) == {"time", "open", "high", "low", "close", "volume", "trades", "vwap"}
+    stored = Candle.objects.get(symbol="AAPL", interval="1m", time=T0)
+    first = body["candles"][1]
+    assert first["trades"] == stored.trades == 24
+    assert Decimal(first["volume"]) == stored.volume
+    assert Decimal(first["vwap"]) == vwap(stored.notional, stored.volume)
+    assert (first["open"], first["close"]) == ("187", str(stored.close.normalize()))
+    assert [c["time"] for c in get(client, "/api/v1/candles/AAPL?interval=1h")["candles"]] == ["2026-03-02T14:00:00Z"]
+
+
+def test_candle_pages_follow_in_either_order_and_respect_start_and_end(client):
+    store_trades(make_trades(30, every=timedelta(seconds=60), same_time_pairs=False))  # 30 one-minute candles
+    newest_first = [c["time"] for p in follow(client, "/api/v1/candles/AAPL?limit=4") for c in p["candles"]]
+    assert len(newest_first) == 30 and newest_first == sorted(newest_first, reverse=True)
+    oldest_first = [c["time"] for p in follow(client, "/api/v1/candles/AAPL?limit=4&sort=asc") for c in p["candles"]]
+    assert oldest_first == newest_first[::-1]
+    window = get(client, "/api/v1/candles/AAPL?start=2026-03-02T14:35:00Z&end=2026-03-02T14:38:00Z&sort=asc")
+    assert [c["time"] for c in window["candles"]] == [
+        "2026-03-02T14:35:00Z", "2026-03-02T14:36:00Z", "2026-03-02T14:37:00Z"]
+
+
+@pytest.mark.parametrize(("query", "mentions"), [
+    ("interval=7m", ["interval", "1m, 5m, 15m, 1h, 4h, 1d"]),
+    ("interval=1M", ["interval", "1m, 5m"]),
+    ("limit=-1", ["limit", "1 to 5000"]),
+    ("limit=100000", ["limit", "1 to 5000"]),
+    ("start=yesterday", ["start"]),
+    ("end=1e10", ["end"]),
+])
+def test_bad_candle_parameters_are_400_saying_what_is_allowed(client, query, mentions):
+    assert_error(get(client, f"/api/v1/candles/AAPL?{query}", 400), "invalid_parameter", *mentions)
+
+
+def test_candles_of_an_unknown_symbol_are_404(client):
+    assert_error(get(client, "/api/v1/candles/NOPE?interval=1m", 404), "unknown_symbol")
+
+
+# --- market summary ----------------------------------------------------------------------------
+def test_the_market_summary_joins_last_trade_quote_and_24h_stats_from_redis(client, redis_clean):
+    redis_clean.set(STATS_KEY.format("AAPL"), json.dumps({
+        "symbol": "AAPL", "open_24h": "180", "last": "186", "change_24h": "6", "change_pct_24h": "3.33",
+        "high_24h": "187.5", "low_24h": "179.25", "volume_24h": "123456.5", "vwap_24h": "183.12345678",
+        "trades_24h": 4321, "last_trade_time": "2026-03-02T14:29:59+00:00", "computed_at": "2026-03-02T14:30:00+00:00",
+    }))
+    latest_events_store(key_format=LATEST_TRADE_KEY, events=[Trade(
+        id="t9", symbol="AAPL", ts=T0 + timedelta(seconds=3), seq=9, price=Decimal("189.00"), size=Decimal(1),
+        side="buy")])
+    latest_events_store(key_format=LATEST_QUOTE_KEY, events=[Quote(
+        id="q9", symbol="AAPL", ts=T0 + timedelta(seconds=2), bid=Decimal("188.98"), ask=Decimal("189.01"),
+        bid_size=Decimal(1), ask_size=Decimal(1))])
+    rows = {row["symbol"]: row for row in get(client, "/api/v1/market-summary")["symbols"]}
+    assert list(rows) == ["AAPL", "MSFT", "NVDA"]
+    assert rows["AAPL"] == {
+        "symbol": "AAPL", "last": "189", "last_trade_time": "2026-03-02T14:30:03Z", "change_24h": "9",
+        "change_pct_24h": "5.00", "open_24h": "180", "high_24h": "189", "low_24h": "179.25",
+        "volume_24h": "123456.5", "vwap_24h": "183.12345678", "trades_24h": 4321, "bid": "188.98", "ask": "189.01",
+        "quote_time": "2026-03-02T14:30:02Z", "stats_time": "2026-03-02T14:30:00Z",
+    }
+    assert set(rows["MSFT"].values()) == {"MSFT", None}  # nothing known yet: nulls, nothing computed
+
+
+# --- the error shape everywhere under /api/ ----------------------------------------------------
+def test_unknown_api_urls_and_methods_answer_in_the_error_shape(client):
+    assert_error(get(client, "/api/v1/nothing-here", 404), "not_found", "/api/docs/")
+    assert_error(get(client, "/api/v2/symbols", 404), "not_found")
+    response = client.post("/api/v1/symbols")
+    assert response.status_code in (403, 405)
+    assert set(response.json()) == {"error"}
+    response = client.delete("/api/v1/trades/AAPL")
+    assert response.status_code in (403, 405) and set(response.json()) == {"error"}
+
+
+def test_the_browsable_api_renders_for_a_browser(client):
+    response = client.get("/api/v1/trades/AAPL?limit=1", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert b"<html" in response.content and b"Trade List" in response.content
+
+
+def test_times_are_utc_rfc3339(client):
+    store_trades(make_trades(1, start=datetime(2026, 3, 2, 9, 30, 0, 123456, tzinfo=UTC)))
+    assert get(client, "/api/v1/trades/AAPL")["trades"][0]["time"] == "2026-03-02T09:30:00.123456Z"
+
+
+def test_the_fast_renderers_agree_with_the_documented_serializers(client):
+    from market import selectors
+    from market.api.serializers import CandleSerializer, TradeSerializer, candles_json, trades_json
+
+    store_trades(make_trades(40, every=timedelta(seconds=5)) + make_trades(
+        3, symbol="MSFT", start=datetime(2026, 3, 2, 9, 30, 0, 123456, tzinfo=UTC)))
+    for symbol in ("AAPL", "MSFT"):
+        trades = selectors.trade_page(symbol=symbol, limit=100)
+        assert trades_json(trades) == TradeSerializer(trades, many=True).data
+        candles = selectors.candle_page(symbol=symbol, interval="1m", limit=100)
+        assert candles_json(candles) == CandleSerializer(candles, many=True).data

@@ -1,0 +1,228 @@
+/* Symbol page: candlestick chart with volume (lightweight-charts), history
+ * from the REST API and the open candle from the stream; interval switcher;
+ * live quote, last price and trade tape (a fixed number of rows); the
+ * symbol's new alerts at the top of its alert list. */
+(function () {
+  "use strict";
+  var root = document.getElementById("symbol");
+  if (!root || !window.FinStream) return;
+  var fs = window.FinStream;
+  var fmt = fs.fmt;
+  var symbol = root.dataset.symbol;
+  var open24h = root.dataset.open ? Number(root.dataset.open) : null;
+
+  // --- chart ----------------------------------------------------------------------
+  var container = document.getElementById("chart");
+  var LWC = window.LightweightCharts;
+  var interval = container.dataset.interval;
+  var candleSeries = null, volumeSeries = null, chart = null;
+  var lastBarTime = null;
+  var UP = "#3fb950", DOWN = "#ff7b72";
+
+  if (LWC) {
+    chart = LWC.createChart(container, {
+      autoSize: true,
+      layout: { background: { type: "solid", color: "#161b22" }, textColor: "#9da7b3" },
+      grid: { vertLines: { color: "#21262d" }, horzLines: { color: "#21262d" } },
+      rightPriceScale: { borderColor: "#30363d" },
+      timeScale: { borderColor: "#30363d", timeVisible: true, secondsVisible: false, barSpacing: 9, rightOffset: 4 },
+      crosshair: { mode: 0 },
+    });
+    // Rising candles hollow, falling ones filled: direction does not rest on colour alone.
+    candleSeries = chart.addSeries(LWC.CandlestickSeries, {
+      upColor: "rgba(0, 0, 0, 0)", borderUpColor: UP, wickUpColor: UP,
+      downColor: DOWN, borderDownColor: DOWN, wickDownColor: DOWN,
+      priceFormat: { type: "price", precision: 2, minMove: 0.01 },
+    });
+    candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
+    volumeSeries = chart.addSeries(LWC.HistogramSeries, {
+      priceFormat: { type: "volume" }, priceScaleId: "", lastValueVisible: false, priceLineVisible: false,
+    });
+    volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
+  }
+
+  function bar(candle) {
+    // The API calls the bucket start "time", the stream's message "start".
+    var time = Math.floor(Date.parse(candle.time || candle.start) / 1000);
+    var o = Number(candle.open), c = Number(candle.close);
+    return {
+      candle: { time: time, open: o, high: Number(candle.high), low: Number(candle.low), close: c },
+      volume: { time: time, value: Number(candle.volume), color: c >= o ? "rgba(63,185,80,0.45)" : "rgba(255,123,114,0.45)" },
+    };
+  }
+
+  var historyRequest = 0;
+  function loadHistory() {
+    if (!candleSeries) return Promise.resolve();
+    var request = ++historyRequest;
+    var wanted = interval;
+    return fetch(container.dataset.api + "?interval=" + encodeURIComponent(wanted) + "&limit=500", {
+      headers: { Accept: "application/json" },
+    })
+      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (body) {
+        if (request !== historyRequest) return; // a newer switch won
+        var bars = body.candles.slice().reverse().map(bar);
+        candleSeries.setData(bars.map(function (b) { return b.candle; }));
+        volumeSeries.setData(bars.map(function (b) { return b.volume; }));
+        lastBarTime = bars.length ? bars[bars.length - 1].candle.time : null;
+        // The newest bars at their natural width, whether there are 3 of them or 500.
+        chart.timeScale().applyOptions({ barSpacing: 9 });
+        chart.timeScale().scrollToRealTime();
+        container.dataset.interval = wanted;
+        container.dataset.candles = String(bars.length);
+        container.setAttribute("aria-label", symbol + " " + wanted + " candlestick chart with volume, " + bars.length + " candles");
+      })
+      .catch(function (error) { console.warn("candle history failed", error); });
+  }
+
+  function onCandle(candle, info) {
+    if (!candleSeries || candle.interval !== interval) return;
+    var b = bar(candle);
+    if (lastBarTime !== null && b.candle.time < lastBarTime) return; // the chart only moves forward
+    if (info.snapshot && info.resubscribed) {
+      loadHistory(); // after a gap or reconnect: candles may have been missed
+      return;
+    }
+    candleSeries.update(b.candle);
+    volumeSeries.update(b.volume);
+    if (lastBarTime === null || b.candle.time > lastBarTime) {
+      container.dataset.candles = String(Number(container.dataset.candles || 0) + 1);
+    }
+    lastBarTime = b.candle.time;
+  }
+
+  var candleSnapshots = 0;
+  function candleHandler(data, info) {
+    if (info.snapshot) {
+      candleSnapshots += 1;
+      info.resubscribed = candleSnapshots > 1;
+    }
+    onCandle(data, info);
+  }
+
+  function channelFor(name) { return "candles." + name + "." + symbol; }
+
+  function switchInterval(name) {
+    if (name === interval) return;
+    fs.unsubscribe([channelFor(interval)], candleHandler);
+    interval = name;
+    candleSnapshots = 0;
+    lastBarTime = null;
+    document.querySelectorAll(".intervals a").forEach(function (link) {
+      if (link.dataset.interval === name) link.setAttribute("aria-current", "true");
+      else link.removeAttribute("aria-current");
+    });
+    history.replaceState(null, "", "?interval=" + encodeURIComponent(name));
+    loadHistory().then(function () { fs.subscribe([channelFor(name)], candleHandler); });
+  }
+
+  document.querySelectorAll(".intervals a").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      if (!candleSeries) return; // no chart library: let the link reload the page
+      event.preventDefault();
+      switchInterval(link.dataset.interval);
+    });
+  });
+
+  // --- last price and quote ---------------------------------------------------------
+  var lastEl = document.getElementById("last");
+  var lastPrice = lastEl.dataset.last ? Number(lastEl.dataset.last) : null;
+  var changeEl = document.getElementById("change");
+
+  function onPrice(trade) {
+    var price = Number(trade.price);
+    var move = lastPrice === null || price === lastPrice ? "flat" : price > lastPrice ? "up" : "down";
+    lastPrice = price;
+    lastEl.querySelector(".value").textContent = fmt.fixed(price, 2);
+    lastEl.querySelector(".tick").className = "tick " + move;
+    fs.flash(lastEl, move);
+    if (open24h) {
+      var change = price - open24h;
+      changeEl.className = "num " + fmt.direction(change.toFixed(2));
+      changeEl.firstChild.textContent = fmt.arrow(change.toFixed(2)) + " ";
+      changeEl.querySelector(".value").textContent = fmt.signed(change, 2);
+      changeEl.querySelector(".pct").textContent = fmt.signed(change / open24h * 100, 2);
+    }
+  }
+
+  var quoteEl = document.getElementById("quote");
+  function onQuote(quote) {
+    var set = function (field, text) { quoteEl.querySelector('[data-field="' + field + '"]').textContent = text; };
+    set("bid", fmt.fixed(quote.bid, 2));
+    set("ask", fmt.fixed(quote.ask, 2));
+    set("bid_size", fmt.grouped(quote.bid_size, 0));
+    set("ask_size", fmt.grouped(quote.ask_size, 0));
+    set("spread", fmt.fixed(Number(quote.ask) - Number(quote.bid), 2));
+    set("time", fmt.hms(quote.ts));
+  }
+
+  // --- trade tape -------------------------------------------------------------------
+  var tape = document.getElementById("tape");
+  var tapeMax = Number(tape.dataset.maxRows);
+  var reloading = null; // trades that arrived while the tape was being reloaded
+
+  function tapeRow(trade) {
+    var tr = document.createElement("tr");
+    tr.dataset.id = trade.id;
+    tr.className = trade.side;
+    var cells = [
+      [fmt.hms(trade.ts || trade.time), "num"], [fmt.fixed(trade.price, 2), "num"],
+      [fmt.grouped(trade.size, 0), "num"], [trade.side === "buy" ? "▲ buy" : "▼ sell", ""],
+    ];
+    cells.forEach(function (c) {
+      var td = document.createElement("td");
+      td.textContent = c[0];
+      if (c[1]) td.className = c[1];
+      tr.appendChild(td);
+    });
+    return tr;
+  }
+
+  function addTrade(trade) {
+    if (reloading) { reloading.push(trade); return; }
+    if (tape.querySelector('tr[data-id="' + CSS.escape(trade.id) + '"]')) return;
+    var placeholder = tape.querySelector("tr.placeholder");
+    if (placeholder) placeholder.remove();
+    var row = tapeRow(trade);
+    tape.insertBefore(row, tape.firstElementChild);
+    fs.flash(row, trade.side === "buy" ? "up" : "down");
+    fs.trimRows(tape, tapeMax);
+  }
+
+  /* On each (re)subscription the tape is reloaded from the API: trades that
+     went by while the stream was away are not lost from view. */
+  function reloadTape() {
+    reloading = reloading || [];
+    fetch("/api/v1/trades/" + encodeURIComponent(symbol) + "?limit=" + tapeMax, { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
+      .then(function (body) {
+        tape.textContent = "";
+        body.trades.forEach(function (trade) { tape.appendChild(tapeRow(trade)); });
+      })
+      .catch(function (error) { console.warn("trade tape reload failed", error); })
+      .then(function () {
+        var pending = reloading;
+        reloading = null;
+        pending.forEach(addTrade);
+      });
+  }
+
+  function onTrade(trade, info) {
+    onPrice(trade);
+    if (info.snapshot) reloadTape();
+    else addTrade(trade);
+  }
+
+  // --- the symbol's alerts ------------------------------------------------------------
+  var alertRows = document.getElementById("alert-rows");
+  function onAlert(alert, info) {
+    if (info.snapshot || alert.symbol !== symbol) return;
+    fs.prependAlertRow(alertRows, alert.id, { compact: "1" });
+  }
+
+  fs.subscribe(["trades." + symbol], onTrade);
+  fs.subscribe(["quotes." + symbol], onQuote);
+  fs.subscribe(["alerts"], onAlert);
+  loadHistory().then(function () { fs.subscribe([channelFor(interval)], candleHandler); });
+})();

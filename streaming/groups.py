@@ -1,0 +1,84 @@
+"""The public WebSocket channel names and the Channels group behind each.
+
+A channel is what a client subscribes to:
+
+    trades.<SYMBOL>   quotes.<SYMBOL>   candles.<INTERVAL>.<SYMBOL>   alerts
+
+Its Channels group is "fs." + the channel name: ASCII, at most 100 characters
+(symbols are at most 16), and only the characters Channels allows. Everything
+that names a group (the relay, the consumers) goes through `group_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from market.domain.candles import INTERVALS
+from streaming.schemas import is_valid_symbol
+
+KINDS = ("trades", "quotes", "candles", "alerts")
+_GROUP_PREFIX = "fs."
+_EXAMPLES = "trades.AAPL, quotes.MSFT, candles.1m.NVDA or alerts"
+
+
+class BadChannel(ValueError):
+    """A channel name that does not parse; the message says what would."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    kind: str
+    symbol: str | None = None
+    interval: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind == "alerts":
+            return "alerts"
+        if self.kind == "candles":
+            return f"candles.{self.interval}.{self.symbol}"
+        return f"{self.kind}.{self.symbol}"
+
+
+def trades_channel(symbol: str) -> str:
+    return f"trades.{symbol}"
+
+
+def quotes_channel(symbol: str) -> str:
+    return f"quotes.{symbol}"
+
+
+def candles_channel(interval: str, symbol: str) -> str:
+    return f"candles.{interval}.{symbol}"
+
+
+ALERTS_CHANNEL = "alerts"
+
+
+def channel_parse(text: object) -> Channel:
+    """A Channel from its name; raises BadChannel. Symbols are upper-cased."""
+    if not isinstance(text, str) or not text or len(text) > 40:
+        raise BadChannel(f"{str(text)[:40]!r} is not a channel: use {_EXAMPLES}")
+    kind, _, rest = text.partition(".")
+    if kind == "alerts" and not rest:
+        return Channel("alerts")
+    if kind == "candles":
+        interval, _, symbol = rest.partition(".")
+        if interval not in INTERVALS:
+            raise BadChannel(f"{text!r}: unknown candle interval {interval!r}: use one of {', '.join(INTERVALS)}")
+        channel = Channel("candles", symbol.upper(), interval)
+    elif kind in ("trades", "quotes"):
+        channel = Channel(kind, rest.upper())
+    else:
+        raise BadChannel(f"{text[:40]!r} is not a channel: use {_EXAMPLES}")
+    if not is_valid_symbol(channel.symbol):
+        raise BadChannel(f"{text[:40]!r}: {channel.symbol!r} is not a symbol")
+    return channel
+
+
+def group_for(channel: str) -> str:
+    """The Channels group of a channel name (already validated)."""
+    group = _GROUP_PREFIX + channel
+    if len(group) >= 100 or not group.isascii():
+        raise BadChannel(f"{channel!r} makes no valid group name")
+    return group

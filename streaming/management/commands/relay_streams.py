@@ -1,0 +1,12 @@
+from django.core.management.base import BaseCommand
+
+from streaming.relay import RelayPipeline
+from streaming.runner import run_pipeline
+
+
+class Command(BaseCommand):
+    help = ("Relay market.trades, market.quotes, market.candles and alerts to the WebSocket clients (Channels "
+            "groups), one group_send per channel per batch; runs until SIGTERM/SIGINT.")
+
+    def handle(self, *args, **options):
+        run_pipeline(RelayPipeline())

@@ -1,0 +1,341 @@
+"""The WebSocket endpoints with channels' WebsocketCommunicator on the real
+Redis channel layer, fed by the relay pipeline's after_commit (the Kafka leg
+is in test_websockets_live.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+
+from finstream.asgi import application
+from market.services import LATEST_QUOTE_KEY, latest_events_store, symbols_seed
+from streaming import metrics
+from streaming.relay import RelayPipeline, relay_batches
+from streaming.schemas import Alert, Candle, Quote, Trade
+from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+ORIGIN = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+TIMEOUT = 10
+
+
+def trade(i: int, symbol: str = "AAPL", price: str = "187.23") -> Trade:
+    return Trade(id=f"t-{symbol}-{i}", symbol=symbol, ts=T0 + timedelta(milliseconds=i), seq=i,
+                 price=Decimal(price), size=Decimal("100"), side="buy")
+
+
+def quote(i: int, symbol: str = "AAPL", bid: str = "187.20") -> Quote:
+    return Quote(id=f"q-{symbol}-{i}", symbol=symbol, ts=T0 + timedelta(milliseconds=i), bid=Decimal(bid),
+                 ask=Decimal(bid) + Decimal("0.02"), bid_size=Decimal(300), ask_size=Decimal(500))
+
+
+def candle(trades: int, symbol: str = "AAPL", close: str = "187.30", minute: int = 0) -> Candle:
+    start = T0 + timedelta(minutes=minute)
+    return Candle(symbol=symbol, interval="1m", start=start, open=Decimal("187.00"), high=Decimal("187.50"),
+                  low=Decimal("186.90"), close=Decimal(close), volume=Decimal(100 * trades), trades=trades,
+                  vwap=Decimal("187.2"), first_trade_ts=start, last_trade_ts=start + timedelta(seconds=trades))
+
+
+def alert(i: int) -> Alert:
+    return Alert(id=f"al-{i:024x}", rule="price-spike", type="price_spike", severity="high", symbol="AAPL",
+                 message="AAPL rose 8%", ts=T0, detected_at=T0, observed={"change_pct": "8.00"})
+
+
+@pytest.fixture
+def market(redis_clean, settings):
+    settings.WS_HEARTBEAT_SECONDS = 3600  # tests of heartbeats lower it
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    relay = RelayPipeline()
+    yield relay
+    relay.close()
+
+
+def relay_send(relay: RelayPipeline, **events) -> None:
+    """One relay batch, as after the runner's commit; from async code via a thread."""
+    relay.after_commit({
+        TRADES: events.get("trades", []), QUOTES: events.get("quotes", []),
+        CANDLES: events.get("candles", []), ALERTS: events.get("alerts", []),
+    })
+
+
+async def connect(path: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected, path
+    return communicator
+
+
+async def receive(communicator: WebsocketCommunicator) -> dict:
+    return json.loads(await communicator.receive_from(timeout=TIMEOUT))
+
+
+async def send(relay, **events) -> None:
+    await asyncio.to_thread(relay_send, relay, **events)
+
+
+async def until(condition, timeout: float = TIMEOUT) -> None:
+    """Poll `condition` with a deadline (never a fixed sleep for a result)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def run(scenario):
+    async_to_sync(scenario)()
+
+
+# --- the seed endpoints ------------------------------------------------------------------
+def test_each_relayed_trade_reaches_the_trades_endpoint_once_with_consecutive_seqs(market):
+    async def scenario():
+        client = await connect("/ws/trades/aapl")
+        await send(market, trades=[trade(1), trade(2), trade(1, "MSFT")])
+        await send(market, trades=[trade(3)])
+        got = [await receive(client) for _ in range(3)]
+        assert [(m["type"], m["channel"], m["seq"], m["data"]["id"]) for m in got] == [
+            ("trade", "trades.AAPL", 1, "t-AAPL-1"), ("trade", "trades.AAPL", 2, "t-AAPL-2"),
+            ("trade", "trades.AAPL", 3, "t-AAPL-3"),
+        ]
+        assert got[0]["data"]["price"] == "187.23"  # the Kafka message as it is: exact decimal strings
+        assert await client.receive_nothing(timeout=0.3)
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_quotes_are_conflated_to_the_newest_of_each_batch(market):
+    async def scenario():
+        client = await connect("/ws/quotes/MSFT")
+        await send(market, quotes=[quote(1, "MSFT", "10.00"), quote(3, "MSFT", "10.03"), quote(2, "MSFT", "10.02")])
+        message = await receive(client)
+        assert (message["type"], message["seq"], message["data"]["bid"]) == ("quote", 1, "10.03")
+        assert await client.receive_nothing(timeout=0.3)
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_the_alerts_endpoint_receives_every_alert(market):
+    async def scenario():
+        client = await connect("/ws/alerts")
+        await send(market, alerts=[alert(1), alert(2)])
+        got = [await receive(client) for _ in range(2)]
+        assert [(m["type"], m["channel"], m["seq"], m["data"]["id"]) for m in got] == [
+            ("alert", "alerts", 1, alert(1).id), ("alert", "alerts", 2, alert(2).id)]
+        await client.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("path", ["/ws/trades/NOPE", "/ws/quotes/NOPE"])
+def test_an_unknown_symbol_is_refused_with_4404_and_a_reason(market, path):
+    async def scenario():
+        client = WebsocketCommunicator(application, path, headers=ORIGIN)
+        connected, _ = await client.connect(timeout=TIMEOUT)
+        assert connected  # accepted only to say why, then closed
+        message = await receive(client)
+        assert message["type"] == "error" and message["code"] == "unknown_symbol"
+        assert "NOPE" in message["message"]
+        closed = await client.receive_output(timeout=TIMEOUT)
+        assert closed == {"type": "websocket.close", "code": 4404, "reason": "unknown symbol"}
+
+    run(scenario)
+
+
+def test_a_page_from_another_origin_is_refused(market):
+    async def scenario():
+        client = WebsocketCommunicator(application, "/ws/alerts",
+                                       headers=[(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")])
+        connected, _ = await client.connect(timeout=TIMEOUT)
+        assert not connected
+
+    run(scenario)
+
+
+# --- /ws/stream ----------------------------------------------------------------------------
+def test_subscribe_sends_a_snapshot_then_only_newer_events(market):
+    async def scenario():
+        await send(market, quotes=[quote(1, "MSFT", "10.00")])
+        await send(market, quotes=[quote(2, "MSFT", "10.01")])
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["quotes.msft", "trades.AAPL"], "id": 7})
+        assert await receive(client) == {"type": "subscribed", "channels": ["quotes.MSFT", "trades.AAPL"], "id": 7}
+        snapshots = {m["channel"]: m for m in [await receive(client), await receive(client)]}
+        assert snapshots["quotes.MSFT"]["type"] == "snapshot"
+        assert (snapshots["quotes.MSFT"]["seq"], snapshots["quotes.MSFT"]["data"]["bid"]) == (2, "10.01")
+        assert snapshots["trades.AAPL"] == {"type": "snapshot", "channel": "trades.AAPL", "seq": 0,
+                                            "event": "trade", "data": None}
+        await send(market, quotes=[quote(3, "MSFT", "10.02")], trades=[trade(1)])
+        got = {m["channel"]: m for m in [await receive(client), await receive(client)]}
+        assert (got["quotes.MSFT"]["seq"], got["quotes.MSFT"]["data"]["bid"]) == (3, "10.02")
+        assert got["trades.AAPL"]["seq"] == 1
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_a_snapshot_before_the_relay_ran_comes_from_the_latest_stored_state(market):
+    latest_events_store(key_format=LATEST_QUOTE_KEY, events=[quote(5, "AAPL", "187.11")])
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["quotes.AAPL", "candles.1m.AAPL"]})
+        await receive(client)
+        snapshots = {m["channel"]: m for m in [await receive(client), await receive(client)]}
+        assert snapshots["quotes.AAPL"]["data"]["bid"] == "187.11"
+        assert snapshots["candles.1m.AAPL"]["data"] is None  # no candle stored
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_candle_updates_are_conflated_per_bucket_and_ordered_by_bucket(market):
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["candles.1m.AAPL"]})
+        await receive(client), await receive(client)
+        await send(market, candles=[candle(1, minute=0), candle(1, minute=1), candle(2, minute=0, close="187.40")])
+        got = [await receive(client), await receive(client)]
+        assert [(m["seq"], m["data"]["start"], m["data"]["trades"]) for m in got] == [
+            (1, "2026-03-02T14:30:00Z", 2), (2, "2026-03-02T14:31:00Z", 1)]
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_unsubscribe_stops_the_channel(market):
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL", "trades.MSFT"]})
+        for _ in range(3):
+            await receive(client)
+        await client.send_json_to({"action": "unsubscribe", "channels": ["trades.AAPL"]})
+        assert await receive(client) == {"type": "unsubscribed", "channels": ["trades.AAPL"], "id": None}
+        await send(market, trades=[trade(1), trade(1, "MSFT")])
+        message = await receive(client)
+        assert message["channel"] == "trades.MSFT"
+        assert await client.receive_nothing(timeout=0.3)
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_sequence_numbers_continue_across_a_relay_restart(market):
+    async def scenario():
+        client = await connect("/ws/trades/AAPL")
+        await send(market, trades=[trade(1), trade(2)])
+        restarted = RelayPipeline()
+        try:
+            await send(restarted, trades=[trade(3)])
+        finally:
+            await asyncio.to_thread(restarted.close)
+        assert [(await receive(client))["seq"] for _ in range(3)] == [1, 2, 3]
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_heartbeats_carry_the_last_seq_of_each_channel(market, settings):
+    settings.WS_HEARTBEAT_SECONDS = 0.1
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert [(await receive(client))["type"] for _ in range(2)] == ["subscribed", "snapshot"]
+        await send(market, trades=[trade(1), trade(2)])
+        seen = []
+        while not (seen and seen[-1]["type"] == "heartbeat" and seen[-1]["seqs"] == {"trades.AAPL": 2}):
+            seen.append(await receive(client))
+        assert [m["type"] for m in seen if m["type"] == "trade"] == ["trade", "trade"]
+        await client.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("request_", "code"), [
+    ("not json", "bad_request"),
+    ('["subscribe"]', "bad_request"),
+    ('{"action": "dance", "channels": ["alerts"]}', "unknown_action"),
+    ('{"action": "subscribe", "channels": []}', "bad_request"),
+    ('{"action": "subscribe", "channels": ["candles.7m.AAPL"]}', "bad_channel"),
+    ('{"action": "subscribe", "channels": ["books.AAPL"]}', "bad_channel"),
+    ('{"action": "subscribe", "channels": ["trades.NOPE", "trades.AAPL"]}', "unknown_symbol"),
+])
+def test_a_bad_request_gets_an_error_message_and_changes_nothing(market, request_, code):
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_to(text_data=request_)
+        message = await receive(client)
+        assert (message["type"], message["code"]) == ("error", code)
+        assert message["message"]
+        await send(market, trades=[trade(1)])
+        assert await client.receive_nothing(timeout=0.3)  # still connected, subscribed to nothing
+        await client.send_json_to({"action": "subscribe", "channels": ["alerts"]})
+        assert (await receive(client))["type"] == "subscribed"
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_too_many_subscriptions_are_refused(market, settings):
+    settings.WS_MAX_SUBSCRIPTIONS = 2
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL", "quotes.AAPL"]})
+        for _ in range(3):
+            await receive(client)
+        await client.send_json_to({"action": "subscribe", "channels": ["alerts"]})
+        message = await receive(client)
+        assert (message["type"], message["code"]) == ("error", "too_many_subscriptions")
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_a_message_over_the_size_limit_closes_the_connection(market, settings):
+    settings.WS_MAX_MESSAGE_BYTES = 1024
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_to(text_data=json.dumps({"action": "subscribe", "channels": ["alerts"] * 300}))
+        message = await receive(client)
+        assert message["code"] == "message_too_big"
+        assert (await client.receive_output(timeout=TIMEOUT))["code"] == 1009
+
+    run(scenario)
+
+
+def test_a_client_that_does_not_read_is_dropped_with_4008(market, settings):
+    settings.WS_MAX_BACKLOG_BYTES = 2000
+    dropped = metrics.WEBSOCKET_DROPPED_CLIENTS.labels(endpoint="trades")
+    before = dropped._value.get()
+
+    async def scenario():
+        client = await connect("/ws/trades/AAPL")
+        for batch in range(10):  # ~200 bytes per trade: the backlog passes 2000 bytes in the second batch
+            await send(market, trades=[trade(batch * 10 + i) for i in range(10)])
+        # The client reads nothing until the server has given up on it.
+        await until(lambda: any(m["type"] == "websocket.close" for m in list(client.output_queue._queue)))
+        outputs = []
+        while not outputs or outputs[-1]["type"] != "websocket.close":
+            outputs.append(await client.receive_output(timeout=TIMEOUT))
+        assert outputs[-1]["code"] == 4008
+        assert 10 <= len(outputs) - 1 < 100  # it got what was sent before the bound, then nothing more
+
+    run(scenario)
+    assert dropped._value.get() == before + 1
+
+
+def test_relay_batches_number_nothing_twice_and_keep_trades_in_order():
+    batches = relay_batches({TRADES: [trade(2), trade(1), trade(1, "MSFT")], QUOTES: [quote(1), quote(1, "MSFT")]})
+    assert [json.loads(data)["id"] for _kind, data in batches["trades.AAPL"]] == ["t-AAPL-2", "t-AAPL-1"]
+    assert set(batches) == {"trades.AAPL", "trades.MSFT", "quotes.AAPL", "quotes.MSFT"}

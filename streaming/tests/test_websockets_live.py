@@ -1,0 +1,156 @@
+"""End to end with a real client: events published to real Kafka, moved by the
+relay (driven a batch at a time here), delivered through Redis by a daphne
+server running as a subprocess on a free port, received by the `websockets`
+client library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import websockets
+from django.conf import settings as django_settings
+from django.db import connection
+
+from market.services import symbols_seed
+from streaming.kafka import EventPublisher
+from streaming.relay import RelayPipeline
+from streaming.runner import ConsumerRunner, RunnerOptions
+from streaming.schemas import encode
+from streaming.testing import wait_for
+from streaming.tests.test_websockets import alert, candle, quote, trade
+from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES, topic
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 20
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def daphne(django_db_setup):
+    """daphne on a free port, on the test database and Redis, heartbeats every 0.2 s."""
+    port = free_port()
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "TIMESCALE_URL": f"postgresql://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:"
+                         f"{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": django_settings.REDIS_URL,
+        "CHANNEL_LAYER": django_settings.CHANNEL_LAYER,
+        "DATABASE_CONN_MAX_AGE": "0",  # hold no connection that would keep the test database from being dropped
+        "WS_HEARTBEAT_SECONDS": "0.2",
+        "METRICS_PORT": "0",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "finstream.asgi:application"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    output: list[bytes] = []
+    threading.Thread(target=lambda: output.extend(server.stdout), daemon=True).start()
+
+    def listening():
+        assert server.poll() is None, b"".join(output).decode()[-3000:]
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, timeout=30, what="daphne listening")
+    yield f"ws://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def publish(events: dict[str, list]) -> None:
+    publisher = EventPublisher(name="test")
+    for base, messages in events.items():
+        for message in messages:
+            publisher.publish(topic(base), message.symbol, encode(message))
+    publisher.flush()
+
+
+def relay_until(runner: ConsumerRunner, total: int) -> None:
+    seen = 0
+
+    def step():
+        nonlocal seen
+        seen += runner.step()
+        return seen >= total
+
+    wait_for(step, timeout=60, interval=0, what=f"the relay to consume {total} events")
+
+
+async def receive(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def receive_until(ws, condition) -> list[dict]:
+    """Messages until one satisfies `condition` (heartbeats included), with a deadline."""
+    seen = []
+    async with asyncio.timeout(TIMEOUT):
+        while not seen or not condition(seen[-1]):
+            seen.append(json.loads(await ws.recv()))
+    return seen
+
+
+def test_live_events_reach_real_clients_through_kafka_the_relay_and_daphne(kafka_topics, redis_clean, daphne):
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    runner = ConsumerRunner(RelayPipeline(), RunnerOptions(batch_size=1000, batch_wait=0.2))
+    runner.subscribe()
+    origin = daphne.replace("ws://", "http://")
+
+    async def scenario():
+        connect = lambda path: websockets.connect(daphne + path, origin=origin, open_timeout=TIMEOUT)  # noqa: E731
+        async with connect("/ws/trades/AAPL") as trades, connect("/ws/quotes/MSFT") as quotes, \
+                connect("/ws/alerts") as alerts, connect("/ws/stream") as stream:
+            await stream.send(json.dumps({"action": "subscribe", "channels": ["candles.1m.AAPL", "trades.MSFT"]}))
+            assert (await receive(stream))["type"] == "subscribed"
+            snapshots = [await receive(stream), await receive(stream)]
+            assert {(m["type"], m["channel"], m["seq"]) for m in snapshots} == {
+                ("snapshot", "candles.1m.AAPL", 0), ("snapshot", "trades.MSFT", 0)}
+
+            events = {TRADES: [trade(i) for i in range(1, 6)] + [trade(1, "MSFT")],
+                      QUOTES: [quote(1, "MSFT", "10.00"), quote(2, "MSFT", "10.01")],
+                      CANDLES: [candle(3)], ALERTS: [alert(1)]}
+            await asyncio.to_thread(publish, events)
+            await asyncio.to_thread(relay_until, runner, sum(map(len, events.values())))
+
+            got = [await receive(trades) for _ in range(5)]
+            assert [m["data"]["id"] for m in got] == [f"t-AAPL-{i}" for i in range(1, 6)]
+            assert [m["seq"] for m in got] == [1, 2, 3, 4, 5]
+            last_quote = (await receive_until(quotes, lambda m: m["data"]["bid"] == "10.01"))[-1]
+            assert last_quote["type"] == "quote" and last_quote["channel"] == "quotes.MSFT"
+            assert (await receive(alerts))["data"]["id"] == alert(1).id
+            on_stream = await receive_until(stream, lambda m: m["type"] == "heartbeat"
+                                            and m["seqs"] == {"candles.1m.AAPL": 1, "trades.MSFT": 1})
+            assert {(m["channel"], m["seq"]) for m in on_stream if m["type"] != "heartbeat"} == {
+                ("candles.1m.AAPL", 1), ("trades.MSFT", 1)}
+
+            await stream.send(json.dumps({"action": "unsubscribe", "channels": ["trades.MSFT"]}))
+            await receive_until(stream, lambda m: m["type"] == "unsubscribed")
+            await stream.send(json.dumps({"action": "subscribe", "channels": ["quotes.MSFT"]}))
+            snapshot = (await receive_until(stream, lambda m: m["type"] == "snapshot"))[-1]
+            assert (snapshot["channel"], snapshot["seq"], snapshot["data"]["bid"]) == ("quotes.MSFT", 1, "10.01")
+
+        async with websockets.connect(daphne + "/ws/trades/NOPE", origin=origin) as unknown:
+            assert (await receive(unknown))["code"] == "unknown_symbol"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(unknown.recv(), TIMEOUT)
+            assert closed.value.rcvd.code == 4404
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runner.close()
