@@ -93,8 +93,10 @@ class AnomalyPipeline:
         trades = sorted(self._fresh(events.get(TRADES, ())), key=lambda t: (t.symbol, t.ts, t.seq))
         quotes = sorted(events.get(QUOTES, ()), key=lambda q: (q.symbol, q.ts))
         signals = engine.on_trades(trades) + engine.on_quotes(quotes)
-        if trades:
-            signals += engine.advance(max(trade.ts for trade in trades))
+        # Not the batch's latest trade: a symbol on a partition that is behind would look silent.
+        watermark = events.event_time.get(TRADES)
+        if watermark is not None:
+            signals += engine.advance(watermark)
         self._detected_for = (events, signals)
 
     def store(self, events: Events) -> Detected:

@@ -7,6 +7,7 @@ runner does the rest, one `step()` at a time:
 2. decode each message with its topic's schema; what fails is poison;
 3. send poison to the dead-letter topic and flush (many in a row: stop);
 4. `pipeline.prepare(events)` outside any transaction (e.g. create partitions);
+   `events.event_time` says how far every partition has got in event time;
 5. in ONE transaction: `pipeline.store(events)` and the next offsets;
 6. after the commit: `pipeline.after_commit(result)` (publish), then commit
    the offsets to Kafka too, for lag tools only.
@@ -29,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -38,6 +40,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from streaming import heartbeats, metrics
 from streaming.dead_letters import Poison, dead_letters_send
+from streaming.event_time import EventTimeWatermark
 from streaming.kafka import EventPublisher, consumer_config
 from streaming.offsets import offsets_load, offsets_save
 from streaming.schemas import TOPIC_SCHEMAS, decoder_for
@@ -45,7 +48,21 @@ from streaming.topics import topic
 
 log = logging.getLogger(__name__)
 
-Events = dict[str, list[Any]]  # base topic name -> decoded messages, in partition order
+
+
+class Events(dict[str, list[Any]]):
+    """A decoded batch: base topic name -> messages, in partition order.
+
+    ``event_time``: base topic name -> its watermark, an event time that every
+    assigned partition of the topic has reached (streaming/event_time.py);
+    a topic whose watermark is not known yet is absent.
+    """
+
+    __slots__ = ("event_time",)
+
+    def __init__(self, *args: Any, event_time: dict[str, datetime] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.event_time = event_time if event_time is not None else {}
 
 
 class Pipeline(Protocol):
@@ -99,7 +116,9 @@ class ConsumerRunner:
         self._consecutive_poison = 0
         self._last_heartbeat = 0.0
         self._last_lag_update = 0.0
-        self._assigned: set[tuple[str, int]] = set()
+        # Each assigned partition and the offset it was assigned at (None: its beginning).
+        self._assigned: dict[tuple[str, int], int | None] = {}
+        self._watermarks = {base: EventTimeWatermark() for base in pipeline.topics}
         self._processed = {
             (name, outcome): metrics.MESSAGES_PROCESSED.labels(consumer=pipeline.name, topic=base, outcome=outcome)
             for name, base in self._topic_base.items()
@@ -152,17 +171,36 @@ class ConsumerRunner:
         close_old_connections()
         stored = offsets_load(group=self.group_id, topics=[tp.topic for tp in partitions])
         for tp in partitions:
-            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_STORED)
-            self._assigned.add((tp.topic, tp.partition))
+            start = stored.get((tp.topic, tp.partition))
+            tp.offset = OFFSET_STORED if start is None else start
+            self._assigned[(tp.topic, tp.partition)] = start
+        self._start_from_kafka([tp for tp in partitions if tp.offset == OFFSET_STORED])
         consumer.assign(partitions)
         log.info("%s: assigned %s", self.pipeline.name,
                  ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing")
+
+    def _start_from_kafka(self, partitions: list[TopicPartition]) -> None:
+        """Where partitions PostgreSQL holds no offset for start: the group's offset in Kafka,
+        if any (else the beginning). Only the event-time watermark needs it, to know whether
+        such a partition has anything to read before it delivers a message."""
+        if not partitions:
+            return
+        try:
+            committed = self._consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                                                 timeout=10)
+        except KafkaException as error:
+            log.warning("%s: could not read committed offsets from Kafka: %s", self.pipeline.name, error)
+            return
+        for tp in committed:
+            if tp.offset >= 0:
+                self._assigned[(tp.topic, tp.partition)] = tp.offset
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing to flush: a batch is committed before the next consume(), and
         # rebalance callbacks only run inside consume().
         for tp in partitions:
-            self._assigned.discard((tp.topic, tp.partition))
+            self._assigned.pop((tp.topic, tp.partition), None)
+            self._watermarks[self._topic_base[tp.topic]].forget([(tp.topic, tp.partition)])
         consumer.unassign()
 
     # --- one iteration -------------------------------------------------------------
@@ -172,9 +210,10 @@ class ConsumerRunner:
         self._beat()
         if not messages:
             return 0
-        events: Events = defaultdict(list)
+        batch: defaultdict[str, list[Any]] = defaultdict(list)
         poison: list[Poison] = []
         next_offsets: dict[tuple[str, int], int] = {}
+        newest: dict[tuple[str, int], Any] = {}  # per partition, its last decoded message
         decoders, topic_base = self._decoders, self._topic_base
         # The per-message loop does only what each message needs: counts and
         # latency samples are taken from the results afterwards.
@@ -185,14 +224,17 @@ class ConsumerRunner:
                     continue
                 raise KafkaException(error)
             name = message.topic()
-            next_offsets[(name, message.partition())] = message.offset() + 1
+            key = (name, message.partition())
+            next_offsets[key] = message.offset() + 1
             try:
                 value = decoders[name].decode(message.value() or b"")
             except msgspec.DecodeError as decode_error:
                 poison.append(Poison(name, message.partition(), message.offset(), message.key(), message.value(),
                                      str(decode_error)))
                 continue
-            events[topic_base[name]].append(value)
+            batch[topic_base[name]].append(value)
+            newest[key] = value
+        events = Events(batch, event_time=self._event_time(newest))
 
         self._handle_poison(poison, good=len(messages) - len(poison))
         result = self._store_with_retries(events, next_offsets)
@@ -203,6 +245,24 @@ class ConsumerRunner:
         )
         self._record(len(messages), events, poison)
         return len(messages)
+
+    def _event_time(self, newest: dict[tuple[str, int], Any]) -> dict[str, datetime]:
+        for (name, partition), value in newest.items():
+            self._watermarks[self._topic_base[name]].observe((name, partition), value.ts)
+        pending: dict[str, list[tuple[str, int]]] = {base: [] for base in self._watermarks}
+        assigned = [TopicPartition(name, partition) for name, partition in self._assigned]
+        # All local: the position after the last message consumed (none yet: the offset the
+        # partition was assigned at) and the offsets of the last fetch response.
+        for tp in self._consumer.position(assigned) if assigned else ():
+            key = (tp.topic, tp.partition)
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            position = tp.offset if tp.offset >= 0 else self._assigned.get(key)
+            if position is None:
+                position = low
+            if high < 0 or position < 0 or position < high:
+                pending[self._topic_base[tp.topic]].append(key)
+        progress = {base: watermark.advance(pending[base]) for base, watermark in self._watermarks.items()}
+        return {base: ts for base, ts in progress.items() if ts is not None}
 
     def _handle_poison(self, poison: list[Poison], *, good: int) -> None:
         if not poison:

@@ -6,7 +6,7 @@ uses it, per Kafka batch::
 
     signals = engine.on_trades(trades)            # grouped by symbol, sorted by (ts, seq)
     signals += engine.on_quotes(quotes)           # likewise
-    signals += engine.advance(max(t.ts for t in trades))   # closes quiet symbols' minutes, stale feeds
+    signals += engine.advance(watermark)  # closes quiet symbols' minutes, finds stale feeds
     alerts = [to_message(s, detected_at=now) for s in signals]
 
 Event order. Each symbol's events must come in (ts, seq) order; across symbols the order does
@@ -139,8 +139,9 @@ class AnomalyEngine:
         return out
 
     def advance(self, ts: datetime) -> list[AlertSignal]:
-        """Tell the engine the market's event time reached ``ts`` (the consumer passes its batch's
-        latest trade time): completes quiet symbols' volume buckets and finds stale feeds.
+        """Tell the engine the market's event time reached ``ts`` (the consumer passes the trades
+        topic's watermark: a time every partition has reached, streaming/event_time.py):
+        completes quiet symbols' volume buckets and finds stale feeds.
         Raises ``ValueError`` for a naive datetime."""
         w = _event_time(ts)
         out: list[AlertSignal] = []

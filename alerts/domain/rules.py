@@ -84,7 +84,7 @@ class VolumeAnomalyParams:
     long after a bucket's end ``advance`` waits before closing it for a symbol that has not traded
     since (cross-partition skew allowance).
 
-    ``min_ratio`` is 0 (off) for the type and 5 in ``DEFAULT_RULES``. A k-sigma test alone
+    ``min_ratio`` defaults to 5 (0 turns it off). A k-sigma test alone
     fires on about one ordinary minute in a hundred, because a minute's volume is the sum of a
     few dozen to a few hundred heavy-tailed trade sizes, far from normal, and 30 minutes
     estimate its mean and sigma loosely. On a simulated day of ten symbols at 30 trades/s it
@@ -99,7 +99,7 @@ class VolumeAnomalyParams:
     method: str = "mean"
     epsilon: float = 0.1
     grace_seconds: int = 10
-    min_ratio: float = 0.0
+    min_ratio: float = 5.0
 
     def __post_init__(self) -> None:
         _require(self.min_ratio == 0 or 1 <= self.min_ratio <= 1000,
@@ -275,7 +275,7 @@ def rule_config_from_params(
 
 DEFAULT_RULES: tuple[RuleConfig, ...] = (
     RuleConfig(rule="price-spike", type="price_spike", params=PriceSpikeParams()),
-    RuleConfig(rule="volume-anomaly", type="volume_anomaly", params=VolumeAnomalyParams(min_ratio=5.0)),
+    RuleConfig(rule="volume-anomaly", type="volume_anomaly", params=VolumeAnomalyParams()),
     RuleConfig(rule="spread-blowout", type="spread_blowout", params=SpreadBlowoutParams()),
     RuleConfig(rule="crossed-quote", type="crossed_quote", params=CrossedQuoteParams(), cooldown_seconds=60),
     RuleConfig(rule="stale-feed", type="stale_feed", params=StaleFeedParams()),

@@ -7,8 +7,8 @@ begins more than ``gap_seconds`` (of the rule's base params) after ``market_last
 market-wide silence. A symbol's silence is measured from ``start = max(last, resumed)`` so that
 a market close or halt, or this consumer being down, does not count against every symbol.
 
-``advance(w)`` (``w`` = the market's event time, the consumer passes its batch's latest trade
-time) raises an alert for each symbol with ``w - start > gap_seconds``, unless the market itself
+``advance(w)`` (``w`` = the market's event time, the consumer passes the trades topic's
+watermark) raises an alert for each symbol with ``w - start > gap_seconds``, unless the market itself
 is silent (``w - market_last > gap_seconds``). One alert per silence: the next needs the symbol
 to trade again (or the market to resume after a market-wide silence), and the rule's cooldown
 still applies between silences. The alert's event time is ``start + gap_seconds``, the instant

@@ -19,7 +19,7 @@ Definition (docs/alerts.md has worked examples):
   centre)`` (the flat-baseline guard), the rule holds when ``v > centre + k_sigma * scale``.
   ``z = (v - centre) / scale`` sets the severity: medium, high above ``high_sigma``, critical
   above ``critical_sigma``. Until the baseline is full (warm-up) nothing is compared.
-* With ``min_ratio`` > 0 (the default rule has 5) the volume must also be more than
+* With ``min_ratio`` > 0 (the default is 5) the volume must also be more than
   ``min_ratio * centre``: a guard on relative volume, because a sigma test alone fires on about
   one ordinary minute in a hundred (a minute's volume is a sum of heavy-tailed trade sizes,
   and 30 minutes estimate its sigma loosely). It only removes alerts; ``z`` and the severity

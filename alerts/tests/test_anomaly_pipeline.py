@@ -13,6 +13,7 @@ from alerts.pipelines import AnomalyPipeline
 from alerts.services import alert_rules_seed
 from streaming.schemas import Alert as AlertMessage
 from streaming.schemas import Trade, decoder_for
+from streaming.runner import Events
 from streaming.testing import read_topic
 from streaming.topics import ALERTS, TRADES, topic
 
@@ -27,6 +28,11 @@ def spike_trades():
                   size=Decimal(100), side="buy") for i, price in enumerate(prices)]
 
 
+def batch(trades, watermark=None):
+    """A batch as the runner hands it over; by default every partition is read to its end."""
+    return Events({TRADES: trades}, event_time={TRADES: watermark or max(t.ts for t in trades)})
+
+
 def run_batch(pipeline, events):
     pipeline.prepare(events)
     with transaction.atomic():
@@ -38,7 +44,7 @@ def run_batch(pipeline, events):
 def test_a_price_spike_is_stored_and_published_once(kafka_topics, redis_clean):
     alert_rules_seed()
     pipeline = AnomalyPipeline()
-    result = run_batch(pipeline, {TRADES: spike_trades()})
+    result = run_batch(pipeline, batch(spike_trades()))
     pipeline.close()
     spikes = [a for a in result.alerts if a.type == "price_spike"]
     assert len(spikes) >= 1
@@ -48,7 +54,7 @@ def test_a_price_spike_is_stored_and_published_once(kafka_topics, redis_clean):
     assert {a.id for a in published} == {a.id for a in result.alerts}
 
     replay = AnomalyPipeline()
-    again = run_batch(replay, {TRADES: spike_trades()})
+    again = run_batch(replay, batch(spike_trades()))
     replay.close()
     assert again.alerts == []
     assert Alert.objects.filter(type="price_spike").count() == len(spikes)
@@ -57,9 +63,30 @@ def test_a_price_spike_is_stored_and_published_once(kafka_topics, redis_clean):
 def test_a_retried_batch_does_not_feed_the_detector_twice(kafka_topics, redis_clean):
     alert_rules_seed()
     pipeline = AnomalyPipeline()
-    events = {TRADES: spike_trades()}
+    events = batch(spike_trades())
     pipeline.prepare(events)
     first = pipeline._detected_for[1]
     pipeline.prepare(events)  # the runner retrying after a database error
     assert pipeline._detected_for[1] is first
     pipeline.close()
+
+
+def steady(symbol, seconds, prefix):
+    return [Trade(id=f"{prefix}-{i}", symbol=symbol, ts=START + timedelta(seconds=s), seq=i + 1,
+                  price=Decimal("50.00"), size=Decimal(10), side="sell") for i, s in enumerate(seconds)]
+
+
+def test_a_symbol_on_a_partition_behind_is_not_called_stale(kafka_topics, redis_clean):
+    # Catching up: AAPL's partition is read to 10 minutes in, MSFT's only to 1 minute. MSFT has
+    # not stopped trading; its trades have not been read yet, so the watermark is at 1 minute.
+    alert_rules_seed()
+    pipeline = AnomalyPipeline()
+    aapl, msft = steady("AAPL", range(0, 600, 2), "a"), steady("MSFT", range(0, 60, 2), "m")
+    behind = run_batch(pipeline, batch(aapl + msft, watermark=msft[-1].ts))
+    assert [a for a in behind.alerts if a.type == "stale_feed"] == []
+    # Now MSFT's partition is read to its end and MSFT really stopped at 58 s: it is stale.
+    more = steady("AAPL", range(600, 620, 2), "a2")
+    caught_up = run_batch(pipeline, batch(more))
+    pipeline.close()
+    [stale] = [a for a in caught_up.alerts if a.type == "stale_feed"]
+    assert stale.symbol == "MSFT"

@@ -17,6 +17,8 @@ from .factories import at, engine, feed, rule, trade
 
 
 def volume(cooldown: int = 300, **params):
+    """The sigma test alone (min_ratio 0) unless a test sets min_ratio."""
+    params.setdefault("min_ratio", 0.0)
     return engine(rule("volume_anomaly", cooldown_seconds=cooldown, **params))
 
 
@@ -48,6 +50,13 @@ def test_a_burst_after_a_full_baseline_alerts_when_the_minute_completes():
 @pytest.mark.parametrize(("burst", "alerts"), [(130, 0), (130.5, 1)])
 def test_the_threshold_is_strictly_more_than_k_sigma(burst, alerts):
     assert len(feed(volume(), minutes("AAPL", ALTERNATING + [burst, 100]))) == alerts
+
+
+@pytest.mark.parametrize(("burst", "alerts"), [(131, 0), (500, 0), (500.5, 1)])
+def test_by_default_a_burst_must_also_be_more_than_five_times_the_centre(burst, alerts):
+    # 131 is 3.1 sigma above a mean of 100 but only 1.31x it: the default rule stays quiet.
+    eng = engine(rule("volume_anomaly"))
+    assert len(feed(eng, minutes("AAPL", ALTERNATING + [burst, 100]))) == alerts
 
 
 def test_nothing_is_compared_before_the_baseline_is_full():
