@@ -84,6 +84,11 @@ install_debian_packages() {
   command -v kcat >/dev/null || missing+=(kcat)
   command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks deploy/prometheus in the tests
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # The browser tests drive Debian's Chromium; `make test` asks for it, `make up` does not need it.
+  if [ "${FINSTREAM_INSTALL_BROWSER:-0}" = 1 ]; then
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  fi
   if [ ${#missing[@]} -eq 0 ]; then
     step "Debian packages: all present"
     return

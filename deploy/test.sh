@@ -33,14 +33,15 @@ exit_with() {
   exit "$1"
 }
 
-deploy/stack.sh install
 if [ "${1:-}" = --unit ]; then
   shift
+  deploy/stack.sh install
   set +e
   var/venv/bin/python -m pytest -m "not services" "$@"
   exit_with "$?"
 fi
 
+FINSTREAM_INSTALL_BROWSER=1 deploy/stack.sh install
 deploy/stack.sh down >/dev/null 2>&1 || true
 rm -rf "$FINSTREAM_VAR"
 trap 'deploy/stack.sh clean >/dev/null 2>&1 || true' EXIT

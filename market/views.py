@@ -127,6 +127,7 @@ def symbol_detail(request, symbol: str):
         "interval": interval,
         "intervals": list(INTERVALS),
         "candles": selectors.candle_page(symbol=ticker, interval=interval, limit=CANDLE_TABLE_ROWS),
+        "candle_rows": CANDLE_TABLE_ROWS,
         "trades": selectors.trade_page(symbol=ticker, limit=TAPE_ROWS),
         "tape_rows": TAPE_ROWS,
         "alerts": alert_selectors.alert_page(symbol=ticker, limit=SYMBOL_ALERT_ROWS),

@@ -71,9 +71,41 @@
         chart.timeScale().scrollToRealTime();
         container.dataset.interval = wanted;
         container.dataset.candles = String(bars.length);
+        fillCandleTable(wanted, body.candles);
         container.setAttribute("aria-label", symbol + " " + wanted + " candlestick chart with volume, " + bars.length + " candles");
       })
       .catch(function (error) { console.warn("candle history failed", error); });
+  }
+
+  // The table under the chart (what a page without JavaScript shows) follows the interval.
+  var tableLabel = document.getElementById("candle-table-label");
+  var tableRows = document.getElementById("candle-table-rows");
+  function fillCandleTable(name, candles) {
+    tableLabel.textContent = "Latest " + name + " candles (table)";
+    tableRows.textContent = "";
+    var newest = candles.slice(0, Number(tableRows.dataset.maxRows || 20));
+    if (!newest.length) {
+      var empty = document.createElement("tr");
+      empty.innerHTML = '<td colspan="7" class="muted"></td>';
+      empty.firstChild.textContent = "No " + name + " candles yet: is build_candles running?";
+      tableRows.appendChild(empty);
+      return;
+    }
+    newest.forEach(function (candle) {
+      var row = document.createElement("tr");
+      var cells = [
+        new Date(candle.time).toISOString().slice(0, 19).replace("T", " ") + " UTC",
+        fs.fmt.fixed(candle.open), fs.fmt.fixed(candle.high), fs.fmt.fixed(candle.low), fs.fmt.fixed(candle.close),
+        fs.fmt.grouped(candle.volume), fs.fmt.grouped(candle.trades),
+      ];
+      cells.forEach(function (text, i) {
+        var cell = document.createElement("td");
+        if (i) cell.className = "num";
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+      tableRows.appendChild(row);
+    });
   }
 
   function onCandle(candle, info) {
@@ -220,6 +252,22 @@
     if (info.snapshot || alert.symbol !== symbol) return;
     fs.prependAlertRow(alertRows, alert.id, { compact: "1" });
   }
+
+  // Alerts raised while the connection was down arrive with no event: fetch the newest and add
+  // those missing, oldest first so that the newest ends on top.
+  function reloadAlerts() {
+    var limit = Number(alertRows.dataset.maxRows || 10);
+    fetch("/api/v1/alerts?symbol=" + encodeURIComponent(symbol) + "&limit=" + limit,
+          { headers: { Accept: "application/json" } })
+      .then(function (response) { if (!response.ok) throw new Error("HTTP " + response.status); return response.json(); })
+      .then(function (body) {
+        return body.alerts.slice().reverse().reduce(function (chain, alert) {
+          return chain.then(function () { return fs.prependAlertRow(alertRows, alert.id, { compact: "1" }); });
+        }, Promise.resolve());
+      })
+      .catch(function (error) { console.warn("alert list reload failed", error); });
+  }
+  fs.onReconnect(reloadAlerts);
 
   fs.subscribe(["trades." + symbol], onTrade);
   fs.subscribe(["quotes." + symbol], onQuote);

@@ -347,6 +347,14 @@ def test_the_symbol_page_draws_candles_and_switches_interval(stack, browser):
     wait(browser, lambda d: js(d, chart)[0] == "5m" and js(d, chart)[1] > 0, "5m candles on the chart")
     assert browser.find_element(By.CSS_SELECTOR, ".intervals a[aria-current]").get_attribute("data-interval") == "5m"
     assert browser.current_url.endswith("?interval=5m") and same_page(browser)
+    # The table under the chart follows: its label and rows are the 5m candles' now.
+    table = ("return [document.getElementById('candle-table-label').textContent,"
+             " document.querySelectorAll('#candle-table-rows tr').length,"
+             " Array.from(document.querySelectorAll('#candle-table-rows tr td:first-child'))"
+             ".map(function (td) { return Number(td.textContent.slice(14, 16)); })];")
+    label, count, minutes = js(browser, table)
+    assert label == "Latest 5m candles (table)" and count > 0
+    assert all(minute % 5 == 0 for minute in minutes), minutes
 
     # The tape goes live and stays at its fixed number of rows.
     tape_ids = ("return Array.from(document.querySelectorAll('#tape tr[data-id]'))"
@@ -471,4 +479,28 @@ def test_the_page_says_it_is_reconnecting_while_the_server_is_away_and_recovers(
     wait(browser, lambda d: any(last_prices(d)[s] != before[s] for s in SYMBOLS), "prices to move again")
     assert same_page(browser)
     # The browser reports each refused reconnection attempt; nothing else may fail.
+    assert_no_console_errors(browser, allow=("/ws/stream",))
+
+
+def test_the_symbol_page_shows_alerts_raised_while_it_was_disconnected(stack, browser):
+    from alerts.models import Alert
+
+    browser.get(stack.url + "/symbols/V/")
+    wait(browser, live, "the stream to connect")
+    mark_page(browser)
+    alert_id = f"al-offline-{uuid.uuid4().hex[:8]}"
+    stack.stop("daphne")
+    try:
+        wait(browser, lambda d: js(d, "return document.getElementById('live-status').textContent;")
+             == "reconnecting…", "the reconnecting indicator")
+        now = datetime.now(UTC)
+        committed(lambda: Alert.objects.create(
+            id=alert_id, type="stale_feed", severity="medium", symbol="V",
+            message="V has not traded for more than 120 s", event_time=now, detected_at=now))
+    finally:
+        stack.start("daphne")
+    wait(browser, lambda d: js(d, "return !!document.getElementById(arguments[0]);", f"alert-{alert_id}"),
+         "the alert raised meanwhile to appear after the reconnection")
+    top = js(browser, "return document.querySelector('#alert-rows tr').id;")
+    assert top == f"alert-{alert_id}" and same_page(browser)
     assert_no_console_errors(browser, allow=("/ws/stream",))
