@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels; HTTP
+requests traced when tracing is on (finstream/tracing.py)."""
 
 import os
 
@@ -10,11 +11,22 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up first
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from finstream import tracing  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
+
+http_app = django_asgi_app
+if tracing.configure("web"):
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    # /metrics and the probes are scraped every few seconds: spans of them would bury the rest,
+    # as would a span per ASGI send/receive of every request.
+    http_app = OpenTelemetryMiddleware(django_asgi_app, tracer_provider=tracing.provider(),
+                                       excluded_urls=r"/metrics/?$,/health/?$,/ready/?$",
+                                       exclude_spans=["receive", "send"])
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -145,6 +145,13 @@ CELERY_TIMEZONE = "UTC"
 METRICS_PORT = env_int("METRICS_PORT", 0, minimum=0, maximum=65535)
 # Where the metrics servers listen: loopback for the local stack, 0.0.0.0 in containers.
 METRICS_ADDR = env_str("METRICS_ADDR", "127.0.0.1")
+# OpenTelemetry traces go over OTLP/HTTP to this base URL (e.g. http://jaeger:4318); empty = off.
+OTEL_EXPORTER_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+if OTEL_EXPORTER_OTLP_ENDPOINT and not OTEL_EXPORTER_OTLP_ENDPOINT.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"OTEL_EXPORTER_OTLP_ENDPOINT={OTEL_EXPORTER_OTLP_ENDPOINT!r}: give the collector's http(s) URL, "
+        "e.g. http://127.0.0.1:4318, or leave it empty to turn tracing off"
+    )
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "plain")
 if LOG_FORMAT not in {"plain", "json"}:

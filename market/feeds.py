@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from django.core.management.base import CommandError
 
+from finstream import tracing
 from market.domain.pacing import Pacer
 from streaming import metrics
 from streaming.kafka import EventPublisher
@@ -89,6 +90,9 @@ def feed_publish(
         counted[:] = stats.trades, stats.quotes
     publish = publisher.publish
     monotonic = time.monotonic
+    spans = tracing.PublishSpans(f"{publisher.name} publish", attributes={"messaging.system": "kafka"}) \
+        if tracing.tracer() is not None else None
+    headers = None
     next_progress = progress_every
     for event in events:
         if pacer is not None:
@@ -103,11 +107,13 @@ def feed_publish(
         if should_stop():
             break
         timestamp_ms = int(event.ts.timestamp() * 1000)
+        if spans is not None:
+            headers = spans.headers()
         if type(event) is Trade:
-            publish(trades_topic, event.symbol, encode(event), timestamp_ms=timestamp_ms)
+            publish(trades_topic, event.symbol, encode(event), headers, timestamp_ms)
             stats.trades += 1
         else:
-            publish(quotes_topic, event.symbol, encode(event), timestamp_ms=timestamp_ms)
+            publish(quotes_topic, event.symbol, encode(event), headers, timestamp_ms)
             stats.quotes += 1
         if stats.events >= next_progress:
             publisher.poll(0)
@@ -115,6 +121,8 @@ def feed_publish(
             next_progress += progress_every
             if on_progress:
                 on_progress(stats)
+    if spans is not None:
+        spans.close()
     publisher.flush()
     count()
     return stats

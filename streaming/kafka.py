@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
+from finstream import tracing
 from streaming import metrics
 from streaming.topics import TOPIC_SPECS, TopicSpec
 
@@ -147,6 +148,8 @@ class EventPublisher:
                 timestamp_ms: int = 0) -> None:
         if self._failure is not None:
             raise DeliveryFailed(f"delivery to Kafka failed: {self._failure}")
+        if headers is None and tracing.tracer() is not None:
+            headers = tracing.current_headers()  # what a consumer publishes continues its batch's traces
         while True:
             try:
                 self._produce(topic, value, key, headers=headers, timestamp=timestamp_ms,

@@ -48,6 +48,10 @@ CONSUMER_LAG = Gauge(
 CANDLE_SEAL_REPAIRS = Counter(
     "finstream_candle_seal_repairs", "Closed candles whose stored values differed from a recomputation.", ["interval"]
 )
+CELERY_TASKS = Counter("finstream_celery_tasks", "Celery tasks the worker finished, by task and outcome.",
+                       ["task", "outcome"])
+CELERY_TASK_DURATION = Histogram("finstream_celery_task_duration_seconds", "How long each Celery task ran.",
+                                 ["task"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
 SIMULATOR_EVENTS = Counter("finstream_simulator_events", "Events the simulator or replayer published.", ["kind"])
 
 

@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException,
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 
+from finstream import tracing
 from streaming import heartbeats, metrics
 from streaming.dead_letters import Poison, dead_letters_send
 from streaming.event_time import EventTimeWatermark
@@ -236,15 +237,30 @@ class ConsumerRunner:
             newest[key] = value
         events = Events(batch, event_time=self._event_time(newest))
 
-        self._handle_poison(poison, good=len(messages) - len(poison))
-        result = self._store_with_retries(events, next_offsets)
-        self.pipeline.after_commit(result)
+        with tracing.consumed_batch(f"{self.pipeline.name} batch", self._traceparents(messages),
+                                    {"messaging.system": "kafka", "messaging.consumer.group.name": self.group_id,
+                                     "messaging.batch.message_count": len(messages)}):
+            self._handle_poison(poison, good=len(messages) - len(poison))
+            result = self._store_with_retries(events, next_offsets)
+            with tracing.step("after_commit"):
+                self.pipeline.after_commit(result)
         self._consumer.commit(
             offsets=[TopicPartition(name, partition, offset) for (name, partition), offset in next_offsets.items()],
             asynchronous=True,
         )
         self._record(len(messages), events, poison)
         return len(messages)
+
+    @staticmethod
+    def _traceparents(messages: list) -> list[bytes]:
+        """Producers' trace contexts from a batch, read only when tracing is on, and only from
+        evenly spaced messages: a batch span keeps MAX_LINKS links, and reading every
+        message's headers would cost more than the span."""
+        if tracing.tracer() is None:
+            return []
+        stride = max(1, len(messages) // (2 * tracing.MAX_LINKS))
+        return [value for message in messages[::stride] for key, value in (message.headers() or ())
+                if key == tracing.TRACEPARENT and value]
 
     def _event_time(self, newest: dict[tuple[str, int], Any]) -> dict[str, datetime]:
         for (name, partition), value in newest.items():
@@ -288,8 +304,9 @@ class ConsumerRunner:
         delay = 0.5
         for attempt in range(1, self.options.database_retries + 1):
             try:
-                self.pipeline.prepare(events)
-                with transaction.atomic():
+                with tracing.step("prepare"):
+                    self.pipeline.prepare(events)
+                with tracing.step("store"), transaction.atomic():
                     result = self.pipeline.store(events)
                     offsets_save(group=self.group_id, offsets=next_offsets)
                 return result
@@ -370,6 +387,7 @@ def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = No
                  options: RunnerOptions | None = None) -> None:
     """What a consumer command does: preflight, signals, metrics, then the loop until stopped."""
     preflight()
+    tracing.configure(pipeline.name)
     runner = ConsumerRunner(pipeline, options)
     runner.install_signal_handlers()
     metrics.serve_metrics(settings.METRICS_PORT)
@@ -380,4 +398,7 @@ def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = No
     # allocates thousands of messages: ~1.8 us of ~10 us CPU per trade
     # (bench/candles_pipeline.py).
     gc.freeze()
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        tracing.shutdown()

@@ -46,8 +46,8 @@ PROCESSES = {
     "ingest_quotes": 9103,
     "detect_anomalies": 9104,
     "relay_streams": 9105,
-    "celery_worker": None,
-    "celery_beat": None,
+    "celery_worker": 9106,
+    "celery_beat": None,  # schedules only; the worker does the work
 }
 
 

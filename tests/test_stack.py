@@ -8,8 +8,11 @@ import json
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -84,6 +87,66 @@ def test_make_up_brings_everything_up_and_a_second_run_changes_nothing(stack):
     assert "FinStream is up." in second
     assert "initdb" not in second and "formatting" not in second and "installing" not in second
     assert pids(stack) == before, "a second `make up` restarted processes"
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples that have the given labels (0 when there are none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{key}="{value}"' in line for key, value in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_every_process_serves_its_metrics_and_the_spec_metrics_move(stack):
+    base = PORTS["METRICS_PORT_BASE"]
+    ports = {"simulator": base + 1, "build_candles": base + 2, "ingest_quotes": base + 3, "detect_anomalies": base + 4,
+             "relay_streams": base + 5, "celery_worker": base + 6}
+    for process, port in ports.items():
+        wait_for(lambda port=port: "# TYPE" in scrape(port), timeout=60, interval=0.5,
+                 what=f"{process}'s metrics on :{port}")
+    assert "finstream_celery_tasks_total" in scrape(ports["celery_worker"])
+
+    def processed() -> tuple[float, float]:
+        text = scrape(ports["build_candles"])
+        return (sample(text, "finstream_messages_processed_total", consumer="build_candles", outcome="processed"),
+                sample(text, "finstream_processing_latency_seconds_count", consumer="build_candles"))
+
+    before = processed()
+    wait_for(lambda: all(now > then for now, then in zip(processed(), before, strict=True)), timeout=60,
+             interval=0.5, what="build_candles' processed count and latency histogram to move")
+
+    # A price spike into the stack's own broker: an alert stored and counted, and in the API.
+    from confluent_kafka import Producer
+
+    from streaming.schemas import Trade, encode
+
+    alerts_before = sample(scrape(ports["detect_anomalies"]), "finstream_alerts_total", type="price_spike")
+    status, body = get("/api/v1/trades/JPM?limit=1")
+    assert status == 200 and body["trades"], body
+    spike = Trade(id="stack-spike-1", symbol="JPM", seq=0, side="buy", size=Decimal(500),
+                  ts=datetime.now(UTC) + timedelta(seconds=1),
+                  price=(Decimal(body["trades"][0]["price"]) * Decimal("1.3")).quantize(Decimal("0.01")))
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{PORTS['KAFKA_PORT']}"})
+    produced = time.monotonic()
+    producer.produce("market.trades", encode(spike), b"JPM")
+    assert producer.flush(30) == 0
+    wait_for(lambda: sample(scrape(ports["detect_anomalies"]), "finstream_alerts_total", type="price_spike")
+             > alerts_before, timeout=30, interval=0.05, what="finstream_alerts_total to count the spike")
+    counted = time.monotonic() - produced
+    status, body = get("/api/v1/alerts?symbol=JPM&limit=5")
+    [alert] = [a for a in body["alerts"] if a["type"] == "price_spike" and a["time"].startswith(
+        spike.ts.strftime("%Y-%m-%dT%H:%M:%S"))]
+    print(f"price spike produced -> alert stored, published and counted in {counted:.2f} s")
 
 
 def test_a_killed_process_is_restarted(stack):

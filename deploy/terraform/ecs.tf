@@ -89,8 +89,8 @@ locals {
       singleton     = false
     }
     celery_worker = {
-      command       = ["celery", "-A", "finstream", "worker", "--concurrency", "2", "--loglevel", "INFO"]
-      metrics_port  = 0
+      command       = ["celery", "-A", "finstream", "worker", "--pool", "threads", "--concurrency", "2", "--loglevel", "INFO"]
+      metrics_port  = 9106
       health_port   = 0
       health_path   = ""
       cpu           = 512

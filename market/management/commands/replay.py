@@ -10,6 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from finstream import tracing
 from market.domain.pacing import Pacer
 from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
@@ -81,6 +82,7 @@ class Command(BaseCommand):
             kafka_cluster_reachable(timeout=10)
             should_stop = stop_on_signals()
             metrics.serve_metrics(settings.METRICS_PORT)
+            tracing.configure("replay")
             show_progress = sys.stdout.isatty()
 
             def progress(stats):
@@ -101,6 +103,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         finally:
             text.close()
+            tracing.shutdown()
         if show_progress:
             self.stdout.write("")
         elapsed = time.monotonic() - stats.started

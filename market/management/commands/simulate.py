@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from finstream import tracing
 from market.domain.pacing import Pacer
 from market.domain.simulator import MarketSimulator, ground_truth_json
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
@@ -63,6 +64,7 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         should_stop = stop_on_signals()
         metrics.serve_metrics(settings.METRICS_PORT)
+        tracing.configure("simulator")
         self.stdout.write(f"simulating {', '.join(symbols)} at {rate_text} trades/s, seed {seed}, from "
                           f"{start.isoformat()}" + (f", anomalies {options['anomalies']}/symbol/hour"
                                                     if options["anomalies"] else ""))
@@ -77,6 +79,7 @@ class Command(BaseCommand):
         except DeliveryFailed as error:
             raise CommandError(str(error)) from None
         finally:
+            tracing.shutdown()
             self._write_ground_truth(simulator, options, seed)
         elapsed = time.monotonic() - stats.started
         self.stdout.write(f"published {stats.trades} trades and {stats.quotes} quotes in {elapsed:.1f} s "

@@ -1,0 +1,137 @@
+"""What OpenTelemetry tracing costs, off and on, on the two hot paths it touches.
+
+publish   feed_publish (what `simulate`/`replay` run) of the same pre-generated events to the
+          real broker: tracing off, then on (a producer span per 1000 events, a traceparent
+          header on every message), in alternating rounds.
+consume   the real ConsumerRunner with a pipeline that does nothing, reading those messages:
+          off, then on (a span per batch linked to its producers, stage spans).
+
+Spans go to an exporter that drops them, so what is measured is the instrumentation itself,
+not a collector. Off means `tracing.tracer()` is None: the only work left on the hot paths is
+that test, once per published event and once per consumed batch; the last line times it and
+gives it as a share of one published event's cost.
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 TIMESCALE_URL=... var/venv/bin/python bench/tracing_overhead.py \\
+        [--events 200000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import timeit
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
+
+from finstream import tracing  # noqa: E402
+from market.domain.simulator import MarketSimulator  # noqa: E402
+from market.feeds import feed_publish  # noqa: E402
+from streaming.kafka import EventPublisher, topics_ensure  # noqa: E402
+from streaming.runner import ConsumerRunner, RunnerOptions  # noqa: E402
+from streaming.topics import TOPIC_SPECS, TRADES  # noqa: E402
+
+START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+SYMBOLS = "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ".split(",")
+
+
+class DroppingExporter(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+
+
+class IdlePipeline:
+    name = "tracing_bench"
+    topics = (TRADES,)
+
+    def prepare(self, events) -> None:
+        pass
+
+    def store(self, events) -> None:
+        return None
+
+    def after_commit(self, result) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def set_tracing(on: bool) -> None:
+    if on:
+        tracing.configure("bench", exporter=DroppingExporter())
+    else:
+        tracing.shutdown()
+
+
+def publish_round(events: list, on: bool) -> tuple[float, int]:
+    settings.KAFKA_TOPIC_PREFIX = f"bench{uuid.uuid4().hex[:8]}."
+    topics_ensure(TOPIC_SPECS)
+    set_tracing(on)
+    started = time.perf_counter()
+    stats = feed_publish(events=iter(events), publisher=EventPublisher(name="bench"), pacer=None,
+                         should_stop=lambda: False)
+    elapsed = time.perf_counter() - started
+    set_tracing(False)
+    return stats.events / elapsed, stats.trades
+
+
+def consume_round(trades: int, on: bool) -> float:
+    """Reads the trades of the latest publish round's topics (the prefix it left in settings)."""
+    set_tracing(on)
+    runner = ConsumerRunner(IdlePipeline(), RunnerOptions(batch_size=20_000, batch_wait=0.5,
+                                                          group_id=f"bench-{uuid.uuid4().hex[:8]}"))
+    runner.subscribe()
+    consumed, started = 0, None
+    while consumed < trades:
+        got = runner.step()
+        if got and started is None:
+            started = time.perf_counter()  # from the first batch: not the group's join
+        consumed += got
+    elapsed = time.perf_counter() - started
+    runner.close()
+    set_tracing(False)
+    return consumed / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    events = MarketSimulator(symbols=SYMBOLS, seed=1, start=START, rate=1000.0).next_batch(args.events)
+    ratios = {"publish": [], "consume": []}
+    for round_ in range(1, args.rounds + 1):
+        rates = {}
+        for on in (False, True):
+            publish_rate, trades = publish_round(events, on)
+            rates[("publish", on)] = publish_rate
+            rates[("consume", on)] = consume_round(trades, on)
+        for path in ratios:
+            ratios[path].append(rates[(path, True)] / rates[(path, False)])
+            print(f"round {round_} {path:8s} off {rates[(path, False)]:>10,.0f} ev/s   on {rates[(path, True)]:>10,.0f}"
+                  f" ev/s   on/off {ratios[path][-1]:.3f}", flush=True)
+    for path, values in ratios.items():
+        print(f"median on/off {path}: {statistics.median(values):.3f}")
+    check_ns = timeit.timeit("tracer() is not None", globals={"tracer": tracing.tracer}, number=1_000_000) * 1000
+    event_ns = 1e9 / rates[("publish", False)]
+    print(f"off: the per-event test costs {check_ns:.0f} ns, {check_ns / event_ns * 100:.2f} % of a published "
+          f"event ({event_ns:,.0f} ns, last round)")
+
+
+if __name__ == "__main__":
+    main()
