@@ -112,6 +112,7 @@ class ConsumerRunner:
         self._topic_base = {topic(base): base for base in pipeline.topics}
         self._decoders = {name: decoder_for(TOPIC_SCHEMAS[base]) for name, base in self._topic_base.items()}
         self._consumer = Consumer(consumer_config(self.group_id, **consumer_overrides))
+        self._log_context = {"consumer": pipeline.name, "consumer_group": self.group_id}  # JSON log fields
         self._dead_letters: EventPublisher | None = None
         self._stop_requested = False
         self._consecutive_poison = 0
@@ -146,7 +147,8 @@ class ConsumerRunner:
         def handle(signum, _frame):
             if self._stop_requested:
                 raise SystemExit(128 + signum)
-            log.info("%s: stopping after the current batch (signal %d)", self.pipeline.name, signum)
+            log.info("%s: stopping after the current batch (signal %d)", self.pipeline.name, signum,
+                     extra=self._log_context)
             self._stop_requested = True
 
         signal.signal(signal.SIGTERM, handle)
@@ -154,7 +156,8 @@ class ConsumerRunner:
 
     def run(self) -> None:
         self.subscribe()
-        log.info("%s: consuming %s as group %s", self.pipeline.name, ", ".join(self._topic_base), self.group_id)
+        log.info("%s: consuming %s as group %s", self.pipeline.name, ", ".join(self._topic_base), self.group_id,
+                 extra=self._log_context)
         try:
             while not self._stop_requested:
                 self.step()
@@ -178,7 +181,8 @@ class ConsumerRunner:
         self._start_from_kafka([tp for tp in partitions if tp.offset == OFFSET_STORED])
         consumer.assign(partitions)
         log.info("%s: assigned %s", self.pipeline.name,
-                 ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing")
+                 ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing",
+                 extra=self._log_context)
 
     def _start_from_kafka(self, partitions: list[TopicPartition]) -> None:
         """Where partitions PostgreSQL holds no offset for start: the group's offset in Kafka,
@@ -190,7 +194,8 @@ class ConsumerRunner:
             committed = self._consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
                                                  timeout=10)
         except KafkaException as error:
-            log.warning("%s: could not read committed offsets from Kafka: %s", self.pipeline.name, error)
+            log.warning("%s: could not read committed offsets from Kafka: %s", self.pipeline.name, error,
+                        extra=self._log_context)
             return
         for tp in committed:
             if tp.offset >= 0:
@@ -289,7 +294,8 @@ class ConsumerRunner:
             self._dead_letters = EventPublisher(name=f"{self.pipeline.name}.dead_letters")
         for item in poison:
             log.warning("%s: dead-lettering %s[%d]@%d: %s", self.pipeline.name, item.topic, item.partition,
-                        item.offset, item.error)
+                        item.offset, item.error, extra={**self._log_context, "topic": item.topic,
+                                                        "partition": item.partition, "offset": item.offset})
             metrics.DEAD_LETTERS.labels(consumer=self.pipeline.name, topic=self._topic_base[item.topic]).inc()
         dead_letters_send(publisher=self._dead_letters, consumer=self.pipeline.name, poison=poison)
         self._consecutive_poison = len(poison) if good else self._consecutive_poison + len(poison)
@@ -312,7 +318,7 @@ class ConsumerRunner:
                 return result
             except (OperationalError, InterfaceError) as error:
                 log.warning("%s: database unavailable (attempt %d/%d): %s", self.pipeline.name, attempt,
-                            self.options.database_retries, error)
+                            self.options.database_retries, error, extra=self._log_context)
                 connection.close()
                 if attempt == self.options.database_retries:
                     raise DatabaseUnavailable(

@@ -2,12 +2,14 @@
 with their offsets, duplicates counted once, restarts resuming from the offsets
 PostgreSQL holds, poison dead-lettered."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from finstream.logs import JsonFormatter
 from market.models import Candle, Trade as TradeRow
 from market.pipelines import TradesPipeline
 from streaming.dead_letters import HEADER_ERROR, HEADER_OFFSET, HEADER_TOPIC
@@ -110,7 +112,7 @@ def test_a_restart_resumes_from_the_offsets_in_postgres_not_kafka(kafka_topics, 
     assert candle_trade_counts()["1m"] == 110
 
 
-def test_poison_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(kafka_topics, redis_clean):
+def test_poison_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(kafka_topics, redis_clean, caplog):
     good = make_trades(10)
     publish([(t.symbol, encode(t)) for t in good[:5]] + [("AAPL", b"{not json"), ("AAPL", b'{"id": "x"}')]
             + [(t.symbol, encode(t)) for t in good[5:]])
@@ -124,6 +126,11 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(kafka_
     assert headers[HEADER_TOPIC] == topic(TRADES).encode()
     assert int(headers[HEADER_OFFSET]) >= 0
     assert headers[HEADER_ERROR]
+    # Each is logged with where it came from, as fields a JSON log line carries.
+    logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records if "dead-lettering" in r.getMessage()]
+    assert len(logged) == 2
+    assert {(line["consumer"], line["topic"], line["offset"]) for line in logged} \
+        == {("build_candles", topic(TRADES), int(dict(m.headers())[HEADER_OFFSET])) for m in dead}
 
 
 def test_a_stream_of_nothing_but_poison_stops_the_consumer(kafka_topics, redis_clean):
