@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
 
 TARGETS = [
+    ("health (floor)", "/health", None),
     ("market-summary", "/api/v1/market-summary", 2000),
     ("quotes/{s}", "/api/v1/quotes/AAPL", 2000),
     ("candles limit=500", "/api/v1/candles/AAPL?interval=1m&limit=500", 500),
@@ -160,6 +162,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--trades-per-candle", type=int, default=20)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="daphne processes sharing one listening socket (daphne --fd), as a scale-out")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -168,36 +172,49 @@ def main() -> None:
     url = bench_url(os.environ.get("TIMESCALE_URL") or env_str(
         "DATABASE_URL", "postgresql://finstream:finstream@127.0.0.1:5432/finstream"))
     build(args, url)
-    port = free_port()
-    # DATABASE_CONN_MAX_AGE=0: under ASGI each request runs in a thread of its own, so a kept connection is
-    # never reused and they pile up to max_connections (see the report for deploy/supervisord.conf).
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    port = listener.getsockname()[1]
     env = {**os.environ, "TIMESCALE_URL": url, "DJANGO_DEBUG": "0", "API_THROTTLE_ANON": "", "API_THROTTLE_USER": "",
-           "DATABASE_CONN_MAX_AGE": "0",
+           "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "20"),
            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
-    daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "--access-log", os.devnull, "finstream.asgi:application"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = [subprocess.Popen([sys.executable, "-m", "daphne", "--fd", str(listener.fileno()),
+                                 "--access-log", os.devnull, "finstream.asgi:application"],
+                                cwd=ROOT, env=env, pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(args.processes)]
     try:
-        for _ in range(300):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against daphne (1 process, DEBUG off) "
-              f"on 127.0.0.1:{port}, {os.cpu_count()} CPUs")
+        for _ in range(300):  # the socket listens already: wait for an answer, from every process
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    pass
+                break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(2)
+        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against daphne ({args.processes} "
+              f"process(es), DEBUG off) on 127.0.0.1:{port}, {os.cpu_count()} CPUs")
+        floor = None
         for name, path, target in TARGETS:
             url_ = f"http://127.0.0.1:{port}{path}"
             wrk(url_, duration=2, connections=args.connections, threads=args.threads)  # warm up
             r = wrk(url_, duration=args.duration, connections=args.connections, threads=args.threads)
+            # The floor: Django's request path with a view that does nothing, in the same run.
+            floor = floor or r["rps"]
+            versus = f"target {target}: x{r['rps'] / target:.2f}" if target else "the framework's floor"
             print(f"  {name:18s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
-                  f"non-2xx {r['errors']}  target {target}: x{r['rps'] / target:.2f}")
+                  f"non-2xx {r['errors']}  of floor {r['rps'] / floor:.2f}  {versus}")
     finally:
-        daphne.terminate()
-        try:
-            daphne.wait(10)
-        except subprocess.TimeoutExpired:  # requests wrk left in flight keep it waiting
-            daphne.kill()
-            daphne.wait(10)
+        listener.close()
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:  # requests wrk left in flight keep it waiting
+                server.kill()
+                server.wait(10)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@ requests traced when tracing is on (finstream/tracing.py)."""
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from finstream.asgi_handler import SyncStackASGIHandler  # noqa: E402 - needs Django set up first
+
+django_asgi_app = SyncStackASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up first
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -86,12 +86,20 @@ DATABASE_URL = env_url(
     env_str("DATABASE_URL", "postgresql://finstream:finstream@127.0.0.1:5432/finstream"),
     schemes=("postgresql", "postgres"),
 )
+# A pool of at most DATABASE_POOL_SIZE connections (0 = none: one persistent connection per
+# thread, kept CONN_MAX_AGE seconds). The web app needs the pool: under ASGI each request runs its
+# sync code in a thread of its own, so a per-thread connection would be opened for every request.
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0, maximum=500)
 DATABASES = {
     "default": {
         **database_from_url("TIMESCALE_URL", DATABASE_URL),
-        "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)},
+        "CONN_MAX_AGE": 0 if DATABASE_POOL_SIZE else env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": not DATABASE_POOL_SIZE,
+        "OPTIONS": {
+            "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1),
+            **({"pool": {"min_size": min(2, DATABASE_POOL_SIZE), "max_size": DATABASE_POOL_SIZE, "timeout": 10}}
+               if DATABASE_POOL_SIZE else {}),
+        },
         "TEST": {"NAME": env_str("DATABASE_TEST_NAME", "test_finstream")},
     }
 }

@@ -65,6 +65,25 @@ def test_a_bad_database_url_is_one_line():
     assert "TIMESCALE_URL" in result.stderr
 
 
+def test_a_bad_otlp_endpoint_is_one_line():
+    result = _check(OTEL_EXPORTER_OTLP_ENDPOINT="jaeger:4318")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: OTEL_EXPORTER_OTLP_ENDPOINT='jaeger:4318': give the collector's http(s) URL, "
+        "e.g. http://127.0.0.1:4318, or leave it empty to turn tracing off"
+    ]
+
+
+def test_a_database_pool_replaces_persistent_connections():
+    code = ("import django; django.setup(); from django.db import connection as c; "
+            "print(c.settings_dict['CONN_MAX_AGE'], c.settings_dict['OPTIONS']['pool']['max_size']); "
+            "c.ensure_connection(); print(c.pool is not None)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, capture_output=True, text=True,
+                            env={**os.environ, "DATABASE_POOL_SIZE": "4"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "4", "True"]
+
+
 def test_json_log_lines_carry_the_context_they_are_given():
     record = logging.makeLogRecord({"name": "streaming.runner", "levelname": "WARNING", "msg": "dead-lettering %s",
                                     "args": ("x",), "consumer": "build_candles", "partition": 3})

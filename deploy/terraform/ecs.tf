@@ -154,7 +154,11 @@ resource "aws_ecs_task_definition" "process" {
     stopTimeout  = 30 # consumers finish their batch on SIGTERM
     portMappings = each.key == "web" ? [{ containerPort = 8000, protocol = "tcp" }] : []
     environment = [
-      for key, value in merge(local.environment, { METRICS_PORT = tostring(each.value.metrics_port) }) :
+      # The web's ASGI requests each run in a thread of their own: their connections come from a pool.
+      for key, value in merge(local.environment, {
+        METRICS_PORT       = tostring(each.value.metrics_port)
+        DATABASE_POOL_SIZE = each.key == "web" ? "10" : "0"
+      }) :
       { name = key, value = value }
     ]
     secrets = local.container_secrets

@@ -5,6 +5,7 @@ float), normalized (no trailing zeros): parse them with a decimal type.
 """
 
 from datetime import UTC
+from decimal import Decimal
 
 from rest_framework import serializers
 
@@ -15,6 +16,8 @@ PRICE = {"max_digits": 20, "decimal_places": 8, "normalize_output": True, "coerc
 SIZE = {"max_digits": 24, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
 VOLUME = {"max_digits": 38, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
 SIGNED = {"max_digits": 20, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
+
+CENT = Decimal("0.01")
 
 TRADES_LIMIT = {"default": 100, "maximum": 1000}
 CANDLES_LIMIT = {"default": 100, "maximum": 5000}
@@ -94,6 +97,31 @@ def candles_json(rows) -> list[dict]:
     return [{"time": time_text(r.start), "open": decimal_text(r.open), "high": decimal_text(r.high),
              "low": decimal_text(r.low), "close": decimal_text(r.close), "volume": decimal_text(r.volume),
              "trades": r.trades, "vwap": decimal_text(r.vwap)} for r in rows]
+
+
+def quote_json(symbol: str, quote) -> dict:
+    """QuoteSerializer's output for a latest quote, without DRF's per-field cost (a hot endpoint)."""
+    return {"symbol": symbol, "id": quote.id, "time": time_text(quote.ts), "bid": decimal_text(quote.bid),
+            "ask": decimal_text(quote.ask), "bid_size": decimal_text(quote.bid_size),
+            "ask_size": decimal_text(quote.ask_size), "spread": decimal_text(quote.ask - quote.bid)}
+
+
+def _maybe(render, value):
+    return None if value is None else render(value)
+
+
+def summary_json(rows) -> list[dict]:
+    """SummaryRowSerializer's output, without DRF's per-field cost (a hot endpoint)."""
+    return [{
+        "symbol": r.symbol, "last": _maybe(decimal_text, r.last), "last_trade_time": _maybe(time_text, r.last_trade_time),
+        "change_24h": _maybe(decimal_text, r.change_24h),
+        "change_pct_24h": _maybe(lambda v: f"{v.quantize(CENT):f}", r.change_pct_24h),
+        "open_24h": _maybe(decimal_text, r.open_24h), "high_24h": _maybe(decimal_text, r.high_24h),
+        "low_24h": _maybe(decimal_text, r.low_24h), "volume_24h": _maybe(decimal_text, r.volume_24h),
+        "vwap_24h": _maybe(decimal_text, r.vwap_24h), "trades_24h": r.trades_24h,
+        "bid": _maybe(decimal_text, r.bid), "ask": _maybe(decimal_text, r.ask),
+        "quote_time": _maybe(time_text, r.quote_time), "stats_time": _maybe(time_text, r.stats_time),
+    } for r in rows]
 
 
 class CandlePageSerializer(serializers.Serializer):

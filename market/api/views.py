@@ -20,6 +20,8 @@ from market.api.serializers import (
     TradePageSerializer,
     TradeQuerySerializer,
     candles_json,
+    quote_json,
+    summary_json,
     trades_json,
 )
 
@@ -68,10 +70,7 @@ class QuoteLatestApi(APIView):
         if quote is None:
             raise ApiError(code="no_quote", message=f"no quote for {ticker} yet: is ingest_quotes running?",
                            status_code=status.HTTP_404_NOT_FOUND)
-        return Response(QuoteSerializer({
-            "symbol": ticker, "id": quote.id, "ts": quote.ts, "bid": quote.bid, "ask": quote.ask,
-            "bid_size": quote.bid_size, "ask_size": quote.ask_size, "spread": quote.ask - quote.bid,
-        }).data)
+        return Response(quote_json(ticker, quote))  # as QuoteSerializer documents it
 
 
 class TradeListApi(APIView):
@@ -126,4 +125,4 @@ class MarketSummaryApi(APIView):
     def get(self, request):
         rows = selectors.market_summary(symbols=selectors.symbol_tickers_recent(
             max_age=settings.API_SYMBOLS_CACHE_SECONDS))
-        return Response(MarketSummarySerializer({"symbols": rows}).data)
+        return Response({"symbols": summary_json(rows)})  # as MarketSummarySerializer documents it

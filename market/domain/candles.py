@@ -39,7 +39,6 @@ import decimal
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from types import MappingProxyType
 
 import msgspec
@@ -219,8 +218,17 @@ def vwap(notional: Decimal, volume: Decimal) -> Decimal:
     Decimal and then quantizing would round twice. ``volume`` must be positive
     (a candle always has one); zero raises ZeroDivisionError.
     """
-    # round() of a Fraction rounds half to even.
-    scaled = round(Fraction(notional) / Fraction(volume) * _VWAP_SCALE)
+    # On the integer ratios, without Fraction (whose gcd on every value made the API's candle pages
+    # slow): notional / volume * 10**8 = num / den, floored by divmod, then half to even.
+    n_num, n_den = notional.as_integer_ratio()
+    v_num, v_den = volume.as_integer_ratio()
+    num, den = n_num * v_den * _VWAP_SCALE, n_den * v_num
+    if den < 0:
+        num, den = -num, -den
+    scaled, remainder = divmod(num, den)
+    twice = 2 * remainder
+    if twice > den or (twice == den and scaled & 1):
+        scaled += 1
     return Decimal(scaled).scaleb(-VWAP_PLACES, _CONTEXT)
 
 

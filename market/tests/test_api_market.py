@@ -250,3 +250,22 @@ def test_the_fast_renderers_agree_with_the_documented_serializers(client):
         assert trades_json(trades) == TradeSerializer(trades, many=True).data
         candles = selectors.candle_page(symbol=symbol, interval="1m", limit=100)
         assert candles_json(candles) == CandleSerializer(candles, many=True).data
+
+
+def test_the_fast_quote_and_summary_renderers_agree_with_the_documented_serializers():
+    from market.api.serializers import QuoteSerializer, SummaryRowSerializer, quote_json, summary_json
+    from market.selectors import SummaryRow
+    from streaming.schemas import Quote
+
+    quote = Quote(id="q-1", symbol="AAPL", ts=datetime(2026, 3, 2, 9, 30, 0, 5, tzinfo=UTC), bid=Decimal("187.2"),
+                  ask=Decimal("187.23"), bid_size=Decimal("300"), ask_size=Decimal("0.5"))
+    assert quote_json("AAPL", quote) == QuoteSerializer({
+        "symbol": "AAPL", "id": quote.id, "ts": quote.ts, "bid": quote.bid, "ask": quote.ask,
+        "bid_size": quote.bid_size, "ask_size": quote.ask_size, "spread": quote.ask - quote.bid}).data
+    full = SummaryRow(symbol="AAPL", last=Decimal("187.23"), last_trade_time=quote.ts, change_24h=Decimal("-1.5"),
+                      change_pct_24h=Decimal("-0.8"), open_24h=Decimal("188.73"), high_24h=Decimal("190"),
+                      low_24h=Decimal("186.01"), volume_24h=Decimal("123456.5"), vwap_24h=Decimal("187.9"),
+                      trades_24h=4012, bid=Decimal("187.2"), ask=Decimal("187.25"), quote_time=quote.ts,
+                      stats_time=quote.ts)
+    rows = [full, SummaryRow(symbol="MSFT")]
+    assert summary_json(rows) == SummaryRowSerializer(rows, many=True).data

@@ -464,6 +464,15 @@ def test_vwap_is_rounded_half_to_even_to_8_places(notional, volume, expected):
     assert str(vwap(Decimal(notional), Decimal(volume))) == expected  # the same rule for a stored row
 
 
+@given(st.decimals(min_value=Decimal("-1e12"), max_value=Decimal("1e12"), places=16, allow_nan=False,
+                   allow_infinity=False),
+       st.decimals(min_value=Decimal("1e-8"), max_value=Decimal("1e12"), places=8, allow_nan=False,
+                   allow_infinity=False))
+def test_vwap_equals_the_exact_quotient_rounded_once_half_to_even(notional, volume):
+    exact = Fraction(notional) / Fraction(volume) * 10**8
+    assert vwap(notional, volume) == Decimal(round(exact)).scaleb(-8)  # round() of a Fraction: half to even
+
+
 # --- errors -------------------------------------------------------------------------
 
 
