@@ -269,3 +269,28 @@ def test_the_fast_quote_and_summary_renderers_agree_with_the_documented_serializ
                       stats_time=quote.ts)
     rows = [full, SummaryRow(symbol="MSFT")]
     assert summary_json(rows) == SummaryRowSerializer(rows, many=True).data
+
+
+def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(django_db_setup):
+    # DRF fixes its throttle classes at import, so a process started with the setting is the honest test.
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+    from django.db import connection
+
+    database = connection.settings_dict
+    code = ("import json, django; django.setup(); from django.test import Client; c = Client(HTTP_HOST='localhost'); "
+            "rs = [c.get('/api/v1/symbols') for _ in range(4)]; "
+            "print(json.dumps([[r.status_code for r in rs], rs[-1].json(), rs[-1].headers.get('Retry-After')]))")
+    env = {**os.environ, "API_THROTTLE_ANON": "3/min", "TIMESCALE_URL":
+           f"postgresql://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT']}/"
+           f"{database['NAME']}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    statuses, body, retry_after = json.loads(result.stdout.strip().splitlines()[-1])
+    assert statuses == [200, 200, 200, 429]
+    assert body["error"]["code"] == "throttled" and body["error"]["message"]
+    assert int(retry_after) > 0
