@@ -243,8 +243,9 @@ def detect_in_batches(
     """Feed ``events`` to ``engine`` the way the anomaly consumer does (alerts/pipelines.py):
     batches of ``batch_size`` events, each batch's trades and quotes sorted per symbol by
     (ts, seq), then ``on_trades``, ``on_quotes`` and ``advance`` to the batch's latest trade
-    time (the watermark of one stream read in order). Keep a batch's span of event time under the stale-feed gap (120 s by default) to get
-    what live, sub-second batches would get (docs/alerts.md, "Batches, replays and restarts")."""
+    time (the watermark of one stream read in order). Keep a batch's span of event time under
+    the stale-feed gap (120 s by default) to get what live, sub-second batches would get
+    (docs/alerts.md, "Batches, replays and restarts")."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     signals: list[AlertSignal] = []

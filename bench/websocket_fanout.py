@@ -282,7 +282,8 @@ def bench_fanout(args) -> None:
         print(f"  {mode:9s}: relayed {r['sent']} trades at {r['achieved_rate']:.0f}/s (ended {r['behind_s']:.1f} s "
               f"behind schedule); delivered {r['messages']}/{r['expected']} messages, {r['delivered_per_s']:.0f}/s; "
               f"latency p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms max {r['max_ms']:.0f} ms; "
-              f"gaps {r['gaps']}; dropped clients {r['dropped']}; refused at connect {r['refused']}; daphne RSS {r['rss_start']:.0f} -> "
+              f"gaps {r['gaps']}; dropped clients {r['dropped']}; refused at connect {r['refused']}; "
+              f"daphne RSS {r['rss_start']:.0f} -> "
               f"{r['rss_end']:.0f} MiB (median {r['rss_median']:.0f}); CPU busy: daphne {r['daphne_cpu']:.0%}, "
               f"clients {r['clients_cpu']:.0%}")
     if len(figures) == 2:

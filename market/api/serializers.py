@@ -113,7 +113,8 @@ def _maybe(render, value):
 def summary_json(rows) -> list[dict]:
     """SummaryRowSerializer's output, without DRF's per-field cost (a hot endpoint)."""
     return [{
-        "symbol": r.symbol, "last": _maybe(decimal_text, r.last), "last_trade_time": _maybe(time_text, r.last_trade_time),
+        "symbol": r.symbol, "last": _maybe(decimal_text, r.last),
+        "last_trade_time": _maybe(time_text, r.last_trade_time),
         "change_24h": _maybe(decimal_text, r.change_24h),
         "change_pct_24h": _maybe(lambda v: f"{v.quantize(CENT):f}", r.change_pct_24h),
         "open_24h": _maybe(decimal_text, r.open_24h), "high_24h": _maybe(decimal_text, r.high_24h),
