@@ -171,6 +171,8 @@ prepare_postgres() {
     outside=/var/lib/postgresql/finstream-$(echo -n "$FINSTREAM_VAR" | sha256sum | cut -c1-12)
     mkdir -p "$outside" && chown postgres: "$outside"
     [ -L "$FINSTREAM_VAR/pg" ] || { rm -rf "$FINSTREAM_VAR/pg"; ln -s "$outside" "$FINSTREAM_VAR/pg"; }
+    # The link is for people; postgres itself cannot pass through this checkout to follow it.
+    PGDATA=$outside/data
   else
     mkdir -p "$FINSTREAM_VAR/pg"
   fi
@@ -178,7 +180,8 @@ prepare_postgres() {
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
     step "PostgreSQL: initdb $PGDATA"
     as_postgres "$(pg_bin)/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 \
-      >"$FINSTREAM_VAR/log/initdb.log" 2>&1 || fail "initdb failed: see $FINSTREAM_VAR/log/initdb.log"
+      >"$FINSTREAM_VAR/log/initdb.log" 2>&1 \
+      || fail "initdb failed ($FINSTREAM_VAR/log/initdb.log): $(grep -m1 'error' "$FINSTREAM_VAR/log/initdb.log")"
   fi
   export PGDATA PG_BIN
   PG_BIN=$(pg_bin)

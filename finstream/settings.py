@@ -94,7 +94,7 @@ DATABASES = {
     "default": {
         **database_from_url("TIMESCALE_URL", DATABASE_URL),
         "CONN_MAX_AGE": 0 if DATABASE_POOL_SIZE else env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        "CONN_HEALTH_CHECKS": not DATABASE_POOL_SIZE,
+        "CONN_HEALTH_CHECKS": True,  # with a pool: the pool checks a connection before lending it
         "OPTIONS": {
             "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1),
             **({"pool": {"min_size": min(2, DATABASE_POOL_SIZE), "max_size": DATABASE_POOL_SIZE, "timeout": 10}}

@@ -100,10 +100,12 @@ def current_headers() -> list[tuple[str, bytes]] | None:
     context = span.get_span_context()
     if not context.is_valid:
         return None
-    # A batch publishes many messages under one span: format its traceparent once.
-    if _last_headers is None or _last_headers[0] != context.span_id:
-        _last_headers = (context.span_id, [(TRACEPARENT, traceparent(span))])
-    return _last_headers[1]
+    # A batch publishes many messages under one span: format its traceparent once. (Read once into a
+    # local: another thread may replace the cached pair meanwhile.)
+    cached = _last_headers
+    if cached is None or cached[0] != context.span_id:
+        cached = _last_headers = (context.span_id, [(TRACEPARENT, traceparent(span))])
+    return cached[1]
 
 
 def _remote_context(value: bytes):

@@ -94,35 +94,37 @@ def feed_publish(
         if tracing.tracer() is not None else None
     headers = None
     next_progress = progress_every
-    for event in events:
-        if pacer is not None:
-            wait = pacer.seconds_to_wait(event.ts, monotonic())
-            if wait > 0:
-                count()
-            while wait > 0:
-                publisher.poll(min(wait, 0.25))
-                if should_stop():
-                    break
+    try:
+        for event in events:
+            if pacer is not None:
                 wait = pacer.seconds_to_wait(event.ts, monotonic())
-        if should_stop():
-            break
-        timestamp_ms = int(event.ts.timestamp() * 1000)
+                if wait > 0:
+                    count()
+                while wait > 0:
+                    publisher.poll(min(wait, 0.25))
+                    if should_stop():
+                        break
+                    wait = pacer.seconds_to_wait(event.ts, monotonic())
+            if should_stop():
+                break
+            timestamp_ms = int(event.ts.timestamp() * 1000)
+            if spans is not None:
+                headers = spans.headers()
+            if type(event) is Trade:
+                publish(trades_topic, event.symbol, encode(event), headers, timestamp_ms)
+                stats.trades += 1
+            else:
+                publish(quotes_topic, event.symbol, encode(event), headers, timestamp_ms)
+                stats.quotes += 1
+            if stats.events >= next_progress:
+                publisher.poll(0)
+                count()
+                next_progress += progress_every
+                if on_progress:
+                    on_progress(stats)
+    finally:
         if spans is not None:
-            headers = spans.headers()
-        if type(event) is Trade:
-            publish(trades_topic, event.symbol, encode(event), headers, timestamp_ms)
-            stats.trades += 1
-        else:
-            publish(quotes_topic, event.symbol, encode(event), headers, timestamp_ms)
-            stats.quotes += 1
-        if stats.events >= next_progress:
-            publisher.poll(0)
-            count()
-            next_progress += progress_every
-            if on_progress:
-                on_progress(stats)
-    if spans is not None:
-        spans.close()
+            spans.close()  # its last span is exported even when a delivery failed
     publisher.flush()
     count()
     return stats

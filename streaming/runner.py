@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 
@@ -118,8 +118,10 @@ class ConsumerRunner:
         self._consecutive_poison = 0
         self._last_heartbeat = 0.0
         self._last_lag_update = 0.0
-        # Each assigned partition and the offset it was assigned at (None: its beginning).
+        # Each assigned partition and the offset reading starts at: PostgreSQL's, else the group's
+        # in Kafka (None until asked), else OFFSET_BEGINNING.
         self._assigned: dict[tuple[str, int], int | None] = {}
+        self._next_start_lookup = 0.0
         self._watermarks = {base: EventTimeWatermark() for base in pipeline.topics}
         self._processed = {
             (name, outcome): metrics.MESSAGES_PROCESSED.labels(consumer=pipeline.name, topic=base, outcome=outcome)
@@ -178,28 +180,28 @@ class ConsumerRunner:
             start = stored.get((tp.topic, tp.partition))
             tp.offset = OFFSET_STORED if start is None else start
             self._assigned[(tp.topic, tp.partition)] = start
-        self._start_from_kafka([tp for tp in partitions if tp.offset == OFFSET_STORED])
+        self._next_start_lookup = 0.0
         consumer.assign(partitions)
         log.info("%s: assigned %s", self.pipeline.name,
                  ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing",
                  extra=self._log_context)
 
-    def _start_from_kafka(self, partitions: list[TopicPartition]) -> None:
-        """Where partitions PostgreSQL holds no offset for start: the group's offset in Kafka,
-        if any (else the beginning). Only the event-time watermark needs it, to know whether
-        such a partition has anything to read before it delivers a message."""
-        if not partitions:
-            return
+    def _start_from_kafka(self, keys: list[tuple[str, int]]) -> None:
+        """Where partitions PostgreSQL holds no offset for start: the group's offset in Kafka, or
+        their beginning. Only the event-time watermark needs it, to know whether such a partition
+        has anything to read before it delivers a message; asked outside the rebalance callback,
+        and again a few seconds later if Kafka does not answer."""
         try:
-            committed = self._consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
-                                                 timeout=10)
+            committed = self._consumer.committed([TopicPartition(*key) for key in keys], timeout=2)
         except KafkaException as error:
-            log.warning("%s: could not read committed offsets from Kafka: %s", self.pipeline.name, error,
-                        extra=self._log_context)
+            log.warning("%s: could not read committed offsets from Kafka (retrying): %s", self.pipeline.name,
+                        error, extra=self._log_context)
+            self._next_start_lookup = time.monotonic() + 5.0
             return
         for tp in committed:
-            if tp.offset >= 0:
-                self._assigned[(tp.topic, tp.partition)] = tp.offset
+            key = (tp.topic, tp.partition)
+            if key in self._assigned:
+                self._assigned[key] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing to flush: a batch is committed before the next consume(), and
@@ -274,14 +276,20 @@ class ConsumerRunner:
         assigned = [TopicPartition(name, partition) for name, partition in self._assigned]
         # All local: the position after the last message consumed (none yet: the offset the
         # partition was assigned at) and the offsets of the last fetch response.
-        for tp in self._consumer.position(assigned) if assigned else ():
+        positions = self._consumer.position(assigned) if assigned else []
+        unknown = [(tp.topic, tp.partition) for tp in positions
+                   if tp.offset < 0 and self._assigned.get((tp.topic, tp.partition)) is None]
+        if unknown and time.monotonic() >= self._next_start_lookup:
+            self._start_from_kafka(unknown)
+        for tp in positions:
             key = (tp.topic, tp.partition)
             low, high = self._consumer.get_watermark_offsets(tp, cached=True)
             position = tp.offset if tp.offset >= 0 else self._assigned.get(key)
-            if position is None:
-                position = low
-            if high < 0 or position < 0 or position < high:
-                pending[self._topic_base[tp.topic]].append(key)
+            if position == OFFSET_BEGINNING or (position is not None and 0 <= low <= high
+                                                 and not low <= position <= high):
+                position = low  # out of range: auto.offset.reset=earliest reads from the beginning
+            if position is None or high < 0 or position < 0 or position < high:
+                pending[self._topic_base[tp.topic]].append(key)  # behind, or not known to be read
         progress = {base: watermark.advance(pending[base]) for base, watermark in self._watermarks.items()}
         return {base: ts for base, ts in progress.items() if ts is not None}
 

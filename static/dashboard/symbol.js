@@ -265,6 +265,12 @@
           return chain.then(function () { return fs.prependAlertRow(alertRows, alert.id, { compact: "1" }); });
         }, Promise.resolve());
       })
+      .then(function () {
+        // A live alert may have landed while these were fetched: newest event time first again.
+        Array.from(alertRows.querySelectorAll("tr[data-time]"))
+          .sort(function (a, b) { return Number(b.dataset.time) - Number(a.dataset.time); })
+          .forEach(function (row) { alertRows.appendChild(row); });
+      })
       .catch(function (error) { console.warn("alert list reload failed", error); });
   }
   fs.onReconnect(reloadAlerts);

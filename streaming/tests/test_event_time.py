@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from django.conf import settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -161,6 +162,48 @@ def test_a_partition_read_to_its_end_before_postgres_held_offsets_does_not_hold_
     ConsumerOffset.objects.all().delete()
     produce(0, "AAPL", [float(i) for i in range(50, 60)], "second")
     second = RecordingPipeline()
-    run(second, 10).close()
-    assert second.read == {"AAPL": 10}
-    assert second.batches[-1][0] == at(59)
+    runner = run(second, 10)
+    # Partition 1's end is known once a fetch of it answers: trade on until the watermark is AAPL's.
+    more = iter(range(60, 600))
+
+    def caught_up() -> bool:
+        second_ = float(next(more))
+        produce(0, "AAPL", [second_], f"more-{second_}")
+        runner.step()
+        return second.batches[-1][0] == second.latest["AAPL"]
+
+    wait_for(caught_up, timeout=30, interval=0.1, what="the watermark to follow partition 0")
+    runner.close()
+    assert set(second.read) == {"AAPL"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stored_offset_that_retention_deleted_does_not_hold_it(kafka_topics):
+    # Partition 1's messages were deleted (retention) up to its end while the consumer was away,
+    # and the offset PostgreSQL holds is below what is left: reading resumes at the partition's
+    # start, where there is nothing to read, so it must not count as behind.
+    from confluent_kafka.admin import AdminClient
+
+    produce(0, "AAPL", [float(i) for i in range(50)], "first")
+    produce(1, "MSFT", [float(i) for i in range(50)], "first")
+    first = run(RecordingPipeline(), 100)
+    first.close()
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+    for future in admin.delete_records([TopicPartition(topic(TRADES), 1, 50)]).values():
+        future.result(timeout=30)
+    ConsumerOffset.objects.filter(partition=1).update(next_offset=10)
+    produce(0, "AAPL", [float(i) for i in range(50, 60)], "second")
+    second = RecordingPipeline()
+    runner = run(second, 10)
+    # Partition 1's end is known once a fetch of it answers: trade on until the watermark is AAPL's.
+    more = iter(range(60, 600))
+
+    def caught_up() -> bool:
+        second_ = float(next(more))
+        produce(0, "AAPL", [second_], f"more-{second_}")
+        runner.step()
+        return second.batches[-1][0] == second.latest["AAPL"]
+
+    wait_for(caught_up, timeout=30, interval=0.1, what="the watermark to follow partition 0")
+    runner.close()
+    assert set(second.read) == {"AAPL"}
