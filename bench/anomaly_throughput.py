@@ -204,29 +204,6 @@ def _spawn(args: argparse.Namespace, mode: str, limit: int, group: str) -> Run:
     return run
 
 
-class BarePipeline:
-    """The runner doing nothing: no detection, no writes but the offsets the runner stores itself."""
-
-    name = "bench_bare"
-
-    def __init__(self) -> None:
-        from streaming.topics import QUOTES, TRADES
-
-        self.topics = (TRADES, QUOTES)  # what detect_anomalies subscribes to
-
-    def prepare(self, events) -> None:
-        pass
-
-    def store(self, events) -> None:
-        return None
-
-    def after_commit(self, result) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class _FirstMessageClock:
     """A Consumer that remembers when consume() first returned messages."""
 
@@ -253,8 +230,11 @@ def _child(args: argparse.Namespace) -> int:
     logging.getLogger("alerts").setLevel(logging.WARNING)  # one INFO line per alert otherwise
     from alerts.pipelines import AnomalyPipeline
     from streaming.runner import ConsumerRunner, RunnerOptions
+    from streaming.testing import IdlePipeline
+    from streaming.topics import QUOTES, TRADES
 
-    pipeline = AnomalyPipeline() if args.child == "detector" else BarePipeline()
+    pipeline = AnomalyPipeline() if args.child == "detector" else IdlePipeline(
+        name="bench_bare", topics=(TRADES, QUOTES))  # what detect_anomalies subscribes to
     options = RunnerOptions(group_id=args.group)
     if args.batch_size:
         options.batch_size = args.batch_size

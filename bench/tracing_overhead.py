@@ -43,6 +43,7 @@ from market.domain.simulator import MarketSimulator  # noqa: E402
 from market.feeds import feed_publish  # noqa: E402
 from streaming.kafka import EventPublisher, topics_ensure  # noqa: E402
 from streaming.runner import ConsumerRunner, RunnerOptions  # noqa: E402
+from streaming.testing import IdlePipeline  # noqa: E402
 from streaming.topics import TOPIC_SPECS, TRADES  # noqa: E402
 
 START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -52,23 +53,6 @@ SYMBOLS = "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ".split(",")
 class DroppingExporter(SpanExporter):
     def export(self, spans):
         return SpanExportResult.SUCCESS
-
-
-class IdlePipeline:
-    name = "tracing_bench"
-    topics = (TRADES,)
-
-    def prepare(self, events) -> None:
-        pass
-
-    def store(self, events) -> None:
-        return None
-
-    def after_commit(self, result) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def set_tracing(on: bool) -> None:
@@ -93,7 +77,7 @@ def publish_round(events: list, on: bool) -> tuple[float, int]:
 def consume_round(trades: int, on: bool) -> float:
     """Reads the trades of the latest publish round's topics (the prefix it left in settings)."""
     set_tracing(on)
-    runner = ConsumerRunner(IdlePipeline(), RunnerOptions(batch_size=20_000, batch_wait=0.5,
+    runner = ConsumerRunner(IdlePipeline(name="tracing_bench", topics=(TRADES,)), RunnerOptions(batch_size=20_000, batch_wait=0.5,
                                                           group_id=f"bench-{uuid.uuid4().hex[:8]}"))
     runner.subscribe()
     consumed, started = 0, None

@@ -1,5 +1,6 @@
-"""Helpers for tests that drive real Kafka: read a topic to its end, wait for a
-condition with a deadline (tests never sleep for a fixed time)."""
+"""Helpers for tests and benchmarks that drive real Kafka: read a topic to its end,
+wait for a condition with a deadline (tests never sleep for a fixed time), a
+pipeline that does nothing (the runner's own cost, as a baseline)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,24 @@ def read_topic(name: str, *, timeout: float = 30.0) -> list:
         return messages
     finally:
         consumer.close()
+
+
+class IdlePipeline:
+    """A runner pipeline that does nothing with its batches: what remains is the runner itself
+    (consume, decode, store the offsets)."""
+
+    def __init__(self, *, name: str, topics: tuple[str, ...]) -> None:
+        self.name = name
+        self.topics = topics
+
+    def prepare(self, events) -> None:
+        pass
+
+    def store(self, events) -> None:
+        return None
+
+    def after_commit(self, result) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -148,22 +148,22 @@ def test_an_empty_partition_does_not_hold_the_watermark(kafka_topics):
     assert pipeline.batches[-1][0] == at(99)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_partition_read_to_its_end_before_postgres_held_offsets_does_not_hold_it(kafka_topics):
-    # The group's offsets are in Kafka but not in PostgreSQL (its database was restored): the
-    # runner reads from Kafka's offsets, and partition 1, read to its end, must not count as behind.
+def read_both_partitions_to_their_end() -> ConsumerRunner:
+    """50 trades in each partition, read by a runner that is then closed."""
     produce(0, "AAPL", [float(i) for i in range(50)], "first")
     produce(1, "MSFT", [float(i) for i in range(50)], "first")
     first = run(RecordingPipeline(), 100)
     first.close()
-    group = Consumer(consumer_config(first.group_id))
-    group.commit(offsets=[TopicPartition(topic(TRADES), p, 50) for p in (0, 1)], asynchronous=False)
-    group.close()
-    ConsumerOffset.objects.all().delete()
+    return first
+
+
+def assert_restarted_watermark_follows_partition_0() -> None:
+    """A restarted runner gets trades on partition 0 only: the watermark must follow them, since
+    partition 1 has nothing to read. (Partition 1's end is known once a fetch of it answers, so
+    trades go on until then.)"""
     produce(0, "AAPL", [float(i) for i in range(50, 60)], "second")
     second = RecordingPipeline()
     runner = run(second, 10)
-    # Partition 1's end is known once a fetch of it answers: trade on until the watermark is AAPL's.
     more = iter(range(60, 600))
 
     def caught_up() -> bool:
@@ -175,6 +175,18 @@ def test_a_partition_read_to_its_end_before_postgres_held_offsets_does_not_hold_
     wait_for(caught_up, timeout=30, interval=0.1, what="the watermark to follow partition 0")
     runner.close()
     assert set(second.read) == {"AAPL"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_partition_read_to_its_end_before_postgres_held_offsets_does_not_hold_it(kafka_topics):
+    # The group's offsets are in Kafka but not in PostgreSQL (its database was restored): the
+    # runner reads from Kafka's offsets, and partition 1, read to its end, must not count as behind.
+    first = read_both_partitions_to_their_end()
+    group = Consumer(consumer_config(first.group_id))
+    group.commit(offsets=[TopicPartition(topic(TRADES), p, 50) for p in (0, 1)], asynchronous=False)
+    group.close()
+    ConsumerOffset.objects.all().delete()
+    assert_restarted_watermark_follows_partition_0()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -184,26 +196,9 @@ def test_a_stored_offset_that_retention_deleted_does_not_hold_it(kafka_topics):
     # start, where there is nothing to read, so it must not count as behind.
     from confluent_kafka.admin import AdminClient
 
-    produce(0, "AAPL", [float(i) for i in range(50)], "first")
-    produce(1, "MSFT", [float(i) for i in range(50)], "first")
-    first = run(RecordingPipeline(), 100)
-    first.close()
+    read_both_partitions_to_their_end()
     admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
     for future in admin.delete_records([TopicPartition(topic(TRADES), 1, 50)]).values():
         future.result(timeout=30)
     ConsumerOffset.objects.filter(partition=1).update(next_offset=10)
-    produce(0, "AAPL", [float(i) for i in range(50, 60)], "second")
-    second = RecordingPipeline()
-    runner = run(second, 10)
-    # Partition 1's end is known once a fetch of it answers: trade on until the watermark is AAPL's.
-    more = iter(range(60, 600))
-
-    def caught_up() -> bool:
-        second_ = float(next(more))
-        produce(0, "AAPL", [second_], f"more-{second_}")
-        runner.step()
-        return second.batches[-1][0] == second.latest["AAPL"]
-
-    wait_for(caught_up, timeout=30, interval=0.1, what="the watermark to follow partition 0")
-    runner.close()
-    assert set(second.read) == {"AAPL"}
+    assert_restarted_watermark_follows_partition_0()
