@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20
+SLOW_CLIENT_BACKLOG = 256 * 1024  # bytes daphne may hold for one client before dropping it
 
 
 def free_port() -> int:
@@ -53,6 +55,7 @@ def daphne(django_db_setup):
         "CHANNEL_LAYER": django_settings.CHANNEL_LAYER,
         "DATABASE_CONN_MAX_AGE": "0",  # hold no connection that would keep the test database from being dropped
         "WS_HEARTBEAT_SECONDS": "0.2",
+        "WS_MAX_BACKLOG_BYTES": str(SLOW_CLIENT_BACKLOG),
         "METRICS_PORT": "0",
     }
     server = subprocess.Popen(
@@ -154,3 +157,43 @@ def test_live_events_reach_real_clients_through_kafka_the_relay_and_daphne(kafka
         asyncio.run(scenario())
     finally:
         runner.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_with_4008_by_the_real_server(redis_clean, daphne):
+    # The client reads nothing (websockets stops reading the socket once one message waits), so
+    # the kernel's buffers fill and then daphne's own; past WS_MAX_BACKLOG_BYTES the consumer
+    # closes the connection with 4008 rather than buffer without end.
+    symbols_seed(tickers=["AAPL"])
+    relay = RelayPipeline()
+    origin = daphne.replace("ws://", "http://")
+    batches, per_batch = 100, 1000
+
+    async def scenario():
+        async with websockets.connect(daphne + "/ws/trades/AAPL", origin=origin, open_timeout=TIMEOUT,
+                                      max_queue=1) as slow:
+            for number in range(batches):
+                first = number * per_batch + 1
+                batch = [trade(i) for i in range(first, first + per_batch)]
+                await asyncio.to_thread(relay.after_commit, {TRADES: batch})
+            received = 0
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(60):
+                    while True:
+                        await slow.recv()
+                        received += 1
+            return closed.value.rcvd, received
+
+    try:
+        close, received = asyncio.run(scenario())
+    finally:
+        relay.close()
+    # The 4008 close frame queues behind what the client never read: the client may see it, or,
+    # if it drains too slowly for the close handshake, only the connection ending. The server's
+    # own count says which clients it dropped.
+    assert close is None or close.code == 4008, close
+    assert 0 < received < batches * per_batch
+    with urllib.request.urlopen(daphne.replace("ws://", "http://") + "/metrics", timeout=TIMEOUT) as response:
+        metrics_text = response.read().decode()
+    dropped = [line for line in metrics_text.splitlines()
+               if line.startswith("finstream_websocket_dropped_clients_total{")]
+    assert dropped and sum(float(line.rsplit(" ", 1)[1]) for line in dropped) == 1, dropped
