@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
@@ -107,6 +107,20 @@ def _range_sql(*, start: datetime | None, end: datetime | None, after: tuple | N
     return "".join(f" AND {clause}" for clause in clauses), params
 
 
+# Event times read as integer microseconds since the epoch: exact (extract() is numeric), and
+# ~10x cheaper to turn into datetimes than the text Django's timestamptz loader parses in Python
+# (a quarter of a 500-candle page's cost).
+def _epoch_us(column: str) -> str:
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
 def trade_page(*, symbol: str, start: datetime | None = None, end: datetime | None = None,
                after: tuple[datetime, str] | None = None, descending: bool = True, limit: int) -> list[TradeRow]:
     """Up to `limit` trades of `symbol` in [start, end), strictly after the
@@ -115,11 +129,12 @@ def trade_page(*, symbol: str, start: datetime | None = None, end: datetime | No
     order = "DESC" if descending else "ASC"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT trade_id, symbol, time, seq, price, size, side FROM market_trade WHERE symbol = %s{where} "
-            f"ORDER BY time {order}, trade_id {order} LIMIT %s",
+            f"SELECT trade_id, symbol, {_epoch_us('time')}, seq, price, size, side FROM market_trade "
+            f"WHERE symbol = %s{where} ORDER BY time {order}, trade_id {order} LIMIT %s",
             [symbol, *params, limit],
         )
-        return [TradeRow(*row) for row in cursor.fetchall()]
+        return [TradeRow(trade_id, symbol_, _utc(us), seq, price, size, side)
+                for trade_id, symbol_, us, seq, price, size, side in cursor.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -145,12 +160,12 @@ def candle_page(*, symbol: str, interval: str, start: datetime | None = None, en
     order = "DESC" if descending else "ASC"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT time, open, high, low, close, volume, trades, notional FROM market_candle "
+            f"SELECT {_epoch_us('time')}, open, high, low, close, volume, trades, notional FROM market_candle "
             f"WHERE symbol = %s AND interval = %s{where} ORDER BY time {order} LIMIT %s",
             [symbol, interval, *params, limit],
         )
-        return [CandleRow(time, open_, high, low, close, volume, trades, vwap(notional, volume))
-                for time, open_, high, low, close, volume, trades, notional in cursor.fetchall()]
+        return [CandleRow(_utc(us), open_, high, low, close, volume, trades, vwap(notional, volume))
+                for us, open_, high, low, close, volume, trades, notional in cursor.fetchall()]
 
 
 def candle_current(*, symbol: str, interval: str) -> CandleMessage | None:
