@@ -149,6 +149,53 @@ def test_every_process_serves_its_metrics_and_the_spec_metrics_move(stack):
     print(f"price spike produced -> alert stored, published and counted in {counted:.2f} s")
 
 
+def test_prometheus_with_the_shipped_scrape_config_finds_every_target_up(stack, tmp_path):
+    # deploy/prometheus/prometheus.yml as it is, but pointed at this stack's ports (the compose
+    # stack's 9101... are METRICS_PORT_BASE + 1... here) and scraping every second.
+    import shutil
+    import socket
+
+    import yaml
+
+    if not shutil.which("prometheus"):
+        pytest.skip("Debian's prometheus package is not installed (deploy/stack.sh install adds it)")
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def here(target: str) -> str:
+        compose_port = int(target.rsplit(":", 1)[1])
+        fixed = {8000: PORTS["WEB_PORT"], 9090: port}
+        return f"127.0.0.1:{fixed.get(compose_port, compose_port - 9100 + PORTS['METRICS_PORT_BASE'])}"
+
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config.pop("rule_files", None)  # promtool checks the rules (tests/test_deploy_artifacts.py)
+    for job in config["scrape_configs"]:
+        for group in job["static_configs"]:
+            group["targets"] = [here(target) for target in group["targets"]]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    server = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def targets() -> dict[str, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as response:
+                    active = json.loads(response.read())["data"]["activeTargets"]
+            except OSError:
+                return {}
+            return {target["labels"]["job"]: target["health"] for target in active}
+
+        jobs = {job["job_name"] for job in config["scrape_configs"]}
+        found = wait_for(lambda: (lambda t: t if set(t) == jobs and all(h != "unknown" for h in t.values())
+                                  else None)(targets()), timeout=60, interval=0.5, what="Prometheus to scrape")
+        assert found == dict.fromkeys(jobs, "up"), found
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_a_killed_process_is_restarted(stack):
     before = pids(stack)
     for name in ("app:build_candles", "app:web"):
