@@ -26,11 +26,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,13 @@ def provider() -> TracerProvider | None:
     return _provider
 
 
+_W3C = TraceContextTextMapPropagator()
+
+
 def traceparent(span: Span) -> bytes:
-    context = span.get_span_context()
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}".encode()
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier[TRACEPARENT].encode()
 
 
 _last_headers: tuple[int, list[tuple[str, bytes]]] | None = None
@@ -94,8 +100,6 @@ def current_headers() -> list[tuple[str, bytes]] | None:
     global _last_headers
     if _tracer is None:
         return None
-    from opentelemetry import trace
-
     span = trace.get_current_span()
     context = span.get_span_context()
     if not context.is_valid:
@@ -109,15 +113,12 @@ def current_headers() -> list[tuple[str, bytes]] | None:
 
 
 def _remote_context(value: bytes):
-    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-
     try:
-        version, trace_id, span_id, flags = value.decode("ascii").split("-")
-        context = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
-                              trace_flags=TraceFlags(int(flags, 16)))
-    except (UnicodeDecodeError, ValueError):
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
         return None  # a malformed header from some other producer: no parent, not an error
-    return context if version == "00" and context.is_valid else None
+    context = trace.get_current_span(_W3C.extract({TRACEPARENT: text})).get_span_context()
+    return context if context.is_valid else None
 
 
 @contextmanager
@@ -127,9 +128,6 @@ def consumed_batch(name: str, traceparents: Sequence[bytes], attributes: dict) -
     if _tracer is None:
         yield None
         return
-    from opentelemetry import trace
-    from opentelemetry.trace import Link, SpanKind
-
     contexts = []
     for value in dict.fromkeys(traceparents):
         context = _remote_context(value)
@@ -181,8 +179,6 @@ class PublishSpans:
         return self._headers
 
     def _roll(self) -> None:
-        from opentelemetry.trace import SpanKind
-
         self.close()
         self._span = self._tracer.start_span(self._name, kind=SpanKind.PRODUCER, attributes=self._attributes)
         self._headers = [(TRACEPARENT, traceparent(self._span))]
