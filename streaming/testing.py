@@ -1,6 +1,7 @@
 """Helpers for tests and benchmarks that drive real Kafka: read a topic to its end,
-wait for a condition with a deadline (tests never sleep for a fixed time), a
-pipeline that does nothing (the runner's own cost, as a baseline)."""
+wait for a condition with a deadline (tests never sleep for a fixed time), sum a
+metric in a /metrics scrape, a pipeline that does nothing (the runner's own
+cost, as a baseline)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def read_topic(name: str, *, timeout: float = 30.0) -> list:
         return messages
     finally:
         consumer.close()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` with the given labels in a Prometheus text
+    exposition (0 when there are none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
 
 
 class IdlePipeline:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from streaming.testing import wait_for
+from streaming.testing import metric_sum, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
@@ -97,16 +97,6 @@ def scrape(port: int) -> str:
         return ""
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples that have the given labels (0 when there are none)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{key}="{value}"' in line for key, value in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_every_process_serves_its_metrics_and_the_spec_metrics_move(stack):
     base = PORTS["METRICS_PORT_BASE"]
     ports = {"simulator": base + 1, "build_candles": base + 2, "ingest_quotes": base + 3, "detect_anomalies": base + 4,
@@ -118,8 +108,9 @@ def test_every_process_serves_its_metrics_and_the_spec_metrics_move(stack):
 
     def processed() -> tuple[float, float]:
         text = scrape(ports["build_candles"])
-        return (sample(text, "finstream_messages_processed_total", consumer="build_candles", outcome="processed"),
-                sample(text, "finstream_processing_latency_seconds_count", consumer="build_candles"))
+        return (metric_sum(text, "finstream_messages_processed_total", consumer="build_candles",
+                           outcome="processed"),
+                metric_sum(text, "finstream_processing_latency_seconds_count", consumer="build_candles"))
 
     before = processed()
     wait_for(lambda: all(now > then for now, then in zip(processed(), before, strict=True)), timeout=60,
@@ -130,7 +121,7 @@ def test_every_process_serves_its_metrics_and_the_spec_metrics_move(stack):
 
     from streaming.schemas import Trade, encode
 
-    alerts_before = sample(scrape(ports["detect_anomalies"]), "finstream_alerts_total", type="price_spike")
+    alerts_before = metric_sum(scrape(ports["detect_anomalies"]), "finstream_alerts_total", type="price_spike")
     status, body = get("/api/v1/trades/JPM?limit=1")
     assert status == 200 and body["trades"], body
     spike = Trade(id="stack-spike-1", symbol="JPM", seq=0, side="buy", size=Decimal(500),
@@ -140,7 +131,7 @@ def test_every_process_serves_its_metrics_and_the_spec_metrics_move(stack):
     produced = time.monotonic()
     producer.produce("market.trades", encode(spike), b"JPM")
     assert producer.flush(30) == 0
-    wait_for(lambda: sample(scrape(ports["detect_anomalies"]), "finstream_alerts_total", type="price_spike")
+    wait_for(lambda: metric_sum(scrape(ports["detect_anomalies"]), "finstream_alerts_total", type="price_spike")
              > alerts_before, timeout=30, interval=0.05, what="finstream_alerts_total to count the spike")
     counted = time.monotonic() - produced
     status, body = get("/api/v1/alerts?symbol=JPM&limit=5")

@@ -25,7 +25,7 @@ from streaming.kafka import EventPublisher
 from streaming.relay import RelayPipeline
 from streaming.runner import ConsumerRunner, RunnerOptions
 from streaming.schemas import encode
-from streaming.testing import wait_for
+from streaming.testing import metric_sum, wait_for
 from streaming.tests.test_websockets import alert, candle, quote, trade
 from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES, topic
 
@@ -194,6 +194,4 @@ def test_a_client_that_stops_reading_is_dropped_with_4008_by_the_real_server(red
     assert 0 < received < batches * per_batch
     with urllib.request.urlopen(daphne.replace("ws://", "http://") + "/metrics", timeout=TIMEOUT) as response:
         metrics_text = response.read().decode()
-    dropped = [line for line in metrics_text.splitlines()
-               if line.startswith("finstream_websocket_dropped_clients_total{")]
-    assert dropped and sum(float(line.rsplit(" ", 1)[1]) for line in dropped) == 1, dropped
+    assert metric_sum(metrics_text, "finstream_websocket_dropped_clients_total") == 1
