@@ -54,6 +54,19 @@ def read_topic(name: str, *, timeout: float = 30.0) -> list:
         consumer.close()
 
 
+def consume_until(runner, total: int, *, timeout: float = 60.0) -> int:
+    """Step a ConsumerRunner until it has consumed at least `total` messages; returns how many."""
+    seen = 0
+
+    def step() -> bool:
+        nonlocal seen
+        seen += runner.step()
+        return seen >= total
+
+    wait_for(step, timeout=timeout, interval=0, what=f"{total} messages consumed by {runner.pipeline.name}")
+    return seen
+
+
 def metric_sum(text: str, name: str, **labels: str) -> float:
     """The sum of the samples named `name` with the given labels in a Prometheus text
     exposition (0 when there are none)."""

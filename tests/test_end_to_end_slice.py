@@ -12,7 +12,7 @@ from market.pipelines import TradesPipeline
 from market.services import symbols_seed
 from streaming.runner import ConsumerRunner, RunnerOptions
 from streaming.schemas import Trade, decoder_for
-from streaming.testing import read_topic, wait_for
+from streaming.testing import consume_until, read_topic
 from streaming.topics import TRADES, topic
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,14 +26,7 @@ def test_simulated_trades_reach_the_api_with_the_ids_on_the_broker(kafka_topics,
 
     runner = ConsumerRunner(TradesPipeline(), RunnerOptions(batch_size=1000, batch_wait=0.2))
     runner.subscribe()
-    consumed = 0
-
-    def consume():
-        nonlocal consumed
-        consumed += runner.step()
-        return consumed >= len(on_broker)
-
-    wait_for(consume, timeout=60, interval=0, what="every simulated trade consumed")
+    consume_until(runner, len(on_broker))
     runner.close()
 
     response = Client().get("/api/v1/trades/AAPL?limit=5")

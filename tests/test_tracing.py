@@ -30,7 +30,7 @@ from market.feeds import feed_publish
 from market.pipelines import TradesPipeline
 from streaming.kafka import EventPublisher
 from streaming.runner import ConsumerRunner, RunnerOptions
-from streaming.testing import read_topic, wait_for
+from streaming.testing import consume_until, read_topic, wait_for
 from streaming.topics import CANDLES, QUOTES, TRADES, topic
 
 START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -68,14 +68,7 @@ def test_a_trace_runs_from_the_simulator_through_kafka_into_the_consumer_and_on(
     trades = simulate(30)
     runner = ConsumerRunner(TradesPipeline(), RunnerOptions(batch_size=500, batch_wait=0.2))
     runner.subscribe()
-    consumed = 0
-
-    def step() -> bool:
-        nonlocal consumed
-        consumed += runner.step()
-        return consumed >= trades
-
-    wait_for(step, timeout=60, interval=0, what=f"{trades} trades consumed")
+    consume_until(runner, trades)
     runner.close()
     candle_messages = read_topic(topic(CANDLES))
     tracing.shutdown()  # exports what is pending

@@ -17,7 +17,7 @@ from streaming.kafka import EventPublisher, consumer_config
 from streaming.models import ConsumerOffset
 from streaming.runner import ConsumerRunner, RunnerOptions, TooMuchPoison
 from streaming.schemas import Trade, encode
-from streaming.testing import read_topic, wait_for
+from streaming.testing import consume_until, read_topic
 from streaming.topics import DEAD_LETTERS, TRADES, topic
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,18 +50,6 @@ def make_runner(**options) -> ConsumerRunner:
                                                             batch_wait=0.2, **options))
     runner.subscribe()
     return runner
-
-
-def consume_until(runner: ConsumerRunner, total: int) -> int:
-    seen = 0
-
-    def step():
-        nonlocal seen
-        seen += runner.step()
-        return seen >= total
-
-    wait_for(step, timeout=60, interval=0, what=f"{total} messages")
-    return seen
 
 
 def candle_trade_counts() -> dict[str, int]:

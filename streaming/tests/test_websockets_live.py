@@ -25,7 +25,7 @@ from streaming.kafka import EventPublisher
 from streaming.relay import RelayPipeline
 from streaming.runner import ConsumerRunner, RunnerOptions
 from streaming.schemas import encode
-from streaming.testing import metric_sum, wait_for
+from streaming.testing import consume_until, metric_sum, wait_for
 from streaming.tests.test_websockets import alert, candle, quote, trade
 from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES, topic
 
@@ -84,17 +84,6 @@ def publish(events: dict[str, list]) -> None:
     publisher.flush()
 
 
-def relay_until(runner: ConsumerRunner, total: int) -> None:
-    seen = 0
-
-    def step():
-        nonlocal seen
-        seen += runner.step()
-        return seen >= total
-
-    wait_for(step, timeout=60, interval=0, what=f"the relay to consume {total} events")
-
-
 async def receive(ws) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
@@ -128,7 +117,7 @@ def test_live_events_reach_real_clients_through_kafka_the_relay_and_daphne(kafka
                       QUOTES: [quote(1, "MSFT", "10.00"), quote(2, "MSFT", "10.01")],
                       CANDLES: [candle(3)], ALERTS: [alert(1)]}
             await asyncio.to_thread(publish, events)
-            await asyncio.to_thread(relay_until, runner, sum(map(len, events.values())))
+            await asyncio.to_thread(consume_until, runner, sum(map(len, events.values())))
 
             got = [await receive(trades) for _ in range(5)]
             assert [m["data"]["id"] for m in got] == [f"t-AAPL-{i}" for i in range(1, 6)]
