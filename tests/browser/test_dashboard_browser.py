@@ -15,6 +15,7 @@ test-artifacts/screenshots/, the processes' output to test-artifacts/logs/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -464,16 +465,24 @@ def test_the_pipeline_page_shows_lag_growing_while_a_consumer_is_stopped(stack, 
     assert_no_console_errors(browser)
 
 
-def test_the_page_says_it_is_reconnecting_while_the_server_is_away_and_recovers(stack, browser):
-    browser.get(stack.url + "/")
-    wait(browser, live, "the stream to connect")
-    mark_page(browser)
+@contextlib.contextmanager
+def server_away(stack, browser):
+    """daphne stopped until the block ends, once the page says it is reconnecting."""
     stack.stop("daphne")
     try:
         wait(browser, lambda d: js(d, "return document.getElementById('live-status').textContent;")
              == "reconnecting…", "the reconnecting indicator")
+        yield
     finally:
         stack.start("daphne")
+
+
+def test_the_page_says_it_is_reconnecting_while_the_server_is_away_and_recovers(stack, browser):
+    browser.get(stack.url + "/")
+    wait(browser, live, "the stream to connect")
+    mark_page(browser)
+    with server_away(stack, browser):
+        pass  # the indicator showing is what this page must do while the server is away
     wait(browser, live, "the stream to reconnect")
     before = last_prices(browser)
     wait(browser, lambda d: any(last_prices(d)[s] != before[s] for s in SYMBOLS), "prices to move again")
@@ -489,16 +498,11 @@ def test_the_symbol_page_shows_alerts_raised_while_it_was_disconnected(stack, br
     wait(browser, live, "the stream to connect")
     mark_page(browser)
     alert_id = f"al-offline-{uuid.uuid4().hex[:8]}"
-    stack.stop("daphne")
-    try:
-        wait(browser, lambda d: js(d, "return document.getElementById('live-status').textContent;")
-             == "reconnecting…", "the reconnecting indicator")
+    with server_away(stack, browser):
         now = datetime.now(UTC)
         committed(lambda: Alert.objects.create(
             id=alert_id, type="stale_feed", severity="medium", symbol="V",
             message="V has not traded for more than 120 s", event_time=now, detected_at=now))
-    finally:
-        stack.start("daphne")
     wait(browser, lambda d: js(d, "return !!document.getElementById(arguments[0]);", f"alert-{alert_id}"),
          "the alert raised meanwhile to appear after the reconnection")
     top = js(browser, "return document.querySelector('#alert-rows tr').id;")
