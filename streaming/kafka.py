@@ -109,7 +109,24 @@ def topics_ensure(specs: Sequence[TopicSpec] = TOPIC_SPECS, *, timeout: float = 
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _leaders_wait(admin, [spec.name for spec in missing], timeout=timeout)
     return created
+
+
+def _leaders_wait(admin: AdminClient, names: list[str], *, timeout: float) -> None:
+    """Return once every partition of `names` has a leader: a topic is created before its
+    partitions are, and a client that asks for offsets in between is told NOT_LEADER."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(name in topics and topics[name].error is None and topics[name].partitions
+               and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
+               for name in names):
+            return
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"topics {', '.join(names)} have no leader for every partition after "
+                                   f"{timeout:.0f} s: is the broker healthy?")
+        time.sleep(0.1)
 
 
 class DeliveryFailed(RuntimeError):
