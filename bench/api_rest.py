@@ -6,13 +6,16 @@ candles for --days days up to now from generate_series (each candle standing
 for --trades-per-candle trades: 10 symbols x 60 days x 1440 minutes x 20 is
 17M trades' worth), their 1h candles, the latest trade and quote of every
 symbol in Redis and the 24h statistics (market_stats_refresh, as beat runs it).
-Then starts daphne on a free port on that database and runs wrk on:
+Then starts two daphnes on that database, one with the hot reads of
+market/api/hot.py (the default) and one with API_HOT_READS=0, and runs wrk on:
 
     /api/v1/market-summary      target >= 2000 req/s
     /api/v1/quotes/AAPL         target >= 2000 req/s
     /api/v1/candles/AAPL?interval=1m&limit=500   target >= 500 req/s
 
-and prints req/s, latency p50/p99 and the ratio to the target. Nothing is
+and prints req/s, latency p50/p99 and the ratio to the target; the market
+summary and quotes also through Django alone (the second daphne), as the
+ratio the hot reads buy. Nothing is
 written to a file. Needs `wrk` (apt-get install wrk) and the stack's
 PostgreSQL and Redis (`make up`, or a test stack's TIMESCALE_URL/REDIS_URL).
 
@@ -22,6 +25,7 @@ PostgreSQL and Redis (`make up`, or a test stack's TIMESCALE_URL/REDIS_URL).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -45,6 +49,7 @@ TARGETS = [
     ("quotes/{s}", "/api/v1/quotes/AAPL", 2000),
     ("candles limit=500", "/api/v1/candles/AAPL?interval=1m&limit=500", 500),
 ]
+HOT_PATHS = {"/api/v1/market-summary", "/api/v1/quotes/AAPL"}  # answered by market/api/hot.py
 
 
 def bench_url(url: str) -> str:
@@ -172,20 +177,46 @@ def main() -> None:
     url = bench_url(os.environ.get("TIMESCALE_URL") or env_str(
         "DATABASE_URL", "postgresql://finstream:finstream@127.0.0.1:5432/finstream"))
     build(args, url)
+    env = {**os.environ, "TIMESCALE_URL": url, "DJANGO_DEBUG": "0", "API_THROTTLE_ANON": "", "API_THROTTLE_USER": "",
+           "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "20"),
+           "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
+    with daphne(env={**env, "API_HOT_READS": "1"}, processes=args.processes) as port, \
+            daphne(env={**env, "API_HOT_READS": "0"}, processes=args.processes) as django_port:
+        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against daphne ({args.processes} "
+              f"process(es) each, DEBUG off), {os.cpu_count()} CPUs; hot reads on (:{port}) and off (:{django_port})")
+        floor = None
+        for name, path, target in TARGETS:
+            r = measure(f"http://127.0.0.1:{port}{path}", args)
+            # The floor: Django's request path with a view that does nothing, in the same run.
+            floor = floor or r["rps"]
+            versus = f"target {target}: x{r['rps'] / target:.2f}" if target else "the framework's floor"
+            print(f"  {name:18s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
+                  f"non-2xx {r['errors']}  of floor {r['rps'] / floor:.2f}  {versus}")
+            if path in HOT_PATHS:  # the same request with API_HOT_READS=0: all through Django
+                d = measure(f"http://127.0.0.1:{django_port}{path}", args)
+                print(f"  {'  through Django':18s} {d['rps']:8.0f} req/s  p50 {d['p50']:6.1f} ms  p99 {d['p99']:6.1f}"
+                      f" ms  non-2xx {d['errors']}  hot reads faster by x{r['rps'] / d['rps']:.1f}")
+
+
+def measure(url: str, args) -> dict:
+    wrk(url, duration=2, connections=args.connections, threads=args.threads)  # warm up
+    return wrk(url, duration=args.duration, connections=args.connections, threads=args.threads)
+
+
+@contextlib.contextmanager
+def daphne(*, env: dict, processes: int):
+    """`processes` daphnes sharing one listening socket; yields its port once every one answers."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
     port = listener.getsockname()[1]
-    env = {**os.environ, "TIMESCALE_URL": url, "DJANGO_DEBUG": "0", "API_THROTTLE_ANON": "", "API_THROTTLE_USER": "",
-           "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "20"),
-           "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
     servers = [subprocess.Popen([sys.executable, "-m", "daphne", "--fd", str(listener.fileno()),
                                  "--access-log", os.devnull, "finstream.asgi:application"],
                                 cwd=ROOT, env=env, pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for _ in range(args.processes)]
+                                stderr=subprocess.DEVNULL) for _ in range(processes)]
     try:
-        for _ in range(300):  # the socket listens already: wait for an answer, from every process
+        for _ in range(300):  # the socket listens already: wait for an answer
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                     pass
@@ -193,18 +224,7 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         time.sleep(2)
-        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against daphne ({args.processes} "
-              f"process(es), DEBUG off) on 127.0.0.1:{port}, {os.cpu_count()} CPUs")
-        floor = None
-        for name, path, target in TARGETS:
-            url_ = f"http://127.0.0.1:{port}{path}"
-            wrk(url_, duration=2, connections=args.connections, threads=args.threads)  # warm up
-            r = wrk(url_, duration=args.duration, connections=args.connections, threads=args.threads)
-            # The floor: Django's request path with a view that does nothing, in the same run.
-            floor = floor or r["rps"]
-            versus = f"target {target}: x{r['rps'] / target:.2f}" if target else "the framework's floor"
-            print(f"  {name:18s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  "
-                  f"non-2xx {r['errors']}  of floor {r['rps'] / floor:.2f}  {versus}")
+        yield port
     finally:
         listener.close()
         for server in servers:
@@ -215,7 +235,6 @@ def main() -> None:
             except subprocess.TimeoutExpired:  # requests wrk left in flight keep it waiting
                 server.kill()
                 server.wait(10)
-
 
 if __name__ == "__main__":
     main()

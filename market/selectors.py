@@ -198,9 +198,18 @@ def _decode_or_none(decoder, raw: bytes | None):
         return None  # written by an older schema: as if absent until the next event replaces it
 
 
+def quote_latest_read(symbol: str) -> tuple[str, str]:
+    """The Redis hash key and field of `symbol`'s latest quote (for a client of its own, e.g. asyncio's)."""
+    return _latest_key('quote').format(symbol), "json"
+
+
+def quote_from_redis(raw: bytes | None) -> QuoteMessage | None:
+    return _decode_or_none(_quote_decoder, raw)
+
+
 def quote_latest(*, symbol: str) -> QuoteMessage | None:
     """The newest quote of `symbol` that ingest_quotes stored, from Redis (no table scan)."""
-    return _decode_or_none(_quote_decoder, redis_client().hget(_latest_key('quote').format(symbol), "json"))
+    return quote_from_redis(redis_client().hget(*quote_latest_read(symbol)))
 
 
 def trade_latest(*, symbol: str) -> TradeMessage | None:
@@ -249,11 +258,20 @@ def market_summary(*, symbols: list[str]) -> list[SummaryRow]:
     nulls there rather than a computation here. The last trade is newer than
     the statistics, so it moves high/low and the change at once."""
     pipe = redis_client().pipeline(transaction=False)
+    market_summary_queue(pipe, symbols)
+    return market_summary_rows(symbols, pipe.execute())
+
+
+def market_summary_queue(pipe, symbols: list[str]) -> None:
+    """Queue market_summary's reads on a Redis pipeline, sync or asyncio (they queue alike)."""
     for symbol in symbols:
         pipe.hget(_latest_key('trade').format(symbol), "json")
-        pipe.hget(_latest_key('quote').format(symbol), "json")
+        pipe.hget(*quote_latest_read(symbol))
         pipe.get(STATS_KEY.format(symbol))
-    replies = pipe.execute()
+
+
+def market_summary_rows(symbols: list[str], replies: list) -> list[SummaryRow]:
+    """The summary rows from the replies to market_summary_queue's reads."""
     rows = []
     for index, symbol in enumerate(symbols):
         trade = _decode_or_none(_trade_decoder, replies[3 * index])
@@ -288,9 +306,15 @@ def symbol_tickers_recent(*, max_age: float) -> list[str]:
     """Active tickers as of at most `max_age` seconds ago: the web process asks
     on every quote and summary request, and symbols change rarely."""
     global _recent_tickers
-    read_at, tickers = _recent_tickers
-    now = time.monotonic()
-    if now - read_at > max_age:
+    tickers = symbol_tickers_known(max_age=max_age)
+    if tickers is None:
         tickers = symbol_tickers()
-        _recent_tickers = (now, tickers)
+        _recent_tickers = (time.monotonic(), tickers)
     return tickers
+
+
+def symbol_tickers_known(*, max_age: float) -> list[str] | None:
+    """symbol_tickers_recent's list if it is at most `max_age` seconds old, else None;
+    never queries, so an event loop may call it."""
+    read_at, tickers = _recent_tickers
+    return tickers if time.monotonic() - read_at <= max_age else None
