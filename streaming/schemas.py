@@ -49,7 +49,9 @@ def is_valid_symbol(symbol: str) -> bool:
 _PLACES = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
 
 
-def _check_decimal(name: str, value: Decimal, *, maximum: Decimal, allow_zero: bool = False) -> None:
+def check_decimal(name: str, value: Decimal, *, maximum: Decimal, allow_zero: bool = False) -> None:
+    """The contract's rule for a price or size: finite, positive (or zero, if allowed), at most ``maximum``
+    and ``MAX_DECIMAL_PLACES`` places; raises ValueError saying which."""
     # Every message runs this for each price and size: one cheap expression on
     # the good path, the reason worked out only for a bad value.
     if value.is_finite() and (value > 0 or (allow_zero and value == 0)) and value <= maximum \
@@ -89,8 +91,8 @@ class Trade(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: Version = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        _check_decimal("price", self.price, maximum=MAX_PRICE)
-        _check_decimal("size", self.size, maximum=MAX_SIZE)
+        check_decimal("price", self.price, maximum=MAX_PRICE)
+        check_decimal("size", self.size, maximum=MAX_SIZE)
         _to_utc(self, "ts")
 
 
@@ -111,10 +113,10 @@ class Quote(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: Version = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        _check_decimal("bid", self.bid, maximum=MAX_PRICE)
-        _check_decimal("ask", self.ask, maximum=MAX_PRICE)
-        _check_decimal("bid_size", self.bid_size, maximum=MAX_SIZE, allow_zero=True)
-        _check_decimal("ask_size", self.ask_size, maximum=MAX_SIZE, allow_zero=True)
+        check_decimal("bid", self.bid, maximum=MAX_PRICE)
+        check_decimal("ask", self.ask, maximum=MAX_PRICE)
+        check_decimal("bid_size", self.bid_size, maximum=MAX_SIZE, allow_zero=True)
+        check_decimal("ask_size", self.ask_size, maximum=MAX_SIZE, allow_zero=True)
         _to_utc(self, "ts")
 
 
