@@ -146,7 +146,10 @@ class EventPublisher:
 
     def __init__(self, *, name: str, **config_overrides: object) -> None:
         self.name = name
-        self._producer = Producer(producer_config(**{"delivery.report.only.error": True, **config_overrides}))
+        # One callback for the producer rather than one per message: passing on_delivery= to every
+        # produce() costs a tenth of the call.
+        self._producer = Producer(producer_config(**{"delivery.report.only.error": True,
+                                                     "on_delivery": self._on_failure, **config_overrides}))
         self._failure: KafkaError | None = None
         self._accepted = 0
         self._failed = 0
@@ -169,8 +172,9 @@ class EventPublisher:
             headers = tracing.current_headers()  # what a consumer publishes continues its batch's traces
         while True:
             try:
-                self._produce(topic, value, key, headers=headers, timestamp=timestamp_ms,
-                              on_delivery=self._on_failure)
+                # Positional: topic, value, key, partition (-1: by key), on_delivery, callback, timestamp,
+                # headers. Keywords cost the C extension a dictionary per call.
+                self._produce(topic, value, key, -1, None, None, timestamp_ms, headers)
                 self._accepted += 1
                 return
             except BufferError:
