@@ -205,7 +205,8 @@ def stored_run(args: argparse.Namespace) -> int:
     from streaming import metrics
     from streaming.kafka import EventPublisher, topics_ensure
     from streaming.runner import ConsumerRunner, RunnerOptions
-    from streaming.topics import TOPIC_SPECS
+    from streaming.topics import QUOTES, TOPIC_SPECS, TRADES, topic
+    from streaming.wire import epoch_ms
 
     if args.volume_min_ratio is not None:
         sys.exit("--volume-min-ratio applies to the pure run; the stored run uses the database's rules")
@@ -223,15 +224,16 @@ def stored_run(args: argparse.Namespace) -> int:
     sim = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=seed, start=start, rate=args.rate,
                           anomaly_rate=args.anomalies, quotes_per_trade=args.quotes_per_trade)
     # Events up to now are overdue (published at once, as history); the rest play in real time.
-    pacer = Pacer(wall_start=time.monotonic() - WARM_UP_SECONDS, event_start=start, speed=1.0)
+    pacer = Pacer(wall_start=time.monotonic() - WARM_UP_SECONDS, event_start_ms=epoch_ms(start), speed=1.0)
     stop = threading.Event()
     feed: dict[str, object] = {}
 
     def produce() -> None:
         publisher = EventPublisher(name="bench-quality")
         try:
-            feed["stats"] = feed_publish(events=takewhile(lambda e: e.ts < end, sim.events()), publisher=publisher,
-                                         pacer=pacer, should_stop=stop.is_set)
+            messages = sim.wire_messages(trades_topic=topic(TRADES), quotes_topic=topic(QUOTES), until=end)
+            feed["stats"] = feed_publish(messages=messages, publisher=publisher, pacer=pacer,
+                                         should_stop=stop.is_set)
         except BaseException as error:  # reported by the main thread
             feed["error"] = error
 

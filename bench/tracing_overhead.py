@@ -1,6 +1,6 @@
 """What OpenTelemetry tracing costs, off and on, on the two hot paths it touches.
 
-publish   feed_publish (what `simulate`/`replay` run) of the same pre-generated events to the
+publish   feed_publish (what `simulate`/`replay` run) of the same pre-encoded events to the
           real broker: tracing off, then on (a producer span per 1000 events, a traceparent
           header on every message), in alternating rounds.
 consume   the real ConsumerRunner with a pipeline that does nothing, reading those messages:
@@ -25,6 +25,7 @@ import time
 import timeit
 import uuid
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ from market.feeds import feed_publish  # noqa: E402
 from streaming.kafka import EventPublisher, topics_ensure  # noqa: E402
 from streaming.runner import ConsumerRunner, RunnerOptions  # noqa: E402
 from streaming.testing import IdlePipeline  # noqa: E402
-from streaming.topics import TOPIC_SPECS, TRADES  # noqa: E402
+from streaming.topics import QUOTES, TOPIC_SPECS, TRADES, topic  # noqa: E402
 
 START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ".split(",")
@@ -62,12 +63,14 @@ def set_tracing(on: bool) -> None:
         tracing.shutdown()
 
 
-def publish_round(events: list, on: bool) -> tuple[float, int]:
+def publish_round(count: int, on: bool) -> tuple[float, int]:
     settings.KAFKA_TOPIC_PREFIX = f"bench{uuid.uuid4().hex[:8]}."
     topics_ensure(TOPIC_SPECS)
+    messages = list(islice(MarketSimulator(symbols=SYMBOLS, seed=1, start=START, rate=1000.0).wire_messages(
+        trades_topic=topic(TRADES), quotes_topic=topic(QUOTES)), count))
     set_tracing(on)
     started = time.perf_counter()
-    stats = feed_publish(events=iter(events), publisher=EventPublisher(name="bench"), pacer=None,
+    stats = feed_publish(messages=iter(messages), publisher=EventPublisher(name="bench"), pacer=None,
                          should_stop=lambda: False)
     elapsed = time.perf_counter() - started
     set_tracing(False)
@@ -97,12 +100,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    events = MarketSimulator(symbols=SYMBOLS, seed=1, start=START, rate=1000.0).next_batch(args.events)
     ratios = {"publish": [], "consume": []}
     for round_ in range(1, args.rounds + 1):
         rates = {}
         for on in (False, True):
-            publish_rate, trades = publish_round(events, on)
+            publish_rate, trades = publish_round(args.events, on)
             rates[("publish", on)] = publish_rate
             rates[("consume", on)] = consume_round(trades, on)
         for path in ratios:

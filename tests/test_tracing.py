@@ -13,9 +13,8 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import takewhile
 
 import pytest
 from django.conf import settings
@@ -46,8 +45,9 @@ def spans():
 
 def simulate(seconds: float) -> int:
     simulator = MarketSimulator(symbols=["AAPL", "MSFT"], rate=100, seed=4, start=START)
-    events = takewhile(lambda event: (event.ts - START).total_seconds() < seconds, simulator.events())
-    stats = feed_publish(events=events, publisher=EventPublisher(name="simulator"), pacer=None,
+    messages = simulator.wire_messages(trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
+                                       until=START + timedelta(seconds=seconds))
+    stats = feed_publish(messages=messages, publisher=EventPublisher(name="simulator"), pacer=None,
                          should_stop=lambda: False)
     return stats.trades
 

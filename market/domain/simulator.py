@@ -63,14 +63,17 @@ import json
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import accumulate, islice
 from typing import Literal
 
-from streaming.schemas import Quote, Trade, is_valid_symbol
+import numpy as np
+
+from streaming.schemas import MAX_PRICE, Quote, Trade, is_valid_symbol
+from streaming.wire import UtcTexts, WireMessage, cents_text, quote_json, trade_json
 
 DEFAULT_SYMBOLS = ("AAPL", "GOOGL", "MSFT", "AMZN", "META", "NVDA", "TSLA", "JPM", "V", "JNJ")
 
@@ -93,6 +96,10 @@ BURST_FREQUENCY_FACTOR = 2.0
 AnomalyKind = Literal["price_spike", "volume_burst"]
 
 _MAX_SEQ_DIGITS = 15  # ids stay within the schema's 64 characters up to seq 10**15
+_MAX_CENTS = int(MAX_PRICE * 100)
+_BLOCK = 4096  # events drawn at a time: enough to make numpy's per-call cost vanish, small enough to stay in cache
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -381,6 +388,8 @@ class MarketSimulator:
         self.ground_truth: list[InjectedAnomaly] = []
 
         self._rng = random.Random(seed)
+        # What every event draws, a block at a time (see _generate).
+        self._draws = np.random.default_rng(self._rng.getrandbits(128))
         # Anomaly times and shapes have their own stream, so that they do not
         # depend on how many events happen to come before them.
         self._anomaly_rng = random.Random(f"finstream-anomalies-{seed}")
@@ -391,137 +400,203 @@ class MarketSimulator:
         if self.anomaly_rate > 0:
             for state in self._states:
                 self._schedule_anomaly(state, not_before=WARM_UP_SECONDS)
-        self._stream = self._generate()
+        self._stream: Iterator | None = None
+        self._form: str | None = None
 
     def events(self) -> Iterator[Trade | Quote]:
-        """The stream, infinite and in nondecreasing event time; every call continues the same stream."""
-        return self._stream
+        """The stream as ``Trade`` and ``Quote`` structs, infinite and in nondecreasing event time; every call
+        continues the same stream."""
+        start = self.start
+
+        def quote(st: _SymbolState, t_us: int, seq: int, bid_c: int, ask_c: int, bid_size: int,
+                  ask_size: int) -> Quote:
+            return Quote(id=f"{st.quote_prefix}{seq}", symbol=st.symbol, ts=start + timedelta(microseconds=t_us),
+                         bid=_cents(bid_c), ask=_cents(ask_c), bid_size=Decimal(bid_size),
+                         ask_size=Decimal(ask_size))
+
+        def trade(st: _SymbolState, t_us: int, seq: int, price_c: int, size: int, side: str) -> Trade:
+            return Trade(id=f"{st.trade_prefix}{seq}", symbol=st.symbol, ts=start + timedelta(microseconds=t_us),
+                         seq=seq, price=_cents(price_c), size=Decimal(size), side=side)  # type: ignore[arg-type]
+
+        return self._stream_as("structs", quote, trade, math.inf)
 
     def next_batch(self, n: int) -> list[Trade | Quote]:
         """The next ``n`` events of the stream."""
-        return list(islice(self._stream, n))
+        return list(islice(self.events(), n))
+
+    def wire_messages(self, *, trades_topic: str, quotes_topic: str,
+                      until: datetime | None = None) -> Iterator[WireMessage]:
+        """The same stream as ``events()`` (same arguments, same events) as ready-to-publish wire messages,
+        keyed by symbol, each value byte for byte ``encode(event)``; it ends before ``until`` if given (on
+        the first call, which starts the stream).
+
+        The events are never built: a struct and its validated decimals would cost more than Kafka takes
+        to accept the message. Every call continues the same stream; a simulator streams either structs
+        or wire messages, not both.
+        """
+        start_us = (self.start - _EPOCH) // _ONE_US
+        utc_text = UtcTexts().text
+        # Prices stay within a few hundred cents of each other: each is formatted once.
+        price_texts: dict[int, str] = {}
+        cached = price_texts.get
+
+        def new_price_text(cents: int) -> str:
+            if len(price_texts) >= 100_000:
+                price_texts.clear()
+            text = price_texts[cents] = cents_text(cents)
+            return text
+
+        def quote(st: _SymbolState, t_us: int, seq: int, bid_c: int, ask_c: int, bid_size: int,
+                  ask_size: int) -> WireMessage:
+            epoch_us = start_us + t_us
+            value = quote_json(f"{st.quote_prefix}{seq}", st.symbol, utc_text(epoch_us),
+                               cached(bid_c) or new_price_text(bid_c), cached(ask_c) or new_price_text(ask_c),
+                               bid_size, ask_size)
+            return quotes_topic, st.symbol, value, epoch_us // 1000
+
+        def trade(st: _SymbolState, t_us: int, seq: int, price_c: int, size: int, side: str) -> WireMessage:
+            epoch_us = start_us + t_us
+            value = trade_json(f"{st.trade_prefix}{seq}", st.symbol, utc_text(epoch_us), seq,
+                               cached(price_c) or new_price_text(price_c), size, side)
+            return trades_topic, st.symbol, value, epoch_us // 1000
+
+        end = math.inf if until is None else (until - self.start).total_seconds()
+        return self._stream_as("wire messages", quote, trade, end)
+
+    def _stream_as(self, form: str, quote: Callable, trade: Callable, end: float) -> Iterator:
+        if self._stream is None:
+            self._stream, self._form = self._generate(quote, trade, end), form
+        elif form != self._form:
+            raise RuntimeError(f"this simulator already streams {self._form}: make another for {form}")
+        return self._stream
 
     def event_time(self, t: float) -> datetime:
         """The timestamp of virtual second ``t`` (seconds since ``start``), to the microsecond."""
         return self.start + timedelta(microseconds=int(t * 1e6))
 
-    # The generator is the hot path: attribute look-ups are hoisted into locals.
-    def _generate(self) -> Iterator[Trade | Quote]:
-        rng = self._rng
-        random_ = rng.random
-        gauss = rng.gauss
-        expovariate = rng.expovariate
+    # The one event loop, for both forms of the stream: it yields ``quote(state, microseconds since start,
+    # seq, bid_c, ask_c, bid_size, ask_size)`` and ``trade(state, microseconds, seq, price_c, size, side)``
+    # with prices in whole cents and sizes in shares, and stops at event time ``end`` (seconds since start).
+    #
+    # It is the hot path. What every event needs (its time, symbol, kind, minute of the day and the normal
+    # draw of a quote's price step) is drawn with numpy a block at a time, up to the next anomaly change,
+    # which changes the symbols' weights; arrivals are memoryless, so a block restarts from the change.
+    # The rest (a few uniforms per event, the rare jump) is drawn one at a time from ``_rng``.
+    def _generate(self, quote: Callable, trade: Callable, end: float) -> Iterator:
+        draws = self._draws
+        random_ = self._rng.random
+        gauss = self._rng.gauss
+        expovariate = self._rng.expovariate
+        paretovariate = self._rng.paretovariate
+        exp = math.exp
+        log = math.log
         sqrt = math.sqrt
-        start = self.start
         states = self._states
         last_index = len(states) - 1
         factors = _FACTOR_BY_MINUTE
         start_minute = self._start_sod / 60.0
         event_rate = self.rate * (1.0 + self.quotes_per_trade)
         quote_share = self.quotes_per_trade / (1.0 + self.quotes_per_trade)
-        trade_size = self._trade_size
 
         for state in states:
             state.next_jump_t = expovariate(state.jump_rate)
-            yield self._quote(state, 0.0, start)
-
+        # The opening block: one quote per symbol at the start.
+        opening = len(states)
+        columns: tuple[list, ...] = ([0.0] * opening, [0] * opening, list(range(opening)), [True] * opening,
+                                     [int(start_minute)] * opening, draws.standard_normal(opening).tolist())
         t = 0.0
         next_change = self._next_change()
-        cum = self._cum
-        total = cum[-1]
+        last_block = change_due = False
         while True:
-            t += expovariate(event_rate)
-            if t >= next_change:
-                next_change = self._run_anomalies(t)
-                cum = self._cum
-                total = cum[-1]
-            i = bisect_right(cum, random_() * total)
-            st = states[i if i <= last_index else last_index]
-            ts = start + timedelta(microseconds=int(t * 1e6))
-            if random_() < quote_share:
-                # Quote: advance the mid to t, then publish the book around it.
-                dt = t - st.last_t
-                if dt > 0.0:
-                    st.log_mid_c += st.drift * dt + st.diffusion * sqrt(dt) * gauss(0.0, 1.0)
-                    st.last_t = t
-                    if t >= st.next_jump_t:
-                        st.log_mid_c += gauss(0.0, st.jump_sd)
-                        st.next_jump_t = t + expovariate(st.jump_rate)
-                yield self._quote(st, t, ts)
-            else:
-                # Trade: against the last published book, which trades do not move.
-                bid_c = st.bid_c
-                ask_c = st.ask_c
-                buy = random_() < 0.5
-                if ask_c - bid_c > 2 and random_() < PRICE_IMPROVEMENT_SHARE:
-                    price_c = bid_c + 1 + int(random_() * (ask_c - bid_c - 1))
+            for t, t_us, i, is_quote, minute, z in zip(*columns):
+                st = states[i]
+                if is_quote:
+                    # Advance the mid to t, then publish the book around it.
+                    dt = t - st.last_t
+                    if dt > 0.0:
+                        st.log_mid_c += st.drift * dt + st.diffusion * sqrt(dt) * z
+                        st.last_t = t
+                        if t >= st.next_jump_t:
+                            st.log_mid_c += gauss(0.0, st.jump_sd)
+                            st.next_jump_t = t + expovariate(st.jump_rate)
+                    spread = st.base_spread
+                    u = random_()
+                    if u > 0.6:
+                        spread += 1 if u < 0.9 else 2
+                    spike = st.spike
+                    if spike is not None:
+                        offset = spike.offset(t)
+                        st.log_mid_c += offset - st.spike_offset
+                        st.spike_offset = offset
+                        if t < spike.hold_end:
+                            spread *= SPIKE_SPREAD_FACTOR
+                        elif t >= spike.revert_end:
+                            st.spike = None
+                            st.spike_offset = 0.0
+                    # Round half up to a whole cent of the bid, so that the book is centred on the mid.
+                    bid_c = int(exp(st.log_mid_c) - spread * 0.5 + 0.5)
+                    if bid_c < 1:
+                        bid_c = 1
+                    ask_c = bid_c + spread
+                    if ask_c > _MAX_CENTS:
+                        raise OverflowError(f"{st.symbol}'s price left the contract's range: {ask_c / 100}")
+                    st.bid_c = bid_c
+                    st.ask_c = ask_c
+                    st.quote_seq = seq = st.quote_seq + 1
+                    yield quote(st, t_us, seq, bid_c, ask_c, 100 * (1 + int(random_() * 10)),
+                                100 * (1 + int(random_() * 10)))
                 else:
-                    price_c = ask_c if buy else bid_c
-                minute = int(start_minute + t / 60.0) % 1440
-                st.trade_seq = seq = st.trade_seq + 1
-                yield Trade(
-                    id=f"{st.trade_prefix}{seq}",
-                    symbol=st.symbol,
-                    ts=ts,
-                    seq=seq,
-                    price=_cents(price_c),
-                    size=Decimal(trade_size(factors[minute] * st.size_mult)),
-                    side="buy" if buy else "sell",
-                )
-
-    def _quote(self, st: _SymbolState, t: float, ts: datetime) -> Quote:
-        random_ = self._rng.random
-        spread = st.base_spread
-        u = random_()
-        if u > 0.6:
-            spread += 1 if u < 0.9 else 2
-        spike = st.spike
-        if spike is not None:
-            offset = spike.offset(t)
-            st.log_mid_c += offset - st.spike_offset
-            st.spike_offset = offset
-            if t < spike.hold_end:
-                spread *= SPIKE_SPREAD_FACTOR
-            elif t >= spike.revert_end:
-                st.spike = None
-                st.spike_offset = 0.0
-        # Round half up to a whole cent of the bid, so that the book is centred on the mid.
-        bid_c = int(math.exp(st.log_mid_c) - spread * 0.5 + 0.5)
-        if bid_c < 1:
-            bid_c = 1
-        ask_c = bid_c + spread
-        st.bid_c = bid_c
-        st.ask_c = ask_c
-        st.quote_seq += 1
-        return Quote(
-            id=f"{st.quote_prefix}{st.quote_seq}",
-            symbol=st.symbol,
-            ts=ts,
-            bid=_cents(bid_c),
-            ask=_cents(ask_c),
-            bid_size=Decimal(100 * (1 + int(random_() * 10))),
-            ask_size=Decimal(100 * (1 + int(random_() * 10))),
-        )
-
-    def _trade_size(self, mult: float) -> int:
-        """A heavy-tailed share count whose expectation scales with ``mult``."""
-        random_ = self._rng.random
-        u = random_()
-        if u < 0.62:
-            lots = 1 + min(8, int(self._rng.expovariate(0.7)))
-        elif u < 0.87:
-            return max(1, int((1 + int(random_() * 99)) * mult + 0.5))  # odd lot
-        elif u < 0.999:
-            lots = 5 + int(45 * random_() ** 3)  # 500-4,900 shares, mostly the smaller
-        else:
-            lots = min(1000, int(100 * self._rng.paretovariate(2.0)))  # block, 10,000-100,000
-        lots_f = lots * mult
-        lots = int(lots_f)
-        if random_() < lots_f - lots:
-            lots += 1
-        if lots:
-            return lots * 100
-        return max(1, int(lots_f * 100 + 0.5))  # scaled below one lot: an odd lot
+                    # Trade: against the last published book, which trades do not move.
+                    bid_c = st.bid_c
+                    ask_c = st.ask_c
+                    buy = random_() < 0.5
+                    if ask_c - bid_c > 2 and random_() < PRICE_IMPROVEMENT_SHARE:
+                        price_c = bid_c + 1 + int(random_() * (ask_c - bid_c - 1))
+                    else:
+                        price_c = ask_c if buy else bid_c
+                    st.trade_seq = seq = st.trade_seq + 1
+                    # The size: heavy-tailed lots, their expectation scaled by the time of day and a burst.
+                    mult = factors[minute] * st.size_mult
+                    u = random_()
+                    if 0.62 <= u < 0.87:
+                        size = max(1, int((1 + int(random_() * 99)) * mult + 0.5))  # an odd lot
+                    else:
+                        if u < 0.62:
+                            lots = 1 + min(8, int(-log(1.0 - random_()) / 0.7))  # rng.expovariate(0.7)
+                        elif u < 0.999:
+                            lots = 5 + int(45 * random_() ** 3)  # 500-4,900 shares, mostly the smaller
+                        else:
+                            lots = min(1000, int(100 * paretovariate(2.0)))  # a block, 10,000-100,000
+                        # Rounded up with the probability of the fraction, so the expected volume scales exactly.
+                        lots_f = lots * mult
+                        lots = int(lots_f)
+                        if random_() < lots_f - lots:
+                            lots += 1
+                        size = lots * 100 if lots else max(1, int(lots_f * 100 + 0.5))  # below a lot: odd
+                    yield trade(st, t_us, seq, price_c, size, "buy" if buy else "sell")
+            if last_block:
+                return
+            if change_due:
+                t = next_change
+                next_change = self._run_anomalies(t)
+            # The next block: Poisson arrivals from t, those before the next change or the end.
+            times = draws.standard_exponential(_BLOCK).cumsum()
+            times /= event_rate
+            times += t
+            limit = next_change if next_change < end else end
+            n = int(times.searchsorted(limit))
+            last_block = n < _BLOCK and limit >= end
+            change_due = n < _BLOCK and not last_block
+            # Whole blocks are drawn even when fewer events are used, so that where the stream ends
+            # (``end``) does not change the draws before it.
+            cum = self._cum
+            picks = np.minimum(np.searchsorted(cum, draws.random(_BLOCK) * cum[-1], side="right"), last_index)
+            kinds = draws.random(_BLOCK) < quote_share
+            normals = draws.standard_normal(_BLOCK)
+            times = times[:n]
+            columns = (times.tolist(), (times * 1e6).astype(np.int64).tolist(), picks[:n].tolist(),
+                       kinds[:n].tolist(), ((start_minute + times / 60.0).astype(np.int64) % 1440).tolist(),
+                       normals[:n].tolist())
 
     # Anomalies: schedule, start and end. Called only when event time passes
     # the next scheduled change, so it costs nothing per event.

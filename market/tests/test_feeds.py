@@ -18,8 +18,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
 
+from market.feeds import feed_publish
 from market.models import Trade as TradeRow
 from market.pipelines import TradesPipeline
+from streaming.kafka import DeliveryFailed, EventPublisher
 from streaming.schemas import Quote, Trade, decoder_for
 from streaming.testing import read_topic, wait_for
 from streaming.topics import QUOTES, TRADES, topic
@@ -65,6 +67,16 @@ def test_sigterm_during_a_run_loses_no_accepted_message(kafka_topics):
     trades, quotes = int(published[1]), int(published[2])
     assert len(read_topic(topic(TRADES))) == trades
     assert len(read_topic(topic(QUOTES))) == quotes
+
+
+def test_a_message_the_broker_does_not_take_fails_the_feed_and_is_not_counted_delivered(kafka_topics):
+    # The topic does not exist and the broker does not create topics: delivery times out.
+    publisher = EventPublisher(name="test", **{"message.timeout.ms": 2000})
+    good = (topic(TRADES), "AAPL", b"{}", 0)
+    lost = (f"{settings.KAFKA_TOPIC_PREFIX}no-such-topic", "AAPL", b"{}", 0)
+    with pytest.raises(DeliveryFailed, match="delivery to Kafka failed"):
+        feed_publish(messages=iter([good, lost, good]), publisher=publisher, pacer=None, should_stop=lambda: False)
+    assert publisher.delivered == 2 and len(read_topic(topic(TRADES))) == 2
 
 
 def sample_rows() -> list[dict]:

@@ -33,6 +33,7 @@ from market.domain.simulator import (
 from streaming.schemas import Quote, Trade, decoder_for, encode
 
 START = datetime(2026, 1, 5, 13, 0, tzinfo=UTC)  # 90 minutes before the US open
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")
 
 
@@ -478,3 +479,44 @@ def test_the_invariants_hold_for_any_seed_rate_and_symbols(seed, rate, quotes_pe
             seqs[e.symbol] += 1
             assert e.seq == seqs[e.symbol]
     assert len({e.id for e in events}) == len(events)
+
+
+# The two forms of the stream
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=2**63),
+    rate=st.floats(min_value=0.1, max_value=5000.0),
+    anomaly_rate=st.sampled_from([0.0, 1.0]),
+    symbols=st.lists(st.sampled_from(DEFAULT_SYMBOLS + ("XYZ", "BRK.B", "BTC-USD")), min_size=1, unique=True),
+    start=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+)
+def test_wire_messages_are_the_encoded_events_of_the_same_seed(seed, rate, anomaly_rate, symbols, start):
+    def make() -> MarketSimulator:
+        return MarketSimulator(symbols=symbols, seed=seed, start=start, rate=rate, anomaly_rate=anomaly_rate)
+
+    events = make().next_batch(3000)
+    messages = list(islice(make().wire_messages(trades_topic="t", quotes_topic="q"), 3000))
+    assert messages == [
+        ("t" if isinstance(e, Trade) else "q", e.symbol, encode(e), (e.ts - EPOCH) // timedelta(milliseconds=1))
+        for e in events
+    ]
+
+
+def test_wire_messages_end_before_until_and_match_the_events_up_to_it():
+    def make() -> MarketSimulator:
+        return MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=6, start=START, rate=100.0, anomaly_rate=1.0)
+
+    until = START + timedelta(hours=2)  # past the first anomalies, which change the arrivals
+    messages = list(make().wire_messages(trades_topic="t", quotes_topic="q", until=until))
+    events = run_for(make(), until - START)
+    assert [m[2] for m in messages] == [encode(e) for e in events]
+    assert decoder_for(Trade).decode(next(m[2] for m in reversed(messages) if m[0] == "t")).ts < until
+
+
+def test_a_simulator_streams_one_form_only():
+    sim = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=1, start=START, rate=10.0)
+    sim.next_batch(10)
+    with pytest.raises(RuntimeError, match="already streams structs"):
+        sim.wire_messages(trades_topic="t", quotes_topic="q")

@@ -161,16 +161,14 @@ def _empty_database() -> None:
 
 def _publish_history(*, start: datetime) -> None:
     """A quiet hour of simulated trades and quotes, from `start` to now (seed 3; the live run is seed 7)."""
-    from itertools import takewhile
-
     from market.domain.simulator import MarketSimulator
     from market.feeds import feed_publish
     from streaming.kafka import EventPublisher
+    from streaming.topics import QUOTES, TRADES, topic
 
-    now = datetime.now(UTC)
-    events = MarketSimulator(symbols=SYMBOLS, seed=3, start=start, rate=3.0).events()
-    feed_publish(events=takewhile(lambda event: event.ts < now, events), publisher=EventPublisher(name="history"),
-                 pacer=None, should_stop=lambda: False)
+    messages = MarketSimulator(symbols=SYMBOLS, seed=3, start=start, rate=3.0).wire_messages(
+        trades_topic=topic(TRADES), quotes_topic=topic(QUOTES), until=datetime.now(UTC))
+    feed_publish(messages=messages, publisher=EventPublisher(name="history"), pacer=None, should_stop=lambda: False)
 
 
 @pytest.fixture(scope="module")

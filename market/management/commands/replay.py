@@ -13,9 +13,10 @@ from django.core.management.base import BaseCommand, CommandError
 from finstream import tracing
 from market.domain.pacing import Pacer
 from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
-from market.feeds import feed_publish, positive_or_max, stop_on_signals
+from market.feeds import feed_publish, positive_or_max, stop_on_signals, wire_messages_of
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
+from streaming.wire import epoch_ms
 
 
 
@@ -77,8 +78,9 @@ class Command(BaseCommand):
                 first = next(events)
             except StopIteration:
                 raise CommandError(f"{path}: no rows to replay") from None
-            events = chain([first], events)
-            pacer = Pacer(wall_start=time.monotonic(), event_start=first.ts, speed=speed) if speed else None
+            messages = wire_messages_of(chain([first], events))
+            pacer = Pacer(wall_start=time.monotonic(), event_start_ms=epoch_ms(first.ts), speed=speed) \
+                if speed else None
             kafka_cluster_reachable(timeout=10)
             should_stop = stop_on_signals()
             metrics.serve_metrics(settings.METRICS_PORT)
@@ -93,7 +95,7 @@ class Command(BaseCommand):
                     self.stdout.flush()
 
             publisher = EventPublisher(name="replay")
-            stats = feed_publish(events=events, publisher=publisher, pacer=pacer,
+            stats = feed_publish(messages=messages, publisher=publisher, pacer=pacer,
                                  should_stop=should_stop, on_progress=progress,
                                  progress_every=100_000 if pacer is None else 1_000)
         except ReplayError as error:

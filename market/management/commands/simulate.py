@@ -2,8 +2,7 @@
 
 import random
 import time
-from datetime import UTC, datetime
-from itertools import takewhile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +15,8 @@ from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 from streaming.schemas import is_valid_symbol
+from streaming.topics import QUOTES, TRADES, topic
+from streaming.wire import epoch_ms
 
 
 
@@ -52,11 +53,9 @@ class Command(BaseCommand):
         # 'max' still needs a nominal rate for event time: 1000 trades per event second.
         simulator = MarketSimulator(symbols=symbols, seed=seed, start=start, rate=speed_rate or 1000.0,
                                     anomaly_rate=options["anomalies"])
-        events = simulator.events()
-        if options["duration"] is not None:
-            end = start.timestamp() + options["duration"]
-            events = takewhile(lambda e: e.ts.timestamp() < end, events)
-        pacer = Pacer(wall_start=time.monotonic(), event_start=start, speed=1.0) if speed_rate else None
+        until = start + timedelta(seconds=options["duration"]) if options["duration"] is not None else None
+        messages = simulator.wire_messages(trades_topic=topic(TRADES), quotes_topic=topic(QUOTES), until=until)
+        pacer = Pacer(wall_start=time.monotonic(), event_start_ms=epoch_ms(start), speed=1.0) if speed_rate else None
 
         try:
             kafka_cluster_reachable(timeout=10)
@@ -71,7 +70,7 @@ class Command(BaseCommand):
         publisher = EventPublisher(name="simulator")
         try:
             stats = feed_publish(
-                events=events, publisher=publisher, pacer=pacer, should_stop=should_stop,
+                messages=messages, publisher=publisher, pacer=pacer, should_stop=should_stop,
                 on_progress=lambda s: self.stdout.write(
                     f"  {s.trades} trades, {s.quotes} quotes, {s.rate(time.monotonic()):,.0f} events/s"),
                 progress_every=500_000 if pacer is None else 10_000,
