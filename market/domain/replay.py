@@ -41,7 +41,8 @@ from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
 from hashlib import blake2b
 from typing import Any, Literal
 
-from streaming.schemas import Quote, Trade, is_valid_symbol
+from streaming.schemas import MAX_PRICE, MAX_SIZE, Quote, Trade, check_decimal, is_valid_symbol
+from streaming.wire import UtcTexts, WireMessage, quote_json, trade_json
 
 EpochUnit = Literal["s", "ms", "us", "ns"]
 EPOCH_UNITS: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
@@ -66,6 +67,7 @@ SIDES: dict[str, Literal["buy", "sell"]] = {
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_ONE_S = timedelta(seconds=1)
 _US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 _MIN_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
 _MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
@@ -149,11 +151,15 @@ def mapping_from_header(header: Sequence[str], overrides: Mapping[str, str | Non
 
 def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None) -> datetime:
     """An ISO-8601 or epoch timestamp as a UTC datetime with microsecond precision (see the module docstring)."""
-    return _timestamp(text, epoch_unit)[0]
+    return _utc(_timestamp_us(text, epoch_unit))
 
 
-def _timestamp(text: str, epoch_unit: EpochUnit | None) -> tuple[datetime, int]:
-    """The timestamp and its microseconds since the epoch (part of the id)."""
+def _utc(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
+    """The timestamp in microseconds since the epoch (part of the id)."""
     s = text.strip()
     if not s:
         raise ReplayError("the timestamp is empty")
@@ -162,13 +168,40 @@ def _timestamp(text: str, epoch_unit: EpochUnit | None) -> tuple[datetime, int]:
             value = datetime.fromisoformat(s)
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
-            elif value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
         except (ValueError, OverflowError):
             raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
-        return value, (value - _EPOCH) // _ONE_US
-    us = _epoch_microseconds(s, epoch_unit)
-    return _EPOCH + timedelta(microseconds=us), us
+        return (value - _EPOCH) // _ONE_US
+    return _epoch_microseconds(s, epoch_unit)
+
+
+_UTC_SUFFIXES = ("", "Z", "+00:00")
+
+
+def _usual_iso_us(text: str, seconds: dict[str, int]) -> int | None:
+    """``_timestamp_us`` of the shape recorders write, YYYY-MM-DDTHH:MM:SS[.ffffff] in UTC (Z, +00:00 or
+    naive), at a third of the cost: the date and time are parsed once per second (``seconds`` remembers
+    them) and the fraction by hand. None for any other shape, which the full parser then reads."""
+    head = text[:19]
+    second = seconds.get(head)
+    if second is None:
+        if len(head) < 19 or head[10] != "T" or head[16] != ":":
+            return None
+        try:
+            value = datetime.fromisoformat(head)
+        except ValueError:
+            return None
+        if value.tzinfo is not None:
+            return None
+        if len(seconds) >= 10_000:
+            seconds.clear()
+        second = seconds[head] = (value.replace(tzinfo=UTC) - _EPOCH) // _ONE_S
+    tail = text[19:]
+    if len(tail) >= 7 and tail[0] == ".":
+        digits = tail[1:7]
+        if tail[7:] in _UTC_SUFFIXES and digits.isdigit() and digits.isascii():
+            return second * 1_000_000 + int(digits)
+        return None
+    return second * 1_000_000 if tail in _UTC_SUFFIXES else None
 
 
 def _epoch_microseconds(s: str, unit: EpochUnit | None) -> int:
@@ -211,17 +244,32 @@ def _decimal(text: str, name: str) -> Decimal:
 
 _NUMBER_CACHE_SIZE = 50_000
 
+Number = tuple[Decimal, str, str]
+"""A parsed price or size: its value, its canonical spelling for ids, and its text on the wire."""
 
-def _number(text: str, name: str, cache: dict[str, tuple[Decimal, str]]) -> tuple[Decimal, str]:
-    """The decimal of ``text`` and its canonical spelling for ids, remembered in ``cache``.
+# The contract's rule for each number field: (maximum, zero allowed).
+_RULES: dict[str, tuple[Decimal, bool]] = {
+    "price": (MAX_PRICE, False), "size": (MAX_SIZE, False), "bid": (MAX_PRICE, False), "ask": (MAX_PRICE, False),
+    "bid_size": (MAX_SIZE, True), "ask_size": (MAX_SIZE, True),
+}
+
+
+def _number(text: str, name: str, cache: dict[str, Number]) -> Number:
+    """The number of ``text`` as the field ``name``, checked against the contract and remembered in ``cache``
+    (one per field): prices and sizes repeat a lot, so each spelling is parsed and checked once.
 
     The id hashes values, not their spelling: 230.10 and 230.1 are one price,
     both spelled 230.1 in the hash.
     """
     value = _decimal(text, name)
+    maximum, allow_zero = _RULES[name]
+    try:
+        check_decimal(name, value, maximum=maximum, allow_zero=allow_zero)
+    except ValueError as exc:  # positive, at most 8 places, ...
+        raise ReplayError(str(exc)) from None
     if len(cache) >= _NUMBER_CACHE_SIZE:
         cache.clear()
-    cache[text] = result = (value, _canonical(value, name))
+    cache[text] = result = (value, _canonical(value, name), str(value))
     return result
 
 
@@ -246,25 +294,27 @@ class _SymbolState:
         self.last_side: Literal["buy", "sell"] = "buy"
         self.dup_ts: int | None = None
         self.dup_counts: dict[tuple, int] = {}
-        self.max_ts: int | None = None
+        self.max_ts = _MIN_US - 1
         self.out_of_order = 0
 
-    def duplicates_before(self, ts_us: int, key: tuple) -> int:
-        """How many rows identical to ``key`` came before, in this run of rows with timestamp ``ts_us``."""
-        return self.dup_counts.get(key, 0) if ts_us == self.dup_ts else 0
-
-    def count(self, ts_us: int, key: tuple, k: int) -> None:
-        """Record a good row."""
+    def occurrence(self, ts_us: int, key: tuple) -> int:
+        """Record a good row with timestamp ``ts_us`` and values ``key``; returns how many identical rows
+        came before it in this run of rows with its timestamp (its ``k``)."""
         # Identical rows share a timestamp: counting them within the current
         # run of one timestamp needs memory for that run only.
-        if ts_us != self.dup_ts:
+        if ts_us == self.dup_ts:
+            counts = self.dup_counts
+            k = counts.get(key, 0)
+        else:
             self.dup_ts = ts_us
-            self.dup_counts = {}
-        self.dup_counts[key] = k + 1
-        if self.max_ts is not None and ts_us < self.max_ts:
+            self.dup_counts = counts = {}
+            k = 0
+        counts[key] = k + 1
+        if ts_us < self.max_ts:
             self.out_of_order += 1
         else:
             self.max_ts = ts_us
+        return k
 
 
 class ReplayParser:
@@ -330,7 +380,23 @@ class ReplayParser:
         bad row is passed to it and skipped. A bad header always raises.
         """
         reader = csv.reader(lines, delimiter=delimiter)
-        return self._parse(reader, on_error, reader)
+        return self._parse(reader, on_error, reader, _StructForm())
+
+    def wire_messages(
+        self,
+        lines: Iterable[str],
+        *,
+        trades_topic: str,
+        quotes_topic: str,
+        delimiter: str = ",",
+        on_error: Callable[[ReplayError], None] | None = None,
+    ) -> Iterator[WireMessage]:
+        """``parse_lines`` as ready-to-publish wire messages, keyed by symbol, each value byte for byte
+        ``encode()`` of the message ``parse_lines`` gives; rows are checked against the contract just the same.
+        The structs are never built: that and their validation would cost more than Kafka takes to accept
+        the message."""
+        reader = csv.reader(lines, delimiter=delimiter)
+        return self._parse(reader, on_error, reader, _WireForm(trades_topic, quotes_topic))
 
     def parse_rows(
         self,
@@ -339,29 +405,31 @@ class ReplayParser:
         on_error: Callable[[ReplayError], None] | None = None,
     ) -> Iterator[Trade | Quote]:
         """Like ``parse_lines`` for rows already split into fields; the first row is the header, line 1."""
-        return self._parse(rows, on_error, None)
+        return self._parse(rows, on_error, None, _StructForm())
 
     def _parse(
         self,
         rows: Iterable[Sequence[str]],
         on_error: Callable[[ReplayError], None] | None,
         reader: Any | None,  # a csv reader, for the line numbers of the file
-    ) -> Iterator[Trade | Quote]:
-        message: Callable[[Sequence[str]], Trade | Quote] | None = None
-        line = 0
+        form: _Form,
+    ) -> Iterator:
+        message: Callable[[Sequence[str]], Any] | None = None
+        rows_read = 0  # the line number when there is no reader: one row per line
         iterator = iter(rows)
         while True:
             try:
                 for row in iterator:
-                    line = reader.line_num if reader is not None else line + 1
+                    rows_read += 1
                     if not row or (len(row) == 1 and not row[0].strip()):
                         continue  # blank line
                     if message is None:
-                        message = self._use_header(row)
+                        message = self._use_header(row, form)
                         continue
                     try:
                         result = message(row)
                     except ReplayError as exc:
+                        line = reader.line_num if reader is not None else rows_read
                         self._report(ReplayError(exc.reason, line=line), on_error)
                         continue
                     yield result
@@ -378,7 +446,7 @@ class ReplayParser:
             raise error
         on_error(error)
 
-    def _use_header(self, header: Sequence[str]) -> Callable[[Sequence[str]], Trade | Quote]:
+    def _use_header(self, header: Sequence[str], form: _Form) -> Callable[[Sequence[str]], Any]:
         mapping = mapping_from_header(header, self.overrides)
         if mapping.symbol is None and self.default_symbol is None:
             raise ReplayError(
@@ -396,6 +464,7 @@ class ReplayParser:
         self._bid_size_i = index(mapping.bid_size)
         self._ask_size_i = index(mapping.ask_size)
         return self._row_parser(
+            form,
             width=len(header),
             ts_i=cleaned.index(_clean(mapping.timestamp)),
             symbol_i=index(mapping.symbol),
@@ -406,6 +475,7 @@ class ReplayParser:
 
     def _row_parser(
         self,
+        form: _Form,
         *,
         width: int,
         ts_i: int,
@@ -413,123 +483,149 @@ class ReplayParser:
         price_i: int | None,
         size_i: int | None,
         side_i: int | None,
-    ) -> Callable[[Sequence[str]], Trade | Quote]:
-        """The function that turns one row into a message, for this header.
+    ) -> Callable[[Sequence[str]], Any]:
+        """The function that turns one row into a message of ``form``, for this header.
 
         It is the hot path, one call per row: the column positions are bound
         as locals of a closure and the trade case is written out in it.
         """
         symbols = self._symbols
-        numbers: dict[str, tuple[Decimal, str]] = {}
+        numbers: dict[str, dict[str, Number]] = {name: {} for name in _RULES}
+        prices, sizes = numbers["price"], numbers["size"]
         default_symbol = self.default_symbol
         epoch_unit = self.epoch_unit
         quote = self._quote
+        trade_of = form.trade
         has_bid = self._bid_i is not None
         bid_i = self._bid_i or 0
-        # The previous row's timestamp: many rows share one.
+        # The previous row's timestamp: many rows share one; and the seconds of the usual ISO shape.
         last_ts_text: str | None = None
-        last_ts: tuple[datetime, int] = (_EPOCH, 0)
+        ts_us = 0
+        seconds: dict[str, int] = {}
+        # The symbol and its state by the text of the symbol column, as it is spelled in the file.
+        by_symbol_text: dict[str, tuple[str, _SymbolState]] = {}
 
-        def parse_row(row: Sequence[str]) -> Trade | Quote:
-            nonlocal last_ts_text, last_ts
-            if len(row) != width and (len(row) < width or any(f.strip() for f in row[width:])):
-                raise ReplayError(f"the row has {len(row)} fields, the header has {width}")
-
-            ts_text = row[ts_i]
-            if ts_text != last_ts_text:
-                last_ts = _timestamp(ts_text, epoch_unit)
-                last_ts_text = ts_text
-            ts, ts_us = last_ts
-
-            symbol = row[symbol_i].strip() if symbol_i is not None else ""
-            if symbol:
-                symbol = symbol.upper()
-            elif default_symbol is not None:
-                symbol = default_symbol
-            else:
+        def symbol_and_state(text: str) -> tuple[str, _SymbolState]:
+            symbol = text.strip().upper() or default_symbol
+            if symbol is None:
                 raise ReplayError("the symbol is empty: fill it in, or give a default symbol (--symbol)")
             state = symbols.get(symbol)
             if state is None:
                 if not is_valid_symbol(symbol):
                     raise ReplayError(f"symbol {symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16")
                 state = symbols[symbol] = _SymbolState()
+            if len(by_symbol_text) >= 10_000:
+                by_symbol_text.clear()
+            by_symbol_text[text] = known = (symbol, state)
+            return known
+
+        def parse_row(row: Sequence[str]) -> Any:
+            nonlocal last_ts_text, ts_us
+            if len(row) != width and (len(row) < width or any(f.strip() for f in row[width:])):
+                raise ReplayError(f"the row has {len(row)} fields, the header has {width}")
+
+            ts_text = row[ts_i]
+            if ts_text != last_ts_text:
+                usual = _usual_iso_us(ts_text, seconds) if epoch_unit is None else None
+                ts_us = usual if usual is not None else _timestamp_us(ts_text, epoch_unit)
+                last_ts_text = ts_text
+
+            symbol_text = row[symbol_i] if symbol_i is not None else ""
+            known = by_symbol_text.get(symbol_text)
+            if known is None:
+                known = symbol_and_state(symbol_text)
+            symbol, state = known
 
             price_text = row[price_i] if price_i is not None else ""
-            if not price_text or price_text.isspace():
-                if has_bid and row[bid_i].strip():
-                    return quote(row, symbol, state, ts, ts_us)
-                raise ReplayError("the row has neither a price (a trade) nor a bid and an ask (a quote)")
-
-            # Prices and sizes repeat a lot: parse each spelling once.
-            cached = numbers.get(price_text)
-            if cached is None:
-                cached = _number(price_text, "price", numbers)
-            price, price_key = cached
+            price = prices.get(price_text)
+            if price is None:
+                if not price_text or price_text.isspace():
+                    if has_bid and row[bid_i].strip():
+                        return quote(row, symbol, state, ts_us, numbers, form.quote)
+                    raise ReplayError("the row has neither a price (a trade) nor a bid and an ask (a quote)")
+                price = _number(price_text, "price", prices)
             size_text = row[size_i]  # type: ignore[index]
-            cached = numbers.get(size_text)
-            if cached is None:
-                cached = _number(size_text, "size", numbers)
-            size, size_key = cached
-            side_text = row[side_i].strip() if side_i is not None else ""
-            side: Literal["buy", "sell"]
-            if side_text:
-                found = SIDES.get(side_text) or SIDES.get(side_text.lower())
-                if found is None:
+            size = sizes.get(size_text) or _number(size_text, "size", sizes)
+            side_text = row[side_i] if side_i is not None else ""
+            side: Literal["buy", "sell"] | None = SIDES.get(side_text)
+            if side is not None:
+                pass
+            elif side_text := side_text.strip():
+                side = SIDES.get(side_text) or SIDES.get(side_text.lower())
+                if side is None:
                     raise ReplayError(f"side {side_text!r} is not one of {', '.join(SIDES)} (or empty to infer it)")
-                side = found
-            elif state.last_price is None or price > state.last_price:
+            elif state.last_price is None or price[0] > state.last_price:
                 side = "buy"
-            elif price < state.last_price:
+            elif price[0] < state.last_price:
                 side = "sell"
             else:
                 side = state.last_side
 
-            key = (price, size, side)
-            k = state.duplicates_before(ts_us, key)
-            text = "|".join((symbol, str(ts_us), price_key, size_key, side, str(k)))
-            try:
-                trade = Trade(
-                    "r-" + blake2b(text.encode(), digest_size=12).hexdigest(),
-                    symbol,
-                    ts,
-                    state.seq + 1,
-                    price,
-                    size,
-                    side,
-                )
-            except ValueError as exc:  # the contract's checks: positive, at most 8 places, ...
-                raise ReplayError(str(exc)) from None
-            # Only a good row moves the state, so a skipped bad row leaves no trace.
-            state.seq += 1
-            state.last_price = price
+            # The row is good: only now does it move the state, so a skipped bad row leaves no trace.
+            k = state.occurrence(ts_us, (price[0], size[0], side))
+            text = f"{symbol}|{ts_us}|{price[1]}|{size[1]}|{side}|{k}"
+            state.seq = seq = state.seq + 1
+            state.last_price = price[0]
             state.last_side = side
-            state.count(ts_us, key, k)
-            return trade
+            return trade_of("r-" + blake2b(text.encode(), digest_size=12).hexdigest(), symbol, ts_us, seq, price,
+                            size, side)
 
         return parse_row
 
-    def _quote(self, row: Sequence[str], symbol: str, state: _SymbolState, ts: datetime, ts_us: int) -> Quote:
+    def _quote(self, row: Sequence[str], symbol: str, state: _SymbolState, ts_us: int,
+               numbers: dict[str, dict[str, Number]], quote_of: Callable[..., Any]) -> Any:
         if self._ask_i is None or not row[self._ask_i].strip():
             raise ReplayError("the row has a bid but no ask (a quote needs both) and no price (a trade)")
-        bid = _decimal(row[self._bid_i], "bid")  # type: ignore[index]
-        ask = _decimal(row[self._ask_i], "ask")
-        bid_size = ask_size = Decimal(0)  # a missing size is unknown depth: zero
-        if self._bid_size_i is not None and row[self._bid_size_i].strip():
-            bid_size = _decimal(row[self._bid_size_i], "bid_size")
-        if self._ask_size_i is not None and row[self._ask_size_i].strip():
-            ask_size = _decimal(row[self._ask_size_i], "ask_size")
-        key = ("quote", bid, ask, bid_size, ask_size)
-        k = state.duplicates_before(ts_us, key)
-        values = {"bid": bid, "ask": ask, "bid_size": bid_size, "ask_size": ask_size}
-        text = "|".join((symbol, str(ts_us), *(_canonical(v, name) for name, v in values.items()), str(k)))
-        digest = blake2b(text.encode(), digest_size=12).hexdigest()
-        try:
-            quote = Quote("rq-" + digest, symbol, ts, bid, ask, bid_size, ask_size)
-        except ValueError as exc:
-            raise ReplayError(str(exc)) from None
-        state.count(ts_us, key, k)
+
+        def number(index: int | None, name: str) -> Number:
+            if index is None or not row[index].strip():
+                return _ZERO  # a missing size is unknown depth: zero
+            text = row[index]
+            return numbers[name].get(text) or _number(text, name, numbers[name])
+
+        bid, ask = number(self._bid_i, "bid"), number(self._ask_i, "ask")
+        bid_size, ask_size = number(self._bid_size_i, "bid_size"), number(self._ask_size_i, "ask_size")
+        k = state.occurrence(ts_us, ("quote", bid[0], ask[0], bid_size[0], ask_size[0]))
+        text = "|".join((symbol, str(ts_us), bid[1], ask[1], bid_size[1], ask_size[1], str(k)))
         state.quotes += 1
-        return quote
+        return quote_of("rq-" + blake2b(text.encode(), digest_size=12).hexdigest(), symbol, ts_us, bid, ask,
+                        bid_size, ask_size)
+
+
+class _StructForm:
+    """Rows as ``Trade`` and ``Quote`` structs (``parse_lines``)."""
+
+    @staticmethod
+    def trade(id_: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number, side: str) -> Trade:
+        return Trade(id_, symbol, _utc(ts_us), seq, price[0], size[0], side)  # type: ignore[arg-type]
+
+    @staticmethod
+    def quote(id_: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
+              ask_size: Number) -> Quote:
+        return Quote(id_, symbol, _utc(ts_us), bid[0], ask[0], bid_size[0], ask_size[0])
+
+
+class _WireForm:
+    """Rows as wire messages (``wire_messages``): the bytes of ``encode()`` of the struct, written directly."""
+
+    def __init__(self, trades_topic: str, quotes_topic: str) -> None:
+        self._trades_topic = trades_topic
+        self._quotes_topic = quotes_topic
+        self._utc_text = UtcTexts().text
+
+    def trade(self, id_: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number,
+              side: str) -> WireMessage:
+        value = trade_json(id_, symbol, self._utc_text(ts_us), seq, price[2], size[2], side)
+        return self._trades_topic, symbol, value, ts_us // 1000
+
+    def quote(self, id_: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
+              ask_size: Number) -> WireMessage:
+        value = quote_json(id_, symbol, self._utc_text(ts_us), bid[2], ask[2], bid_size[2], ask_size[2])
+        return self._quotes_topic, symbol, value, ts_us // 1000
+
+
+_Form = _StructForm | _WireForm
+_ZERO: Number = (Decimal(0), "0", "0")
 
 
 def parse_csv(

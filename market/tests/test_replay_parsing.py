@@ -18,6 +18,8 @@ from market.domain.replay import (
     ColumnMapping,
     ReplayError,
     ReplayParser,
+    _timestamp_us,
+    _usual_iso_us,
     mapping_from_header,
     parse_csv,
     parse_timestamp,
@@ -500,6 +502,62 @@ def test_an_unreadable_csv_line_is_a_bad_row_too():
 def test_garbage_rows_are_replay_errors_never_crashes(cells):
     text = "timestamp,symbol,price,size,side,bid,ask\n" + "\n".join(",".join(row) for row in cells) + "\n"
     errors: list[ReplayError] = []
-    for message in parse_text(text, on_error=errors.append):
+    messages = parse_text(text, on_error=errors.append)
+    for message in messages:
         assert decoder_for(type(message)).decode(encode(message)) == message
     assert all(isinstance(e, ReplayError) and e.line is not None for e in errors)
+    assert wire_of(text) == (encoded(messages), [str(e) for e in errors])
+
+
+# The wire form: what the replay command publishes
+
+
+def wire_of(text: str, **options) -> tuple[list, list[str]]:
+    """The wire messages of a CSV text and the errors reported on the way."""
+    errors: list[ReplayError] = []
+    parser = ReplayParser(**options)
+    messages = list(parser.wire_messages(io.StringIO(text), trades_topic="t", quotes_topic="q",
+                                         on_error=errors.append))
+    return messages, [str(e) for e in errors]
+
+
+def encoded(messages: list[Trade | Quote]) -> list:
+    return [("t" if isinstance(m, Trade) else "q", m.symbol, encode(m), (m.ts - EPOCH) // timedelta(milliseconds=1))
+            for m in messages]
+
+
+@settings(max_examples=150, deadline=None)
+@given(trades=st.lists(recorded_trades(), max_size=40))
+def test_wire_messages_are_the_encoded_messages_of_parse_lines(trades):
+    text = write_csv(trades)
+    assert wire_of(text) == (encoded(parse_text(text)), [])
+
+
+def test_wire_messages_check_rows_as_parse_lines_does():
+    errors: list[ReplayError] = []
+    good = parse_text(BAD_FILE, on_error=errors.append)
+    assert wire_of(BAD_FILE) == (encoded(good), [str(e) for e in errors])
+    quotes = ("ts,symbol,bid,ask,bid_size,ask_size\n1767623400000,AAPL,1.5,1.6,100,\n"
+              "1767623400001,AAPL,1.5,1.6,,0\n1767623400002,AAPL,1.5,0,100,100\n")
+    errors = []
+    good = parse_text(quotes, on_error=errors.append)
+    assert len(good) == 2 and len(errors) == 1
+    assert wire_of(quotes) == (encoded(good), [str(e) for e in errors])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    ts=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    fraction=st.sampled_from(["", ".", ".5", ".123", ".000000", ".123456", ".1234567", ".12345a", ".１２３４５６"]),
+    zone=st.sampled_from(["", "Z", "+00:00", "-05:00", "+00", " ", "z"]),
+    separator=st.sampled_from(["T", " ", "t"]),
+)
+def test_the_usual_iso_shape_reads_as_the_full_parser_reads_it(ts, fraction, zone, separator):
+    text = ts.replace(microsecond=0).isoformat(sep=separator) + fraction + zone
+    seconds: dict[str, int] = {}
+    usual = separator == "T" and fraction in ("", ".000000", ".123456") and zone in ("", "Z", "+00:00")
+    for _ in range(2):  # the second time from the remembered second
+        fast = _usual_iso_us(text, seconds)
+        assert (fast is not None) == usual
+        if fast is not None:
+            assert fast == _timestamp_us(text, None)

@@ -13,10 +13,10 @@ from django.core.management.base import BaseCommand, CommandError
 from finstream import tracing
 from market.domain.pacing import Pacer
 from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
-from market.feeds import feed_publish, positive_or_max, stop_on_signals, wire_messages_of
+from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
-from streaming.wire import epoch_ms
+from streaming.topics import QUOTES, TRADES, topic
 
 
 
@@ -72,15 +72,15 @@ class Command(BaseCommand):
         raw, text = _open_text(path)
         size = path.stat().st_size
         try:
-            events = parser.parse_lines(text, delimiter=options["delimiter"],
-                                        on_error=on_error if options["skip_bad"] else None)
+            messages = parser.wire_messages(text, trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
+                                            delimiter=options["delimiter"],
+                                            on_error=on_error if options["skip_bad"] else None)
             try:
-                first = next(events)
+                first = next(messages)
             except StopIteration:
                 raise CommandError(f"{path}: no rows to replay") from None
-            messages = wire_messages_of(chain([first], events))
-            pacer = Pacer(wall_start=time.monotonic(), event_start_ms=epoch_ms(first.ts), speed=speed) \
-                if speed else None
+            pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
+            messages = chain([first], messages)
             kafka_cluster_reachable(timeout=10)
             should_stop = stop_on_signals()
             metrics.serve_metrics(settings.METRICS_PORT)
@@ -110,7 +110,8 @@ class Command(BaseCommand):
             self.stdout.write("")
         elapsed = time.monotonic() - stats.started
         self.stdout.write(
-            f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes from {path} in {elapsed:.1f} s"
+            f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes from {path} in {elapsed:.1f} s "
+            f"({stats.rate(time.monotonic()):,.0f} rows/s)"
             + (f"; skipped {len(bad_rows)} bad rows" if bad_rows else "")
             + (f"; {parser.out_of_order_rows} rows out of time order" if parser.out_of_order_rows else "")
         )
