@@ -32,6 +32,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -48,8 +49,22 @@ TARGETS = [
     ("market-summary", "/api/v1/market-summary", 2000),
     ("quotes/{s}", "/api/v1/quotes/AAPL", 2000),
     ("candles limit=500", "/api/v1/candles/AAPL?interval=1m&limit=500", 500),
+    # Every request another page: a random symbol and a random `end` in the data, so that no two
+    # requests share a database read (identical requests in flight together share one).
+    ("  any page", "/api/v1/candles/AAPL?interval=1m&limit=500&end=*", 500),
 ]
-HOT_PATHS = {"/api/v1/market-summary", "/api/v1/quotes/AAPL"}  # answered by market/api/hot.py
+HOT_PATHS = {path for _, path, target in TARGETS if target}  # all answered by market/api/hot.py
+# wrk's request() for the "any page" row; {symbols} and {days} filled in from the data built.
+ANY_PAGE_LUA = """
+math.randomseed(os.time())
+local symbols = {{{symbols}}}
+local now_ms = os.time() * 1000
+request = function()
+  local symbol = symbols[math.random(#symbols)]
+  local end_ms = now_ms - math.random(0, {days} * 86400) * 1000
+  return wrk.format("GET", "/api/v1/candles/" .. symbol .. "?interval=1m&limit=500&end=" .. end_ms)
+end
+"""
 
 
 def bench_url(url: str) -> str:
@@ -143,9 +158,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wrk(url: str, *, duration: int, connections: int, threads: int) -> dict:
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+def wrk(url: str, *, duration: int, connections: int, threads: int, script: str | None = None) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script or "")
+        lua.flush()
+        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+                              *(["-s", lua.name] if script else []), url],
+                             capture_output=True, text=True, check=True).stdout
 
     def ms(label: str) -> float:
         match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
@@ -199,8 +218,12 @@ def main() -> None:
 
 
 def measure(url: str, args) -> dict:
-    wrk(url, duration=2, connections=args.connections, threads=args.threads)  # warm up
-    return wrk(url, duration=args.duration, connections=args.connections, threads=args.threads)
+    from django.conf import settings
+
+    script = ANY_PAGE_LUA.format(symbols=", ".join(f'"{s}"' for s in settings.SYMBOLS), days=args.days - 1) \
+        if url.endswith("end=*") else None
+    wrk(url, duration=2, connections=args.connections, threads=args.threads, script=script)  # warm up
+    return wrk(url, duration=args.duration, connections=args.connections, threads=args.threads, script=script)
 
 
 @contextlib.contextmanager

@@ -283,7 +283,7 @@ WS_MAX_BACKLOG_BYTES = env_int("WS_MAX_BACKLOG_BYTES", 4 * 1024 * 1024, minimum=
 # The web process keeps the list of active symbols this long (0 = ask the
 # database on every request), so that quotes and the market summary need Redis only.
 API_SYMBOLS_CACHE_SECONDS = env_float("API_SYMBOLS_CACHE_SECONDS", 5.0, minimum=0.0)
-# Latest quotes and the market summary in plain JSON are answered before
+# Latest quotes, the market summary and candle pages in plain JSON are answered before
 # Django's request stack (market/api/hot.py); off sends them through Django.
 # Deployments with API throttling always go through Django.
 API_HOT_READS = env_bool("API_HOT_READS", True)

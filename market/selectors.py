@@ -117,7 +117,7 @@ def _epoch_us(column: str) -> str:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _utc(microseconds: int) -> datetime:
+def epoch_us_time(microseconds: int) -> datetime:
     return _EPOCH + timedelta(microseconds=microseconds)
 
 
@@ -133,7 +133,7 @@ def trade_page(*, symbol: str, start: datetime | None = None, end: datetime | No
             f"WHERE symbol = %s{where} ORDER BY time {order}, trade_id {order} LIMIT %s",
             [symbol, *params, limit],
         )
-        return [TradeRow(trade_id, symbol_, _utc(us), seq, price, size, side)
+        return [TradeRow(trade_id, symbol_, epoch_us_time(us), seq, price, size, side)
                 for trade_id, symbol_, us, seq, price, size, side in cursor.fetchall()]
 
 
@@ -155,17 +155,73 @@ def candle_page(*, symbol: str, interval: str, start: datetime | None = None, en
                 after: datetime | None = None, descending: bool = True, limit: int) -> list[CandleRow]:
     """Up to `limit` candles of (symbol, interval) whose bucket starts in
     [start, end), strictly after the bucket `after` in the chosen order."""
+    with connection.cursor() as cursor:
+        cursor.execute(*_candle_page_sql(
+            f"{_epoch_us('time')}, open, high, low, close, volume, trades, notional", symbol=symbol,
+            interval=interval, start=start, end=end, after=after, descending=descending, limit=limit))
+        return [CandleRow(epoch_us_time(us), open_, high, low, close, volume, trades, vwap(notional, volume))
+                for us, open_, high, low, close, volume, trades, notional in cursor.fetchall()]
+
+
+def _candle_page_sql(columns: str, *, symbol: str, interval: str, start: datetime | None, end: datetime | None,
+                     after: datetime | None, descending: bool, limit: int) -> tuple[str, list]:
     where, params = _range_sql(start=start, end=end, after=None if after is None else (after,),
                                descending=descending, key="time")
+    return (f"SELECT {columns} FROM market_candle WHERE symbol = %s AND interval = %s{where} "
+            f"ORDER BY time {'DESC' if descending else 'ASC'} LIMIT %s", [symbol, interval, *params, limit])
+
+
+def _json_decimal(column: str) -> str:
+    # decimal_text's exact normalized string: trailing zeros trimmed, never an exponent.
+    return f"trim_scale({column})::text"
+
+
+# VWAP as vwap() computes it: notional / volume * 10**8 divided exactly (div truncates), rounded half
+# to even once, scaled back by an exact multiplication (numeric division would round on its own).
+_VWAP_SCALED = "div(notional * 100000000, volume)"
+_VWAP_SQL = (f"({_VWAP_SCALED} + CASE WHEN 2 * (notional * 100000000 - {_VWAP_SCALED} * volume) > volume "
+             f"OR (2 * (notional * 100000000 - {_VWAP_SCALED} * volume) = volume AND mod({_VWAP_SCALED}, 2) = 1) "
+             "THEN 1 ELSE 0 END) * 0.00000001")
+# One candle as candles_json renders it and DRF's JSONRenderer writes it (compact, keys in order).
+_CANDLE_JSON_SQL = (
+    """'{"time":"' || to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')"""
+    """ || CASE WHEN extract(microseconds FROM time)::bigint %% 1000000 = 0 THEN ''"""
+    """ ELSE to_char(time AT TIME ZONE 'UTC', '.US') END || 'Z"'"""
+    + "".join(f""" || ',"{name}":"' || {_json_decimal(name)} || '"'"""
+              for name in ("open", "high", "low", "close", "volume"))
+    + f""" || ',"trades":' || trades || ',"vwap":"' || {_json_decimal(_VWAP_SQL)} || '"}}'"""
+)
+
+
+@dataclass(frozen=True)
+class CandlePageJson:
+    """A candle page rendered by PostgreSQL: the first `limit` candles as JSON objects joined by
+    commas, and the time of the last of them when more candles follow (else None)."""
+
+    candles: str
+    more_after_us: int | None
+
+
+def candle_page_json_sql(*, symbol: str, interval: str, start: datetime | None = None,
+                         end: datetime | None = None, after: datetime | None = None, descending: bool = True,
+                         limit: int) -> tuple[str, list]:
+    """candle_page's candles as CandlePageJson's one row (the query, for a connection of the caller's)."""
+    page, params = _candle_page_sql(
+        f"time, {_epoch_us('time')} AS time_us, {_CANDLE_JSON_SQL} AS json", symbol=symbol, interval=interval,
+        start=start, end=end, after=after, descending=descending, limit=limit + 1)
     order = "DESC" if descending else "ASC"
+    return (f"SELECT coalesce(string_agg(json, ',' ORDER BY n) FILTER (WHERE n <= %s), ''), "
+            f"max(time_us) FILTER (WHERE n = %s AND total > %s) "
+            f"FROM (SELECT row_number() OVER (ORDER BY time {order}) AS n, count(*) OVER () AS total, time_us, json "
+            f"FROM ({page}) AS page) AS numbered", [limit, limit, limit, *params])
+
+
+def candle_page_json(*, symbol: str, interval: str, start: datetime | None = None, end: datetime | None = None,
+                     after: datetime | None = None, descending: bool = True, limit: int) -> CandlePageJson:
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {_epoch_us('time')}, open, high, low, close, volume, trades, notional FROM market_candle "
-            f"WHERE symbol = %s AND interval = %s{where} ORDER BY time {order} LIMIT %s",
-            [symbol, interval, *params, limit],
-        )
-        return [CandleRow(_utc(us), open_, high, low, close, volume, trades, vwap(notional, volume))
-                for us, open_, high, low, close, volume, trades, notional in cursor.fetchall()]
+        cursor.execute(*candle_page_json_sql(symbol=symbol, interval=interval, start=start, end=end, after=after,
+                                             descending=descending, limit=limit))
+        return CandlePageJson(*cursor.fetchone())
 
 
 def candle_current(*, symbol: str, interval: str) -> CandleMessage | None:

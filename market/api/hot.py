@@ -1,25 +1,30 @@
-"""The two hottest reads, answered before Django's request stack.
+"""The hottest reads, answered before Django's request stack.
 
-``GET /api/v1/quotes/{symbol}`` and ``GET /api/v1/market-summary`` read Redis
-only, yet through Django (the middleware chain, URL resolution, DRF's request,
-content negotiation and renderer) each costs ~1.7 ms of CPU on a 2-core
-machine: one web process tops out near 600 requests/s whatever the view does
-(bench/api_rest.py). Answered here they cost a Redis round trip and the body.
+``GET /api/v1/quotes/{symbol}``, ``/api/v1/market-summary`` and
+``/api/v1/candles/{symbol}`` are what dashboards poll. Through Django (the
+middleware chain, URL resolution, DRF's request, content negotiation and
+renderer) each costs ~1.7 ms of CPU on a 2-core machine before the view runs:
+one web process tops out near 600 requests/s whatever the view does, and a
+500-candle page rendered in Python near 80 (bench/api_rest.py). Here a quote
+or the summary costs a Redis round trip and its body; a candle page one query
+whose JSON PostgreSQL writes (selectors.candle_page_json_sql).
 
-Only requests certain to get Django's answer are taken: a GET without query
-or with ``format=json`` that asks for JSON (no Accept, ``*/*``,
+Only requests certain to get Django's answer are taken: a GET whose ``format``
+is absent or ``json`` and that asks for JSON (no Accept, ``*/*``,
 ``application/json`` or ``application/*``, without parameters), a ticker the
-process knows to be active, and a quote that exists. Everything else goes to
-Django unchanged: the browsable API in a browser, unknown symbols and their
-404s, HEAD and OPTIONS, Redis errors, and every request when throttling is
+process knows to be active, parameters that validate, a quote that exists.
+Everything else goes to Django unchanged: the browsable API in a browser,
+unknown symbols and their 404s, invalid parameters and their 400s, HEAD and
+OPTIONS, Redis or database errors, and every request when throttling is
 configured (DRF keeps the count) or API_HOT_READS is off. The list of active
 tickers is the one Django's views keep (refreshed every
 API_SYMBOLS_CACHE_SECONDS); while it is stale, requests go to Django, which
-refreshes it. The body comes from the views' own functions and DRF's
+refreshes it. Bodies come from the views' own functions, serializers and DRF's
 JSONRenderer; the headers are those of the last 200 Django itself sent for the
-endpoint (so security headers and Vary follow settings and middleware); the
-request is counted in django_prometheus's metrics under the view's name. A
-client or a dashboard cannot tell which path answered
+endpoint (so security headers and Vary follow settings and middleware);
+``next`` links are built on Django's request object (host validation, proxy
+headers); each request is counted in django_prometheus's metrics under the
+view's name. A client or a dashboard cannot tell which path answered
 (market/tests/test_api_hot.py compares the two).
 """
 
@@ -27,26 +32,35 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import time
 
+import psycopg
+import psycopg_pool
 import redis.asyncio
 from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django_prometheus.middleware import Metrics
 from redis.exceptions import RedisError
 from rest_framework.renderers import JSONRenderer
 
+from finstream.errors import ApiError
 from market import selectors
-from market.api.serializers import quote_json, summary_json
+from market.api.pagination import Position, next_url
+from market.api.serializers import CandleQuerySerializer, quote_json, summary_json
 
 QUOTE_PREFIX = "/api/v1/quotes/"
+CANDLES_PREFIX = "/api/v1/candles/"
 SUMMARY_PATH = "/api/v1/market-summary"
 _JSON_RANGES = {"application/json", "application/*", "*/*"}
 _render = JSONRenderer().render
 
 
-def wants_plain_json(query_string: bytes, accept: bytes | None) -> bool:
-    """Whether DRF would answer this query and Accept header with JSONRenderer's compact JSON."""
-    if query_string not in (b"", b"format=json"):
+def wants_plain_json(format_param: str | None, accept: bytes | None) -> bool:
+    """Whether DRF would answer this `format` parameter and Accept header with JSONRenderer's compact JSON."""
+    if format_param not in (None, "json"):
         return False
     if accept is None:
         return True
@@ -54,8 +68,29 @@ def wants_plain_json(query_string: bytes, accept: bytes | None) -> bool:
     # A parameter (`; indent=4`, `q=`) can change DRF's choice or its output: Django decides those.
     if any(b";" in r for r in ranges):
         return False
-    return bool(query_string) or (b"text/html" not in ranges
-                                  and any(r.decode("latin-1") in _JSON_RANGES for r in ranges))
+    return format_param == "json" or (b"text/html" not in ranges
+                                       and any(r.decode("latin-1") in _JSON_RANGES for r in ranges))
+
+
+def _route(path: str) -> tuple[str | None, str | None]:
+    """(view name, symbol) of a hot endpoint's path, else (None, None)."""
+    if path == SUMMARY_PATH:
+        return "market-summary", None
+    for prefix, view in ((QUOTE_PREFIX, "quote-latest"), (CANDLES_PREFIX, "candle-list")):
+        if path.startswith(prefix) and len(path) > len(prefix) and "/" not in path[len(prefix):]:
+            return view, path[len(prefix):]
+    return None, None
+
+
+def _request(scope) -> ASGIRequest | None:
+    # Django's own request object: its query parsing, and the host and scheme of `next` links
+    # (ALLOWED_HOSTS, proxy headers) exactly as the view would see them.
+    try:
+        request = ASGIRequest(scope, io.BytesIO())
+        request.GET  # noqa: B018 - parsed here, where a malformed query can still go to Django
+    except (ValueError, RequestDataTooBig):
+        return None
+    return request
 
 
 class _ViewMetrics:
@@ -97,7 +132,8 @@ class HotReads:
         self._headers: dict[str, list[tuple[bytes, bytes]]] = {}
         self._metrics: dict[str, _ViewMetrics] = {}
         self._redis: tuple[asyncio.AbstractEventLoop, redis.asyncio.Redis] | None = None
-        self._in_flight: dict[tuple[str, ...], asyncio.Future] = {}
+        self._pool: tuple[asyncio.AbstractEventLoop, psycopg_pool.AsyncConnectionPool] | None = None
+        self._in_flight: dict[tuple, asyncio.Future] = {}
 
     @staticmethod
     def enabled() -> bool:
@@ -105,21 +141,21 @@ class HotReads:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and self.enabled():
-            path = scope["path"]
-            if path == SUMMARY_PATH:
-                view, symbol = "market-summary", None
-            elif path.startswith(QUOTE_PREFIX) and "/" not in path[len(QUOTE_PREFIX):] \
-                    and len(path) > len(QUOTE_PREFIX):
-                view, symbol = "quote-latest", path[len(QUOTE_PREFIX):]
-            else:
-                view = None
-            if view is not None and wants_plain_json(scope["query_string"], _header(scope, b"accept")):
+            view, symbol = _route(scope["path"])
+            request = None if view is None else _request(scope)
+            if request is not None and wants_plain_json(request.GET.get("format") or None,
+                                                        _header(scope, b"accept")):
                 if view not in self._headers:
                     return await self.app(scope, receive, self._learning(view, send))
                 started = time.perf_counter()
                 try:
-                    body = await (self._summary() if symbol is None else self._quote(symbol.upper()))
-                except (RedisError, OSError):
+                    if view == "market-summary":
+                        body = await self._summary()
+                    elif view == "quote-latest":
+                        body = await self._quote(symbol.upper())
+                    else:
+                        body = await self._candles(request, symbol.upper())
+                except (RedisError, OSError, psycopg.Error, DisallowedHost):
                     body = None  # Django answers, and reports the error its way
                 if body is not None:
                     return await self._answer(scope, send, view, body, started)
@@ -143,6 +179,53 @@ class HotReads:
         self._metrics[view].count(transport="https" if scope.get("scheme") == "https" else "http",
                                   body_bytes=len(body), seconds=time.perf_counter() - started)
 
+    async def aclose(self) -> None:
+        """Close the Redis client and the database pool (a server exiting need not)."""
+        if self._redis is not None:
+            await self._redis[1].aclose()
+        if self._pool is not None:
+            await self._pool[1].close()
+        self._redis = self._pool = None
+
+    async def _database(self) -> psycopg_pool.AsyncConnectionPool:
+        # Like the Redis client, one pool per event loop; its connections are Django's settings'.
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._pool[0] is not loop:
+            params = {key: value for key, value in connections["default"].get_connection_params().items()
+                      if isinstance(value, (str, int)) and key != "prepare_threshold"}
+            pool = psycopg_pool.AsyncConnectionPool(
+                psycopg.conninfo.make_conninfo("", **params), kwargs={"autocommit": True}, open=False,
+                min_size=1, max_size=settings.DATABASE_POOL_SIZE or 4, timeout=10, name="hot-reads")
+            self._pool = (loop, pool)
+            await pool.open()
+        return self._pool[1]
+
+    async def _candles(self, request: ASGIRequest, ticker: str) -> bytes | None:
+        tickers = selectors.symbol_tickers_known(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
+        if tickers is None or ticker not in tickers:
+            return None
+        query = CandleQuerySerializer(data=request.GET)
+        try:
+            if not query.is_valid():
+                return None  # Django answers the 400 with the allowed values
+        except ApiError:
+            return None  # a cursor it did not issue: Django explains
+        params = query.validated_data
+        after, limit, sort = params.get("cursor"), params["limit"], params["sort"]
+        sql, args = selectors.candle_page_json_sql(
+            symbol=ticker, interval=params["interval"], start=params.get("start"), end=params.get("end"),
+            after=None if after is None else after.time, descending=sort == "desc", limit=limit)
+
+        async def read():
+            async with (await self._database()).connection() as connection:
+                cursor = await connection.execute(sql, args)
+                return selectors.CandlePageJson(*await cursor.fetchone())
+        page = await self._shared(("candles", sql, *args), read)
+        link = b"null" if page.more_after_us is None else _render(next_url(
+            request, Position(selectors.epoch_us_time(page.more_after_us)), sort=sort))
+        return (b'{"symbol":' + _render(ticker) + b',"interval":' + _render(params["interval"])
+                + b',"candles":[' + page.candles.encode() + b'],"next":' + link + b"}")
+
     def _client(self) -> redis.asyncio.Redis:
         # One client per event loop: an asyncio connection belongs to the loop that opened it.
         loop = asyncio.get_running_loop()
@@ -151,7 +234,7 @@ class HotReads:
                 settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2))
         return self._redis[1]
 
-    async def _shared(self, key: tuple[str, ...], read):
+    async def _shared(self, key: tuple, read):
         """`read()`'s result, sharing one that is already in flight: under load, every request
         that arrives while the same Redis read is out gets its reply (at most one round trip
         old) instead of queueing a read of its own."""

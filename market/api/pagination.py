@@ -138,7 +138,13 @@ def next_link(request, rows: list, *, limit: int, sort: str, position_of) -> str
     """The URL of the page after `rows` (fetched with limit + 1), or None on the last page."""
     if len(rows) <= limit:
         return None
-    params = {key: value for key, value in request.query_params.items() if key != "cursor"}
+    return next_url(request, position_of(rows[limit - 1]), sort=sort)
+
+
+def next_url(request, position: Position, *, sort: str) -> str:
+    """The URL of the page after the row at `position`: the request's parameters and a cursor.
+    `request` is Django's or DRF's (which hands `GET` through to Django's)."""
+    params = {key: value for key, value in request.GET.items() if key != "cursor"}
     params["sort"] = sort
-    params["cursor"] = cursor_encode(position_of(rows[limit - 1]), sort=sort)
+    params["cursor"] = cursor_encode(position, sort=sort)
     return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")

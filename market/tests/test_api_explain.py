@@ -7,14 +7,14 @@ the endpoints really ran is EXPLAINed.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from market import storage
+from market import selectors, storage
 from market.services import symbols_seed
 from market.storage import CANDLES, TRADES, partitions_ensure
 
@@ -105,3 +105,16 @@ def test_a_later_trade_page_is_still_a_primary_key_range_scan(many_rows):
 def test_candle_pages_are_primary_key_range_scans(many_rows, url):
     for plan in plans_of(url, "market_candle"):
         assert_primary_key_scan(plan, "market_candle")
+
+
+@pytest.mark.parametrize("query", [
+    {"interval": "1m", "limit": 500},
+    {"interval": "5m", "limit": 100, "descending": False},
+    {"interval": "1m", "limit": 1000, "start": datetime(2026, 3, 2, 10, tzinfo=UTC),
+     "end": datetime(2026, 3, 2, 20, tzinfo=UTC), "after": datetime(2026, 3, 2, 19, tzinfo=UTC)},
+])
+def test_candle_pages_rendered_by_postgresql_for_the_hot_path_are_primary_key_range_scans(many_rows, query):
+    sql, params = selectors.candle_page_json_sql(symbol="NVDA", **query)
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        assert_primary_key_scan("\n".join(row[0] for row in cursor.fetchall()), "market_candle")

@@ -11,18 +11,18 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
-from asgiref.sync import async_to_sync
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import connections
 from prometheus_client import REGISTRY
 
 from finstream.asgi_handler import SyncStackASGIHandler
 from market import selectors
 from market.api.hot import HotReads, wants_plain_json
+from market.models import Candle
 from market.rollups import STATS_KEY
 from market.services import LATEST_QUOTE_KEY, LATEST_TRADE_KEY, latest_events_store, symbols_seed
-from market.tests.api_data import T0
+from market.tests.api_data import T0, make_trades, store_trades
 from streaming.schemas import Quote, Trade
 
 pytestmark = pytest.mark.django_db
@@ -43,8 +43,13 @@ class DjangoCounted:
 
 
 @pytest.fixture
-def stack(redis_clean, settings, monkeypatch):
+def stack(transactional_db, redis_clean, settings, monkeypatch):
+    """(request, Django's handler counted): one event loop for the test, as daphne's; the database
+    committed, since Django's view and the hot path's pool use connections of their own."""
     settings.API_SYMBOLS_CACHE_SECONDS = 60
+    # Django runs each request's sync code in a thread of its own: a connection kept for reuse
+    # would outlive the thread (and the test database). The web process uses a pool instead.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
     monkeypatch.setattr(selectors, "_recent_tickers", (float("-inf"), []))  # this test's symbols, not the last's
     symbols_seed(tickers=["AAPL", "MSFT"])
     latest_events_store(key_format=LATEST_QUOTE_KEY, events=[Quote(
@@ -56,13 +61,26 @@ def stack(redis_clean, settings, monkeypatch):
     redis_clean.set(STATS_KEY.format("AAPL"), json.dumps({
         "open_24h": "180", "last": "186", "high_24h": "187.5", "low_24h": "179.25", "volume_24h": "123456.5",
         "vwap_24h": "183.12345678", "trades_24h": 4321, "computed_at": "2026-03-02T14:30:00+00:00"}))
-    # Keep the test's database connection open across requests (Django's test client does the same).
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    django = DjangoCounted()
-    yield HotReads(django), django
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+    with asyncio.Runner() as runner:
+        stack = HotStack(runner)
+        yield stack
+        runner.run(stack.app.aclose())
+
+
+class HotStack:
+    def __init__(self, runner: asyncio.Runner) -> None:
+        self.runner = runner
+        self.django = DjangoCounted()
+        self.app = HotReads(self.django)
+
+    def get(self, path: str, **kwargs):
+        return self.runner.run(call(self.app, path, **kwargs))
+
+    def get_at_once(self, count: int, path: str, **kwargs) -> list:
+        """`count` requests in flight together on the loop, as daphne holds them."""
+        async def all_at_once():
+            return await asyncio.gather(*(call(self.app, path, **kwargs) for _ in range(count)))
+        return self.runner.run(all_at_once())
 
 
 async def call(app, path: str, *, query: bytes = b"", headers=(), method: str = "GET"):
@@ -85,19 +103,15 @@ async def call(app, path: str, *, query: bytes = b"", headers=(), method: str = 
     return messages[0]["status"], messages[0]["headers"], b"".join(m.get("body", b"") for m in messages[1:])
 
 
-def request(app, path: str, **kwargs):
-    return async_to_sync(call)(app, path, **kwargs)
-
-
 @pytest.mark.parametrize("path", ["/api/v1/quotes/aapl", "/api/v1/market-summary"])
 def test_after_django_answered_once_the_hot_path_answers_the_same_bytes_and_headers(stack, path):
-    app, django = stack
-    through_django = request(app, path, headers=JSON)
+    request, django = stack.get, stack.django
+    through_django = request(path, headers=JSON)
     assert django.calls == 1 and through_django[0] == 200
-    hot = request(app, path, headers=JSON)
+    hot = request(path, headers=JSON)
     assert django.calls == 1, "the second request reached Django"
     assert hot == through_django
-    assert request(app, path, query=b"format=json") == through_django  # no Accept, format=json
+    assert request(path, query=b"format=json") == through_django  # no Accept, format=json
     assert django.calls == 1
     body = json.loads(hot[2])
     if "symbol" in body:
@@ -108,14 +122,14 @@ def test_after_django_answered_once_the_hot_path_answers_the_same_bytes_and_head
 
 
 def test_the_hot_quote_follows_redis_and_the_summary_rerenders_only_what_changed(stack):
-    app, django = stack
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
-    request(app, "/api/v1/market-summary", headers=JSON)
+    request, django = stack.get, stack.django
+    request("/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/market-summary", headers=JSON)
     latest_events_store(key_format=LATEST_QUOTE_KEY, events=[Quote(
         id="q2", symbol="AAPL", ts=T0 + timedelta(seconds=5), bid=Decimal("190"), ask=Decimal("190.01"),
         bid_size=Decimal(1), ask_size=Decimal(1))])
-    assert json.loads(request(app, "/api/v1/quotes/AAPL", headers=JSON)[2])["id"] == "q2"
-    summary = json.loads(request(app, "/api/v1/market-summary", headers=JSON)[2])
+    assert json.loads(request("/api/v1/quotes/AAPL", headers=JSON)[2])["id"] == "q2"
+    summary = json.loads(request("/api/v1/market-summary", headers=JSON)[2])
     assert summary["symbols"][0]["bid"] == "190" and django.calls == 2
 
 
@@ -124,7 +138,6 @@ def test_the_hot_quote_follows_redis_and_the_summary_rerenders_only_what_changed
     ("/api/v1/quotes/AAPL", b"", [(b"accept", b"application/json; indent=4")], "GET", 200),
     ("/api/v1/quotes/AAPL", b"", [(b"accept", b"application/xml")], "GET", 406),
     ("/api/v1/quotes/AAPL", b"format=api", JSON, "GET", 406),
-    ("/api/v1/quotes/AAPL", b"x=1", JSON, "GET", 200),
     ("/api/v1/quotes/AAPL", b"", JSON, "HEAD", 200),
     ("/api/v1/quotes/AAPL", b"", JSON, "POST", 403),  # writes need a user
     ("/api/v1/quotes/NOPE", b"", JSON, "GET", 404),  # unknown_symbol
@@ -133,77 +146,129 @@ def test_the_hot_quote_follows_redis_and_the_summary_rerenders_only_what_changed
     ("/api/v1/market-summary/", b"", JSON, "GET", 404),
 ])
 def test_what_only_django_can_answer_goes_to_django(stack, path, query, headers, method, status):
-    app, django = stack
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
-    request(app, "/api/v1/market-summary", headers=JSON)
+    request, django = stack.get, stack.django
+    request("/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/market-summary", headers=JSON)
     calls = django.calls
-    assert request(app, path, query=query, headers=headers, method=method)[0] == status
+    assert request(path, query=query, headers=headers, method=method)[0] == status
     assert django.calls == calls + 1
 
 
 def test_with_throttling_or_hot_reads_off_every_request_goes_to_django(stack, settings):
-    app, django = stack
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request, django = stack.get, stack.django
+    request("/api/v1/quotes/AAPL", headers=JSON)
     settings.API_HOT_READS = False
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
     settings.API_HOT_READS = True
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
                                "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"]}
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
     assert django.calls == 3
 
 
 def test_a_stale_list_of_symbols_sends_the_request_to_django_which_refreshes_it(stack, monkeypatch):
-    app, django = stack
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request, django = stack.get, stack.django
+    request("/api/v1/quotes/AAPL", headers=JSON)
     monkeypatch.setattr(selectors, "_recent_tickers", (float("-inf"), ["AAPL", "MSFT"]))
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
     assert django.calls == 2
 
 
 def test_hot_answers_are_counted_in_djangos_request_metrics(stack):
-    app, _ = stack
+    request = stack.get
     labels = {"status": "200", "view": "quote-latest", "method": "GET"}
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
     before = REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels)
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
-    request(app, "/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
+    request("/api/v1/quotes/AAPL", headers=JSON)
     assert REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels) == before + 2
 
 
 def test_concurrent_requests_share_a_redis_read_in_flight(stack, redis_clean):
-    app, django = stack
-    request(app, "/api/v1/market-summary", headers=JSON)
+    request, django = stack.get, stack.django
+    request("/api/v1/market-summary", headers=JSON)
 
     def pipelines_run() -> int:
         return redis_clean.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
 
-    async def many():  # 50 requests at once on one event loop, as daphne holds them
-        return await asyncio.gather(*(call(app, "/api/v1/market-summary", headers=JSON) for _ in range(50)))
-
     before = pipelines_run()
-    bodies = async_to_sync(many)()
+    bodies = stack.get_at_once(50, "/api/v1/market-summary", headers=JSON)
     assert len({body for _, _, body in bodies}) == 1 and django.calls == 1
     # Each summary read GETs the stats of 2 symbols; 50 unshared reads would be 100 GETs.
     assert pipelines_run() - before < 2 * 50 / 5
 
 
-@pytest.mark.parametrize(("query", "accept", "plain"), [
-    (b"", None, True),
-    (b"", b"*/*", True),
-    (b"", b"application/json", True),
-    (b"", b"application/*, text/plain", True),
-    (b"", b"Application/JSON", True),
-    (b"format=json", b"text/html", True),  # format wins over Accept in DRF
-    (b"", b"text/html", False),
-    (b"", b"text/html, */*", False),
-    (b"", b"text/plain", False),
-    (b"", b"application/json;q=0.9", False),
-    (b"format=json", b"application/json; indent=2", False),
-    (b"format=api", None, False),
-    (b"format=json&x=1", None, False),
-    (b"limit=5", None, False),
+@pytest.mark.parametrize(("format_param", "accept", "plain"), [
+    (None, None, True),
+    (None, b"*/*", True),
+    (None, b"application/json", True),
+    (None, b"application/*, text/plain", True),
+    (None, b"Application/JSON", True),
+    ("json", b"text/html", True),  # format wins over Accept in DRF
+    (None, b"text/html", False),
+    (None, b"text/html, */*", False),
+    (None, b"text/plain", False),
+    (None, b"application/json;q=0.9", False),
+    ("json", b"application/json; indent=2", False),
+    ("api", None, False),
+    ("JSON", None, False),
 ])
-def test_plain_json_is_what_drf_would_render_compactly_with_its_json_renderer(query, accept, plain):
-    assert wants_plain_json(query, accept) is plain
+def test_plain_json_is_what_drf_would_render_compactly_with_its_json_renderer(format_param, accept, plain):
+    assert wants_plain_json(format_param, accept) is plain
+
+
+# --- candles: PostgreSQL renders the page; Django's view renders it in Python ---------------------
+CANDLE_QUERIES = [
+    b"", b"interval=5m", b"limit=3", b"limit=1&sort=asc", b"interval=1m&limit=4&start=2026-03-02T14:31:00Z",
+    b"end=1772462100000&limit=2", b"start=2026-03-03", b"limit=", b"format=json&limit=2",
+]
+
+
+@pytest.fixture
+def candles(stack):
+    # Prices with up to 8 places and repeating VWAPs: the exact rounding is what is compared.
+    thirds = Decimal("0.33333333")
+    store_trades([msgspec.structs.replace(t, price=t.price + Decimal("0.00000007") * (i % 3),
+                                          size=thirds * (1 + i % 7) if i % 5 == 0 else t.size)
+                  for i, t in enumerate(make_trades(40, every=timedelta(seconds=23)))])
+    return stack
+
+
+@pytest.mark.parametrize("query", CANDLE_QUERIES)
+def test_candle_pages_from_the_hot_path_are_djangos_bytes(candles, query):
+    request, django = candles.get, candles.django
+    assert request("/api/v1/candles/AAPL", headers=JSON)[0] == 200  # Django's, to learn the headers
+    through_django = request("/api/v1/candles/AAPL", query=query + b"&x=django", headers=[(b"accept", b"*/*; q=1")])
+    calls = django.calls
+    hot = request("/api/v1/candles/AAPL", query=query, headers=JSON)
+    assert django.calls == calls, "the hot path passed the request on"
+    assert hot[0] == 200
+    django_body, hot_body = json.loads(through_django[2]), json.loads(hot[2])
+    if django_body["next"]:  # the same cursor; Django's link also carries x=django
+        assert hot_body["next"] == django_body["next"].replace("&x=django", "")
+        django_body["next"] = hot_body["next"]
+    assert hot_body == django_body
+    assert hot[2] == json.dumps(hot_body, separators=(",", ":")).encode()
+
+
+def test_following_hot_next_links_gives_every_candle_once(candles):
+    seen, query = [], b"limit=3&sort=asc"
+    while query is not None:
+        page = json.loads(candles.get("/api/v1/candles/AAPL", query=query, headers=JSON)[2])
+        seen.extend(candle["time"] for candle in page["candles"])
+        query = page["next"] and page["next"].split("?", 1)[1].encode()
+    assert seen == sorted(set(seen)) and len(seen) == Candle.objects.filter(symbol="AAPL", interval="1m").count()
+
+
+@pytest.mark.parametrize(("query", "status"), [
+    (b"interval=7m", 400), (b"limit=-1", 400), (b"limit=100000", 400), (b"start=yesterday", 400),
+    (b"cursor=garbage", 400), (b"start=2026-03-03&end=2026-03-02", 400), (b"format=api", 200),
+])
+def test_candle_requests_only_django_can_answer_go_to_django(candles, query, status):
+    candles.get("/api/v1/candles/AAPL", headers=JSON)
+    calls = candles.django.calls
+    headers = [(b"accept", b"text/html")] if query == b"format=api" else JSON
+    assert candles.get("/api/v1/candles/AAPL", query=query, headers=headers)[0] == status
+    assert candles.get("/api/v1/candles/NOPE", headers=JSON)[0] == 404
+    assert candles.django.calls == calls + 2
