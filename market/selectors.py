@@ -176,8 +176,9 @@ def _json_decimal(column: str) -> str:
     return f"trim_scale({column})::text"
 
 
-# VWAP as vwap() computes it: notional / volume * 10**8 divided exactly (div truncates), rounded half
-# to even once, scaled back by an exact multiplication (numeric division would round on its own).
+# VWAP as vwap() computes it: notional / volume * 10**8 divided exactly, rounded half to even once,
+# scaled back by an exact multiplication (numeric division would round on its own). div truncates
+# where vwap() floors: the same for a candle, whose notional is >= 0 and volume > 0.
 _VWAP_SCALED = "div(notional * 100000000, volume)"
 _VWAP_SQL = (f"({_VWAP_SCALED} + CASE WHEN 2 * (notional * 100000000 - {_VWAP_SCALED} * volume) > volume "
              f"OR (2 * (notional * 100000000 - {_VWAP_SCALED} * volume) = volume AND mod({_VWAP_SCALED}, 2) = 1) "
@@ -216,14 +217,6 @@ def candle_page_json_sql(*, symbol: str, interval: str, start: datetime | None =
             f"FROM ({page}) AS page) AS numbered", [limit, limit, limit, *params])
 
 
-def candle_page_json(*, symbol: str, interval: str, start: datetime | None = None, end: datetime | None = None,
-                     after: datetime | None = None, descending: bool = True, limit: int) -> CandlePageJson:
-    with connection.cursor() as cursor:
-        cursor.execute(*candle_page_json_sql(symbol=symbol, interval=interval, start=start, end=end, after=after,
-                                             descending=descending, limit=limit))
-        return CandlePageJson(*cursor.fetchone())
-
-
 def candle_current(*, symbol: str, interval: str) -> CandleMessage | None:
     """The newest stored candle of (symbol, interval): the open bucket while trades flow."""
     with connection.cursor() as cursor:
@@ -259,13 +252,13 @@ def quote_latest_read(symbol: str) -> tuple[str, str]:
     return _latest_key('quote').format(symbol), "json"
 
 
-def quote_from_redis(raw: bytes | None) -> QuoteMessage | None:
+def quote_decode(raw: bytes | None) -> QuoteMessage | None:
     return _decode_or_none(_quote_decoder, raw)
 
 
 def quote_latest(*, symbol: str) -> QuoteMessage | None:
     """The newest quote of `symbol` that ingest_quotes stored, from Redis (no table scan)."""
-    return quote_from_redis(redis_client().hget(*quote_latest_read(symbol)))
+    return quote_decode(redis_client().hget(*quote_latest_read(symbol)))
 
 
 def trade_latest(*, symbol: str) -> TradeMessage | None:

@@ -9,19 +9,20 @@ one web process tops out near 600 requests/s whatever the view does, and a
 or the summary costs a Redis round trip and its body; a candle page one query
 whose JSON PostgreSQL writes (selectors.candle_page_json_sql).
 
-Only requests certain to get Django's answer are taken: a GET whose ``format``
-is absent or ``json`` and that asks for JSON (no Accept, ``*/*``,
-``application/json`` or ``application/*``, without parameters), a ticker the
-process knows to be active, parameters that validate, a quote that exists.
-Everything else goes to Django unchanged: the browsable API in a browser,
-unknown symbols and their 404s, invalid parameters and their 400s, HEAD and
-OPTIONS, Redis or database errors, and every request when throttling is
-configured (DRF keeps the count) or API_HOT_READS is off. The list of active
+Only requests certain to get Django's answer are taken: an anonymous GET
+(no Authorization header) for a host ALLOWED_HOSTS accepts, whose ``format``
+is absent or ``json`` and that surely gets DRF's JSON (wants_plain_json), a
+ticker the process knows to be active, parameters that validate, a quote that
+exists. Everything else goes to Django unchanged: the browsable API in a
+browser, credentials to check, unknown symbols and their 404s, invalid
+parameters and their 400s, HEAD and OPTIONS, Redis or database errors, and
+every request when throttling is configured (DRF keeps the count), when reads
+need more than anonymous access, or when API_HOT_READS is off. The list of active
 tickers is the one Django's views keep (refreshed every
 API_SYMBOLS_CACHE_SECONDS); while it is stale, requests go to Django, which
 refreshes it. Bodies come from the views' own functions, serializers and DRF's
-JSONRenderer; the headers are those of the last 200 Django itself sent for the
-endpoint (so security headers and Vary follow settings and middleware);
+JSONRenderer; the headers are those of the first 200 Django itself sent for
+the endpoint (so security headers and Vary follow settings and middleware);
 ``next`` links are built on Django's request object (host validation, proxy
 headers); each request is counted in django_prometheus's metrics under the
 view's name. A client or a dashboard cannot tell which path answered
@@ -39,7 +40,7 @@ import psycopg
 import psycopg_pool
 import redis.asyncio
 from django.conf import settings
-from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django_prometheus.middleware import Metrics
@@ -55,40 +56,48 @@ QUOTE_PREFIX = "/api/v1/quotes/"
 CANDLES_PREFIX = "/api/v1/candles/"
 SUMMARY_PATH = "/api/v1/market-summary"
 _JSON_RANGES = {"application/json", "application/*", "*/*"}
+# DRF reads at most this much of an Accept header (rest_framework/negotiation.py).
+_ACCEPT_MAX_BYTES, _ACCEPT_MAX_RANGES = 8192, 64
+# Reads are answered here only where anyone may read: anything stricter is DRF's to enforce.
+_OPEN_READS = {"rest_framework.permissions.AllowAny", "rest_framework.permissions.IsAuthenticatedOrReadOnly"}
 _render = JSONRenderer().render
 
 
-def wants_plain_json(format_param: str | None, accept: bytes | None) -> bool:
-    """Whether DRF would answer this `format` parameter and Accept header with JSONRenderer's compact JSON."""
+def wants_plain_json(format_param: str | None, accept: str | None) -> bool:
+    """Whether DRF's content negotiation surely picks JSONRenderer and the media type
+    "application/json" for this `format` parameter and Accept header (so its compact JSON and
+    the Content-Type Django sent before). Anything less certain is left to DRF."""
     if format_param not in (None, "json"):
         return False
     if accept is None:
-        return True
-    ranges = [part.strip().lower() for part in accept.split(b",")]
-    # A parameter (`; indent=4`, `q=`) can change DRF's choice or its output: Django decides those.
-    if any(b";" in r for r in ranges):
+        return True  # DRF reads it as */*
+    if len(accept) > _ACCEPT_MAX_BYTES:
         return False
-    return format_param == "json" or (b"text/html" not in ranges
-                                       and any(r.decode("latin-1") in _JSON_RANGES for r in ranges))
+    ranges = [part.strip() for part in accept.split(",")]
+    # Exactly these spellings: DRF echoes a matched range as the Content-Type, with its case and
+    # parameters (`; indent=4` also changes the output), and text/* or text/html can win HTML.
+    return len(ranges) <= _ACCEPT_MAX_RANGES and all(r in _JSON_RANGES for r in ranges)
 
 
-def _route(path: str) -> tuple[str | None, str | None]:
+def _route(path_info: str) -> tuple[str | None, str | None]:
     """(view name, symbol) of a hot endpoint's path, else (None, None)."""
-    if path == SUMMARY_PATH:
+    if path_info == SUMMARY_PATH:
         return "market-summary", None
     for prefix, view in ((QUOTE_PREFIX, "quote-latest"), (CANDLES_PREFIX, "candle-list")):
-        if path.startswith(prefix) and len(path) > len(prefix) and "/" not in path[len(prefix):]:
-            return view, path[len(prefix):]
+        if path_info.startswith(prefix) and len(path_info) > len(prefix) and "/" not in path_info[len(prefix):]:
+            return view, path_info[len(prefix):].upper()
     return None, None
 
 
 def _request(scope) -> ASGIRequest | None:
-    # Django's own request object: its query parsing, and the host and scheme of `next` links
-    # (ALLOWED_HOSTS, proxy headers) exactly as the view would see them.
+    """Django's own request object, if Django would take the request as far as the view:
+    its path without the script prefix, its query parsing, ALLOWED_HOSTS, and the host and
+    scheme of `next` links (proxy headers) exactly as the view sees them."""
     try:
         request = ASGIRequest(scope, io.BytesIO())
-        request.GET  # noqa: B018 - parsed here, where a malformed query can still go to Django
-    except (ValueError, RequestDataTooBig):
+        request.GET  # noqa: B018 - parsed here: too many fields is Django's 400 to give
+        request.get_host()
+    except (ValueError, SuspiciousOperation, RequestDataTooBig):  # DisallowedHost is a SuspiciousOperation
         return None
     return request
 
@@ -108,12 +117,15 @@ class _ViewMetrics:
         self._charset = m.responses_by_charset.labels(charset="utf-8")
         self._latency = m.requests_latency_by_view_method.labels(view=view, method="GET")
 
-    def count(self, *, transport: str, body_bytes: int, seconds: float) -> None:
+    def count(self, request: ASGIRequest, *, body_bytes: int, seconds: float) -> None:
         m = self._metrics
+        transport = "https" if request.is_secure() else "http"
         m.requests_total.inc()
         m.responses_total.inc()
         m.requests_latency_before.observe(seconds)
-        m.requests_body_bytes.observe(0)
+        m.requests_body_bytes.observe(0)  # a GET's
+        if request.headers.get("x-requested-with") == "XMLHttpRequest":
+            m.requests_ajax.inc()
         self._by_method.inc()
         self._by_transport[transport].inc()
         self._by_view[transport].inc()
@@ -125,43 +137,58 @@ class _ViewMetrics:
 
 
 class HotReads:
-    """ASGI middleware in front of Django's handler (see the module docstring)."""
+    """ASGI middleware in front of Django's handler (see the module docstring).
+
+    Its Redis client and database pool belong to the event loop that first
+    used them: daphne's, for the life of the process (tests call aclose()).
+    """
 
     def __init__(self, app) -> None:
         self.app = app
         self._headers: dict[str, list[tuple[bytes, bytes]]] = {}
         self._metrics: dict[str, _ViewMetrics] = {}
-        self._redis: tuple[asyncio.AbstractEventLoop, redis.asyncio.Redis] | None = None
-        self._pool: tuple[asyncio.AbstractEventLoop, psycopg_pool.AsyncConnectionPool] | None = None
+        self._redis: redis.asyncio.Redis | None = None
+        self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._in_flight: dict[tuple, asyncio.Future] = {}
 
     @staticmethod
     def enabled() -> bool:
-        return settings.API_HOT_READS and not settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_CLASSES")
+        rest = settings.REST_FRAMEWORK
+        return settings.API_HOT_READS and not rest.get("DEFAULT_THROTTLE_CLASSES") \
+            and set(rest.get("DEFAULT_PERMISSION_CLASSES", ())) <= _OPEN_READS
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and self.enabled():
-            view, symbol = _route(scope["path"])
-            request = None if view is None else _request(scope)
-            if request is not None and wants_plain_json(request.GET.get("format") or None,
-                                                        _header(scope, b"accept")):
-                if view not in self._headers:
-                    return await self.app(scope, receive, self._learning(view, send))
-                started = time.perf_counter()
-                try:
-                    if view == "market-summary":
-                        body = await self._summary()
-                    elif view == "quote-latest":
-                        body = await self._quote(symbol.upper())
-                    else:
-                        body = await self._candles(request, symbol.upper())
-                except (RedisError, OSError, psycopg.Error, DisallowedHost):
-                    body = None  # Django answers, and reports the error its way
-                if body is not None:
-                    return await self._answer(scope, send, view, body, started)
-        await self.app(scope, receive, send)
+        view = None
+        if scope["type"] == "http" and scope["method"] == "GET" and "/api/v1/" in scope["path"] \
+                and self.enabled():
+            request = _request(scope)
+            if request is not None and "authorization" not in request.headers \
+                    and wants_plain_json(request.GET.get("format") or None, request.META.get("HTTP_ACCEPT")):
+                view, symbol = _route(request.path_info)
+        if view is None:
+            return await self.app(scope, receive, send)
+        if view not in self._headers:
+            return await self.app(scope, receive, self._learning(view, send))
+        started = time.perf_counter()
+        try:
+            if view == "market-summary":
+                body = await self._summary()
+            elif view == "quote-latest":
+                body = await self._quote(symbol)
+            else:
+                body = await self._candles(request, symbol)
+        except (RedisError, OSError, psycopg.Error, SuspiciousOperation):
+            body = None  # Django answers, and reports the error its way
+        if body is None:
+            return await self.app(scope, receive, send)
+        length = str(len(body)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (name, length if name.lower() == b"content-length" else value) for name, value in self._headers[view]]})
+        await send({"type": "http.response.body", "body": body})
+        self._metrics[view].count(request, body_bytes=len(body), seconds=time.perf_counter() - started)
 
     def _learning(self, view: str, send):
+        """`send`, keeping the headers of the view's first 200 for the answers given here."""
         async def send_and_learn(message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 200:
                 self._headers[view] = [(name, value) for name, value in message["headers"]
@@ -170,39 +197,78 @@ class HotReads:
             await send(message)
         return send_and_learn
 
-    async def _answer(self, scope, send, view: str, body: bytes, started: float) -> None:
-        length = str(len(body)).encode()
-        headers = [(name, length if name.lower() == b"content-length" else value)
-                   for name, value in self._headers[view]]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        self._metrics[view].count(transport="https" if scope.get("scheme") == "https" else "http",
-                                  body_bytes=len(body), seconds=time.perf_counter() - started)
-
     async def aclose(self) -> None:
         """Close the Redis client and the database pool (a server exiting need not)."""
         if self._redis is not None:
-            await self._redis[1].aclose()
+            await self._redis.aclose()
         if self._pool is not None:
-            await self._pool[1].close()
+            await self._pool.close()
         self._redis = self._pool = None
+        self._in_flight.clear()
+
+    def _client(self) -> redis.asyncio.Redis:
+        if self._redis is None:
+            self._redis = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        return self._redis
 
     async def _database(self) -> psycopg_pool.AsyncConnectionPool:
-        # Like the Redis client, one pool per event loop; its connections are Django's settings'.
-        loop = asyncio.get_running_loop()
-        if self._pool is None or self._pool[0] is not loop:
+        if self._pool is None:
+            # Django's connection settings (prepare_threshold=None included: no server-side
+            # prepared statements, which transaction-mode poolers such as PgBouncer break),
+            # in a pool of its own beside Django's: up to 4 more connections per web process.
             params = {key: value for key, value in connections["default"].get_connection_params().items()
-                      if isinstance(value, (str, int)) and key != "prepare_threshold"}
-            pool = psycopg_pool.AsyncConnectionPool(
-                psycopg.conninfo.make_conninfo("", **params), kwargs={"autocommit": True}, open=False,
-                min_size=1, max_size=settings.DATABASE_POOL_SIZE or 4, timeout=10, name="hot-reads")
-            self._pool = (loop, pool)
-            await pool.open()
-        return self._pool[1]
+                      if isinstance(value, (str, int))}
+            self._pool = psycopg_pool.AsyncConnectionPool(
+                psycopg.conninfo.make_conninfo("", **params), open=False, min_size=1, max_size=4, timeout=10,
+                kwargs={"autocommit": True, "prepare_threshold": None}, name="hot-reads")
+            await self._pool.open()
+        return self._pool
+
+    async def _shared(self, key: tuple, read):
+        """`read()`'s result, sharing one already in flight: under load, every request that
+        arrives while the same Redis or database read is out gets its result (at most one
+        round trip old) instead of queueing a read of its own."""
+        task = self._in_flight.get(key)
+        if task is None:
+            task = self._in_flight[key] = asyncio.ensure_future(read())
+            task.add_done_callback(functools.partial(self._read_done, key))
+        return await asyncio.shield(task)  # a client that hangs up does not cancel the others' read
+
+    def _read_done(self, key: tuple, task: asyncio.Future) -> None:
+        self._in_flight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: when every waiter hung up, nobody else would
+
+    @staticmethod
+    def _known(ticker: str) -> bool:
+        """Whether `ticker` is active by the list Django keeps; an unknown ticker or a stale
+        list is Django's to answer (its 404, or the refresh)."""
+        tickers = selectors.symbol_tickers_known(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
+        return tickers is not None and ticker in tickers
+
+    async def _quote(self, ticker: str) -> bytes | None:
+        if not self._known(ticker):
+            return None
+        raw = await self._shared(("quote", ticker), lambda: self._client().hget(*selectors.quote_latest_read(ticker)))
+        quote = selectors.quote_decode(raw)
+        return None if quote is None else _render(quote_json(ticker, quote))
+
+    async def _summary(self) -> bytes | None:
+        tickers = selectors.symbol_tickers_known(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
+        if tickers is None:
+            return None
+        tickers = tuple(tickers)
+
+        def read():
+            pipe = self._client().pipeline(transaction=False)
+            selectors.market_summary_queue(pipe, tickers)
+            return pipe.execute()
+        replies = await self._shared(("summary", tickers), read)  # the replies line up with these tickers
+        return b'{"symbols":[' + b",".join(
+            _summary_row_json(symbol, *replies[3 * i:3 * i + 3]) for i, symbol in enumerate(tickers)) + b"]}"
 
     async def _candles(self, request: ASGIRequest, ticker: str) -> bytes | None:
-        tickers = selectors.symbol_tickers_known(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
-        if tickers is None or ticker not in tickers:
+        if not self._known(ticker):
             return None
         query = CandleQuerySerializer(data=request.GET)
         try:
@@ -226,55 +292,9 @@ class HotReads:
         return (b'{"symbol":' + _render(ticker) + b',"interval":' + _render(params["interval"])
                 + b',"candles":[' + page.candles.encode() + b'],"next":' + link + b"}")
 
-    def _client(self) -> redis.asyncio.Redis:
-        # One client per event loop: an asyncio connection belongs to the loop that opened it.
-        loop = asyncio.get_running_loop()
-        if self._redis is None or self._redis[0] is not loop:
-            self._redis = (loop, redis.asyncio.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2))
-        return self._redis[1]
-
-    async def _shared(self, key: tuple, read):
-        """`read()`'s result, sharing one that is already in flight: under load, every request
-        that arrives while the same Redis read is out gets its reply (at most one round trip
-        old) instead of queueing a read of its own."""
-        task = self._in_flight.get(key)
-        if task is None:
-            task = self._in_flight[key] = asyncio.ensure_future(read())
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(task)  # a client that hangs up does not cancel the others' read
-
-    async def _quote(self, ticker: str) -> bytes | None:
-        tickers = selectors.symbol_tickers_known(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
-        if tickers is None or ticker not in tickers:
-            return None
-        raw = await self._shared(("quote", ticker), lambda: self._client().hget(*selectors.quote_latest_read(ticker)))
-        quote = selectors.quote_from_redis(raw)
-        return None if quote is None else _render(quote_json(ticker, quote))
-
-    async def _summary(self) -> bytes | None:
-        tickers = selectors.symbol_tickers_known(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
-        if tickers is None:
-            return None
-
-        def read():
-            pipe = self._client().pipeline(transaction=False)
-            selectors.market_summary_queue(pipe, tickers)
-            return pipe.execute()
-        replies = await self._shared(("summary",), read)
-        return b'{"symbols":[' + b",".join(
-            _summary_row_json(symbol, *replies[3 * i:3 * i + 3]) for i, symbol in enumerate(tickers)) + b"]}"
-
 
 # Between two requests most symbols' Redis values have not changed: their rows are
 # rendered once. Compact JSON of {"symbols": [a, b]} is exactly '{"symbols":[' a ',' b ']}'.
 @functools.lru_cache(maxsize=4096)
 def _summary_row_json(symbol: str, *replies: bytes | None) -> bytes:
     return _render(summary_json(selectors.market_summary_rows([symbol], list(replies)))[0])
-
-
-def _header(scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None

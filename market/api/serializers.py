@@ -5,7 +5,7 @@ float), normalized (no trailing zeros): parse them with a decimal type.
 """
 
 from datetime import UTC
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from rest_framework import serializers
 
@@ -18,6 +18,8 @@ VOLUME = {"max_digits": 38, "decimal_places": 8, "normalize_output": True, "coer
 SIGNED = {"max_digits": 20, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
 
 CENT = Decimal("0.01")
+# normalize(_EXACT) rounds to its context's precision (28 digits by default); a volume has up to 38.
+_EXACT = Context(prec=40)
 
 TRADES_LIMIT = {"default": 100, "maximum": 1000}
 CANDLES_LIMIT = {"default": 100, "maximum": 5000}
@@ -77,7 +79,7 @@ class CandleSerializer(serializers.Serializer):
 def decimal_text(value) -> str:
     """What a DecimalField(normalize_output=True) renders for a value with at
     most 8 places: the exact, normalized decimal string."""
-    return f"{value.normalize():f}"
+    return f"{value.normalize(_EXACT):f}"
 
 
 def time_text(value) -> str:

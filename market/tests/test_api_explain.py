@@ -8,11 +8,15 @@ the endpoints really ran is EXPLAINed.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Context, Decimal, localcontext
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from rest_framework.renderers import JSONRenderer
 
 from market import selectors, storage
 from market.services import symbols_seed
@@ -118,3 +122,52 @@ def test_candle_pages_rendered_by_postgresql_for_the_hot_path_are_primary_key_ra
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
         assert_primary_key_scan("\n".join(row[0] for row in cursor.fetchall()), "market_candle")
+
+
+# --- the hot path's SQL renderer against the Python one -------------------------------------------
+_places8 = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("999999999999.99999999"), places=8)
+_volumes = st.one_of(_places8, st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("1E29"), places=8))
+
+
+@st.composite
+def candle_values(draw) -> dict:
+    volume = draw(_volumes)
+    # notional = VWAP x volume for a VWAP of up to 10**12 (what a price can be) that sits exactly
+    # half-way between two 8-place values (the half-even tie), or anywhere; stored to 16 places.
+    scaled_vwap = draw(st.integers(min_value=1, max_value=max(1, min(10**20, int(Decimal("1E41") / volume)))))
+    fraction = draw(st.one_of(st.just(Decimal("0.5")), st.decimals(min_value=0, max_value=1, places=8)))
+    with localcontext(Context(prec=100)):
+        notional = ((scaled_vwap + fraction) * volume * Decimal("1E-8")).quantize(Decimal("1E-16"))
+    return {"open": draw(_places8), "high": draw(_places8), "low": draw(_places8), "close": draw(_places8),
+            "volume": volume, "notional": max(notional, Decimal("1E-16")),
+            "trades": draw(st.integers(min_value=1, max_value=2**31 - 1)),
+            "micros": draw(st.sampled_from([0, 0, 1, 500_000, 999_999]))}
+
+
+@hypothesis.settings(max_examples=150, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(st.lists(candle_values(), min_size=1, max_size=4))
+def test_candles_rendered_by_postgresql_are_the_python_renderers_bytes(db, rows):
+    from market.api.serializers import candles_json
+
+    day = date(2026, 3, 2)
+    storage._known_partitions.clear()
+    partitions_ensure(table=CANDLES, days={day})
+    storage._known_partitions.clear()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM market_candle WHERE symbol = 'ZZZ'")
+        for minute, row in enumerate(rows):
+            time = datetime(2026, 3, 2, 9, minute, tzinfo=UTC) + timedelta(microseconds=row["micros"])
+            cursor.execute(
+                "INSERT INTO market_candle (symbol, interval, time, open, high, low, close, volume, trades, notional,"
+                " first_trade_time, first_trade_seq, first_trade_id, last_trade_time, last_trade_seq, last_trade_id,"
+                " updated_at) VALUES ('ZZZ', '1m', %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, 'a', %s, 1, 'b', now())",
+                [time, row["open"], row["high"], row["low"], row["close"], row["volume"], row["trades"],
+                 row["notional"], time, time])
+        for limit in (len(rows), max(1, len(rows) - 1)):
+            cursor.execute(*selectors.candle_page_json_sql(symbol="ZZZ", interval="1m", limit=limit))
+            candles, more_after_us = cursor.fetchone()
+            python = selectors.candle_page(symbol="ZZZ", interval="1m", limit=limit + 1)
+            assert f"[{candles}]".encode() == JSONRenderer().render(candles_json(python[:limit]))
+            assert more_after_us == (None if len(python) <= limit else
+                                     (python[limit - 1].start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
