@@ -169,5 +169,5 @@ def test_candles_rendered_by_postgresql_are_the_python_renderers_bytes(db, rows)
             candles, more_after_us = cursor.fetchone()
             python = selectors.candle_page(symbol="ZZZ", interval="1m", limit=limit + 1)
             assert f"[{candles}]".encode() == JSONRenderer().render(candles_json(python[:limit]))
-            assert more_after_us == (None if len(python) <= limit else
-                                     (python[limit - 1].start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+            last_us = (python[limit - 1].start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            assert more_after_us == (None if len(python) <= limit else last_us)

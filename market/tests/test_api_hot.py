@@ -170,9 +170,9 @@ def test_with_throttling_stricter_permissions_or_hot_reads_off_every_request_goe
     request, django = stack.get, stack.django
     request("/api/v1/quotes/AAPL", headers=JSON)
     rest = settings.REST_FRAMEWORK
-    for change in ({"API_HOT_READS": False},
-                   {"REST_FRAMEWORK": {**rest, "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"]}},
-                   {"REST_FRAMEWORK": {**rest, "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"]}}):
+    throttled = {**rest, "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"]}
+    users_only = {**rest, "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"]}
+    for change in ({"API_HOT_READS": False}, {"REST_FRAMEWORK": throttled}, {"REST_FRAMEWORK": users_only}):
         with override_settings(**change):
             request("/api/v1/quotes/AAPL", headers=JSON)
     assert django.calls == 4
