@@ -154,8 +154,8 @@ def step(name: str) -> Iterator[None]:
 
 class PublishSpans:
     """Cuts a stream of published events into producer spans: a new span every ``events``
-    events or ``seconds`` seconds, whichever comes first. ``headers()`` is called once per
-    event and returns the Kafka headers of the current span."""
+    events or ``seconds`` seconds, whichever comes first. ``headers(count)`` is called for each
+    batch of ``count`` events and returns the Kafka headers of the span they belong to."""
 
     def __init__(self, name: str, *, attributes: dict | None = None, events: int = 1000,
                  seconds: float = 1.0) -> None:
@@ -170,12 +170,13 @@ class PublishSpans:
         self._count = 0
         self._deadline = 0.0
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        # The clock is read every 64th event only: at full speed it would cost more than the span.
-        if self._span is None or self._count >= self._max_events or (
-                not self._count & 63 and time.monotonic() >= self._deadline):
+    def headers(self, count: int = 1) -> list[tuple[str, bytes]]:
+        # The clock is read once a batch, or every 64th event when they come one at a time: per event
+        # it would cost more than the span.
+        if self._span is None or self._count + count > self._max_events or (
+                (count > 1 or not self._count & 63) and time.monotonic() >= self._deadline):
             self._roll()
-        self._count += 1
+        self._count += count
         return self._headers
 
     def _roll(self) -> None:

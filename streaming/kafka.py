@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -166,19 +166,32 @@ class EventPublisher:
 
     def publish(self, topic: str, key: bytes | str | None, value: bytes, headers: list | None = None,
                 timestamp_ms: int = 0) -> None:
+        self.publish_many(((topic, key, value, timestamp_ms),), headers)
+
+    def publish_many(self, messages: Iterable[tuple[str, bytes | str | None, bytes, int]],
+                     headers: list | None = None) -> int:
+        """Publish each (topic, key, value, timestamp_ms) of ``messages``, all with ``headers``; returns how
+        many. A batch at a time, a feed pays for the checks and look-ups once, not per message."""
         if self._failure is not None:
             raise DeliveryFailed(f"delivery to Kafka failed: {self._failure}")
         if headers is None and tracing.tracer() is not None:
             headers = tracing.current_headers()  # what a consumer publishes continues its batch's traces
-        while True:
-            try:
-                # Positional: topic, value, key, partition (-1: by key), on_delivery, callback, timestamp,
-                # headers. Keywords cost the C extension a dictionary per call.
-                self._produce(topic, value, key, -1, None, None, timestamp_ms, headers)
-                self._accepted += 1
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce = self._produce
+        accepted = 0
+        try:
+            for topic, key, value, timestamp_ms in messages:
+                while True:
+                    try:
+                        # Positional: topic, value, key, partition (-1: by key), on_delivery, callback,
+                        # timestamp, headers. Keywords cost the C extension a dictionary per call.
+                        produce(topic, value, key, -1, None, None, timestamp_ms, headers)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.05)  # the local queue is full: serve deliveries until there is room
+                accepted += 1
+        finally:
+            self._accepted += accepted
+        return accepted
 
     @property
     def delivered(self) -> int:
