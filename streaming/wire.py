@@ -58,15 +58,17 @@ class UtcTexts:
         return f"{self._second_text}Z"
 
 
-def trade_json(id_: str, symbol: str, ts: str, seq: int, price: str, size: str | int, side: str) -> bytes:
-    """The bytes of ``encode(Trade(...))``, from the trade's texts (``ts`` from ``UtcTexts``, decimals as the
-    contract writes them, ``str(Decimal)``; a whole size may be an int)."""
-    return (f'{{"id":"{id_}","symbol":"{symbol}","ts":"{ts}","seq":{seq},"price":"{price}","size":"{size}",'
-            f'"side":"{side}","version":1}}').encode()
+def trade_bytes(id_head: str, id_tail: str | int, symbol: str, ts: str, seq: int, price: str, size: str | int,
+                side: str) -> bytes:
+    """The bytes of ``encode(Trade(...))``, from the trade's texts: its id is ``id_head`` then ``id_tail`` (a
+    producer's prefix and number, or digest, need not be joined first), ``ts`` from ``UtcTexts``, decimals as
+    the contract writes them, ``str(Decimal)`` (a whole size may be an int)."""
+    return (f'{{"id":"{id_head}{id_tail}","symbol":"{symbol}","ts":"{ts}","seq":{seq},"price":"{price}",'
+            f'"size":"{size}","side":"{side}","version":1}}').encode()
 
 
-def quote_json(id_: str, symbol: str, ts: str, bid: str, ask: str, bid_size: str | int,
-               ask_size: str | int) -> bytes:
-    """The bytes of ``encode(Quote(...))``, from the quote's texts (see ``trade_json``)."""
-    return (f'{{"id":"{id_}","symbol":"{symbol}","ts":"{ts}","bid":"{bid}","ask":"{ask}","bid_size":"{bid_size}",'
-            f'"ask_size":"{ask_size}","version":1}}').encode()
+def quote_bytes(id_head: str, id_tail: str | int, symbol: str, ts: str, bid: str, ask: str, bid_size: str | int,
+                ask_size: str | int) -> bytes:
+    """The bytes of ``encode(Quote(...))``, from the quote's texts (see ``trade_bytes``)."""
+    return (f'{{"id":"{id_head}{id_tail}","symbol":"{symbol}","ts":"{ts}","bid":"{bid}","ask":"{ask}",'
+            f'"bid_size":"{bid_size}","ask_size":"{ask_size}","version":1}}').encode()

@@ -42,7 +42,7 @@ from hashlib import blake2b
 from typing import Any, Literal
 
 from streaming.schemas import MAX_PRICE, MAX_SIZE, Quote, Trade, check_decimal, is_valid_symbol
-from streaming.wire import UtcTexts, WireMessage, quote_json, trade_json
+from streaming.wire import UtcTexts, WireMessage, quote_bytes, trade_bytes
 
 EpochUnit = Literal["s", "ms", "us", "ns"]
 EPOCH_UNITS: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
@@ -547,28 +547,32 @@ class ReplayParser:
             size_text = row[size_i]  # type: ignore[index]
             size = sizes.get(size_text) or _number(size_text, "size", sizes)
             side_text = row[side_i] if side_i is not None else ""
+            value = price[0]
             side: Literal["buy", "sell"] | None = SIDES.get(side_text)
-            if side is not None:
-                pass
-            elif side_text := side_text.strip():
-                side = SIDES.get(side_text) or SIDES.get(side_text.lower())
-                if side is None:
-                    raise ReplayError(f"side {side_text!r} is not one of {', '.join(SIDES)} (or empty to infer it)")
-            elif state.last_price is None or price[0] > state.last_price:
-                side = "buy"
-            elif price[0] < state.last_price:
-                side = "sell"
-            else:
-                side = state.last_side
+            if side is None:
+                if side_text := side_text.strip():
+                    side = SIDES.get(side_text) or SIDES.get(side_text.lower())
+                    if side is None:
+                        raise ReplayError(
+                            f"side {side_text!r} is not one of {', '.join(SIDES)} (or empty to infer it)")
+                elif state.last_price is None or value > state.last_price:
+                    side = "buy"
+                elif value < state.last_price:
+                    side = "sell"
+                else:
+                    side = state.last_side
 
             # The row is good: only now does it move the state, so a skipped bad row leaves no trace.
-            k = state.occurrence(ts_us, (price[0], size[0], side))
-            text = f"{symbol}|{ts_us}|{price[1]}|{size[1]}|{side}|{k}"
+            # Identical rows are counted by their canonical spellings: equal for equal values, and a
+            # string's hash is remembered where a Decimal's is worked out each time.
+            price_key, size_key = price[1], size[1]
+            k = state.occurrence(ts_us, (price_key, size_key, side))
+            text = f"{symbol}|{ts_us}|{price_key}|{size_key}|{side}|{k}"
             state.seq = seq = state.seq + 1
-            state.last_price = price[0]
+            state.last_price = value
             state.last_side = side
-            return trade_of("r-" + blake2b(text.encode(), digest_size=12).hexdigest(), symbol, ts_us, seq, price,
-                            size, side)
+            return trade_of("r-", blake2b(text.encode(), digest_size=12).hexdigest(), symbol, ts_us, seq, price, size,
+                            side)
 
         return parse_row
 
@@ -585,43 +589,46 @@ class ReplayParser:
 
         bid, ask = number(self._bid_i, "bid"), number(self._ask_i, "ask")
         bid_size, ask_size = number(self._bid_size_i, "bid_size"), number(self._ask_size_i, "ask_size")
-        k = state.occurrence(ts_us, ("quote", bid[0], ask[0], bid_size[0], ask_size[0]))
+        k = state.occurrence(ts_us, ("quote", bid[1], ask[1], bid_size[1], ask_size[1]))
         text = "|".join((symbol, str(ts_us), bid[1], ask[1], bid_size[1], ask_size[1], str(k)))
         state.quotes += 1
-        return quote_of("rq-" + blake2b(text.encode(), digest_size=12).hexdigest(), symbol, ts_us, bid, ask,
+        return quote_of("rq-", blake2b(text.encode(), digest_size=12).hexdigest(), symbol, ts_us, bid, ask,
                         bid_size, ask_size)
 
 
 class _StructForm:
-    """Rows as ``Trade`` and ``Quote`` structs (``parse_lines``)."""
+    """Rows as ``Trade`` and ``Quote`` structs (``parse_lines``); an id is ``id_head`` then ``id_tail``."""
 
     @staticmethod
-    def trade(id_: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number, side: str) -> Trade:
-        return Trade(id_, symbol, _utc(ts_us), seq, price[0], size[0], side)  # type: ignore[arg-type]
+    def trade(id_head: str, id_tail: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number,
+              side: str) -> Trade:
+        return Trade(id_head + id_tail, symbol, _utc(ts_us), seq, price[0], size[0], side)  # type: ignore[arg-type]
 
     @staticmethod
-    def quote(id_: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
+    def quote(id_head: str, id_tail: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
               ask_size: Number) -> Quote:
-        return Quote(id_, symbol, _utc(ts_us), bid[0], ask[0], bid_size[0], ask_size[0])
+        return Quote(id_head + id_tail, symbol, _utc(ts_us), bid[0], ask[0], bid_size[0], ask_size[0])
 
 
 class _WireForm:
     """Rows as wire messages (``wire_messages``): the bytes of ``encode()`` of the struct, written directly."""
 
     def __init__(self, trades_topic: str, quotes_topic: str) -> None:
-        self._trades_topic = trades_topic
-        self._quotes_topic = quotes_topic
-        self._utc_text = UtcTexts().text
+        utc_text = UtcTexts().text
 
-    def trade(self, id_: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number,
-              side: str) -> WireMessage:
-        value = trade_json(id_, symbol, self._utc_text(ts_us), seq, price[2], size[2], side)
-        return self._trades_topic, symbol, value, ts_us // 1000
+        # Closures rather than methods: the hot path looks up nothing on self.
+        def trade(id_head: str, id_tail: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number,
+                  side: str) -> WireMessage:
+            value = trade_bytes(id_head, id_tail, symbol, utc_text(ts_us), seq, price[2], size[2], side)
+            return trades_topic, symbol, value, ts_us // 1000
 
-    def quote(self, id_: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
-              ask_size: Number) -> WireMessage:
-        value = quote_json(id_, symbol, self._utc_text(ts_us), bid[2], ask[2], bid_size[2], ask_size[2])
-        return self._quotes_topic, symbol, value, ts_us // 1000
+        def quote(id_head: str, id_tail: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
+                  ask_size: Number) -> WireMessage:
+            value = quote_bytes(id_head, id_tail, symbol, utc_text(ts_us), bid[2], ask[2], bid_size[2], ask_size[2])
+            return quotes_topic, symbol, value, ts_us // 1000
+
+        self.trade = trade
+        self.quote = quote
 
 
 _Form = _StructForm | _WireForm

@@ -62,7 +62,6 @@ import hashlib
 import json
 import math
 import random
-from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,7 +72,7 @@ from typing import Literal
 import numpy as np
 
 from streaming.schemas import MAX_PRICE, Quote, Trade, is_valid_symbol
-from streaming.wire import UtcTexts, WireMessage, cents_text, quote_json, trade_json
+from streaming.wire import UtcTexts, WireMessage, cents_text, quote_bytes, trade_bytes
 
 DEFAULT_SYMBOLS = ("AAPL", "GOOGL", "MSFT", "AMZN", "META", "NVDA", "TSLA", "JPM", "V", "JNJ")
 
@@ -449,14 +448,14 @@ class MarketSimulator:
         def quote(st: _SymbolState, t_us: int, seq: int, bid_c: int, ask_c: int, bid_size: int,
                   ask_size: int) -> WireMessage:
             epoch_us = start_us + t_us
-            value = quote_json(f"{st.quote_prefix}{seq}", st.symbol, utc_text(epoch_us),
+            value = quote_bytes(st.quote_prefix, seq, st.symbol, utc_text(epoch_us),
                                cached(bid_c) or new_price_text(bid_c), cached(ask_c) or new_price_text(ask_c),
                                bid_size, ask_size)
             return quotes_topic, st.symbol, value, epoch_us // 1000
 
         def trade(st: _SymbolState, t_us: int, seq: int, price_c: int, size: int, side: str) -> WireMessage:
             epoch_us = start_us + t_us
-            value = trade_json(f"{st.trade_prefix}{seq}", st.symbol, utc_text(epoch_us), seq,
+            value = trade_bytes(st.trade_prefix, seq, st.symbol, utc_text(epoch_us), seq,
                                cached(price_c) or new_price_text(price_c), size, side)
             return trades_topic, st.symbol, value, epoch_us // 1000
 

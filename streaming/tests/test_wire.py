@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streaming.schemas import MAX_PRICE, Quote, Trade, encode
-from streaming.wire import UtcTexts, cents_text, epoch_ms, quote_json, trade_json
+from streaming.wire import UtcTexts, cents_text, epoch_ms, quote_bytes, trade_bytes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_US = (datetime.min.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
@@ -16,7 +16,8 @@ MAX_US = (datetime.max.replace(tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
 
 symbols = st.from_regex(r"\A[A-Z0-9][A-Z0-9.\-]{0,15}\Z")
 # Ids as the producers make them: a prefix of symbol characters, digits and dashes, then a number or a digest.
-ids = st.from_regex(r"\A[a-z]{1,4}-[0-9a-zA-Z.\-]{0,40}\Z")
+id_heads = st.from_regex(r"\A[a-z]{1,4}-[0-9A-Z.\-]{0,40}\Z")
+id_tails = st.integers(0, 10**15) | st.from_regex(r"\A[0-9a-f]{0,24}\Z")
 # Microseconds since the epoch over the years 1-9999, whole seconds (written without a fraction) included.
 epoch_us = st.integers(MIN_US, MAX_US) | st.integers(MIN_US // 10**6, MAX_US // 10**6).map(lambda s: s * 10**6)
 cents = st.integers(1, int(MAX_PRICE * 100))
@@ -30,19 +31,20 @@ def at(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
 
 
-@given(id_=ids, symbol=symbols, us=epoch_us, seq=st.integers(0, 2**62), price=prices, size=sizes,
-       side=st.sampled_from(["buy", "sell"]))
-def test_a_trade_written_directly_is_its_encoding(id_, symbol, us, seq, price, size, side):
-    trade = Trade(id=id_, symbol=symbol, ts=at(us), seq=seq, price=price, size=size, side=side)
-    assert trade_json(id_, symbol, UtcTexts().text(us), seq, str(price), str(size), side) == encode(trade)
+@given(head=id_heads, tail=id_tails, symbol=symbols, us=epoch_us, seq=st.integers(0, 2**62), price=prices,
+       size=sizes, side=st.sampled_from(["buy", "sell"]))
+def test_a_trade_written_directly_is_its_encoding(head, tail, symbol, us, seq, price, size, side):
+    trade = Trade(id=f"{head}{tail}", symbol=symbol, ts=at(us), seq=seq, price=price, size=size, side=side)
+    written = trade_bytes(head, tail, symbol, UtcTexts().text(us), seq, str(price), str(size), side)
+    assert written == encode(trade)
 
 
-@given(id_=ids, symbol=symbols, us=epoch_us, bid=prices, ask=prices, bid_size=sizes | st.just(Decimal(0)),
-       ask_size=st.integers(0, 10**9))
-def test_a_quote_written_directly_is_its_encoding(id_, symbol, us, bid, ask, bid_size, ask_size):
-    quote = Quote(id=id_, symbol=symbol, ts=at(us), bid=bid, ask=ask, bid_size=bid_size,
+@given(head=id_heads, tail=id_tails, symbol=symbols, us=epoch_us, bid=prices, ask=prices,
+       bid_size=sizes | st.just(Decimal(0)), ask_size=st.integers(0, 10**9))
+def test_a_quote_written_directly_is_its_encoding(head, tail, symbol, us, bid, ask, bid_size, ask_size):
+    quote = Quote(id=f"{head}{tail}", symbol=symbol, ts=at(us), bid=bid, ask=ask, bid_size=bid_size,
                   ask_size=Decimal(ask_size))
-    written = quote_json(id_, symbol, UtcTexts().text(us), str(bid), str(ask), str(bid_size), ask_size)
+    written = quote_bytes(head, tail, symbol, UtcTexts().text(us), str(bid), str(ask), str(bid_size), ask_size)
     assert written == encode(quote)
 
 
