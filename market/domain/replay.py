@@ -67,7 +67,6 @@ SIDES: dict[str, Literal["buy", "sell"]] = {
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-_ONE_S = timedelta(seconds=1)
 _US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 _MIN_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
 _MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
@@ -172,36 +171,6 @@ def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
             raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
         return (value - _EPOCH) // _ONE_US
     return _epoch_microseconds(s, epoch_unit)
-
-
-_UTC_SUFFIXES = ("", "Z", "+00:00")
-
-
-def _usual_iso_us(text: str, seconds: dict[str, int]) -> int | None:
-    """``_timestamp_us`` of the shape recorders write, YYYY-MM-DDTHH:MM:SS[.ffffff] in UTC (Z, +00:00 or
-    naive), at a third of the cost: the date and time are parsed once per second (``seconds`` remembers
-    them) and the fraction by hand. None for any other shape, which the full parser then reads."""
-    head = text[:19]
-    second = seconds.get(head)
-    if second is None:
-        if len(head) < 19 or head[10] != "T" or head[16] != ":":
-            return None
-        try:
-            value = datetime.fromisoformat(head)
-        except ValueError:
-            return None
-        if value.tzinfo is not None:
-            return None
-        if len(seconds) >= 10_000:
-            seconds.clear()
-        second = seconds[head] = (value.replace(tzinfo=UTC) - _EPOCH) // _ONE_S
-    tail = text[19:]
-    if len(tail) >= 7 and tail[0] == ".":
-        digits = tail[1:7]
-        if tail[7:] in _UTC_SUFFIXES and digits.isdigit() and digits.isascii():
-            return second * 1_000_000 + int(digits)
-        return None
-    return second * 1_000_000 if tail in _UTC_SUFFIXES else None
 
 
 def _epoch_microseconds(s: str, unit: EpochUnit | None) -> int:
@@ -504,10 +473,9 @@ class ReplayParser:
         new_digest = _new_digest
         has_bid = self._bid_i is not None
         bid_i = self._bid_i or 0
-        # The previous row's timestamp: many rows share one; and the seconds of the usual ISO shape.
+        # The previous row's timestamp: many rows share one.
         last_ts_text: str | None = None
         ts_us = 0
-        seconds: dict[str, int] = {}
         # The symbol and its state by the text of the symbol column, as it is spelled in the file.
         by_symbol_text: dict[str, tuple[str, _SymbolState]] = {}
 
@@ -532,8 +500,7 @@ class ReplayParser:
 
             ts_text = row[ts_i]
             if ts_text != last_ts_text:
-                usual = _usual_iso_us(ts_text, seconds) if epoch_unit is None else None
-                ts_us = usual if usual is not None else _timestamp_us(ts_text, epoch_unit)
+                ts_us = _timestamp_us(ts_text, epoch_unit)
                 last_ts_text = ts_text
 
             symbol_text = row[symbol_i] if symbol_i is not None else ""

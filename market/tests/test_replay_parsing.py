@@ -18,8 +18,6 @@ from market.domain.replay import (
     ColumnMapping,
     ReplayError,
     ReplayParser,
-    _timestamp_us,
-    _usual_iso_us,
     mapping_from_header,
     parse_csv,
     parse_timestamp,
@@ -543,21 +541,3 @@ def test_wire_messages_check_rows_as_parse_lines_does():
     good = parse_text(quotes, on_error=errors.append)
     assert len(good) == 2 and len(errors) == 1
     assert wire_of(quotes) == (encoded(good), [str(e) for e in errors])
-
-
-@settings(max_examples=500, deadline=None)
-@given(
-    ts=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
-    fraction=st.sampled_from(["", ".", ".5", ".123", ".000000", ".123456", ".1234567", ".12345a", ".１２３４５６"]),
-    zone=st.sampled_from(["", "Z", "+00:00", "-05:00", "+00", " ", "z"]),
-    separator=st.sampled_from(["T", " ", "t"]),
-)
-def test_the_usual_iso_shape_reads_as_the_full_parser_reads_it(ts, fraction, zone, separator):
-    text = ts.replace(microsecond=0).isoformat(sep=separator) + fraction + zone
-    seconds: dict[str, int] = {}
-    usual = separator == "T" and fraction in ("", ".000000", ".123456") and zone in ("", "Z", "+00:00")
-    for _ in range(2):  # the second time from the remembered second
-        fast = _usual_iso_us(text, seconds)
-        assert (fast is not None) == usual
-        if fast is not None:
-            assert fast == _timestamp_us(text, None)
