@@ -10,12 +10,15 @@ import asyncio
 import json
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
+import hypothesis
 import msgspec
 import pytest
 from django.db import connections
 from django.http import Http404
 from django.test import override_settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from finstream.asgi_handler import SyncStackASGIHandler
@@ -304,3 +307,37 @@ def test_candle_requests_only_django_can_answer_go_to_django(candles, query, sta
     assert candles.get("/api/v1/candles/AAPL", query=query, headers=headers)[0] == status
     assert candles.get("/api/v1/candles/NOPE", headers=JSON)[0] == 404
     assert candles.django.calls == calls + 2
+
+
+_junk = st.one_of(st.just(""), st.text(alphabet="-0123456789:TZmdhasc.", max_size=12))
+_times = st.one_of(st.none(), st.none(), st.sampled_from(["2026-03-02T14:31:00Z", "2026-03-02", "1772462100000",
+                                                          "2026-03-02T14:31:00+05:00"]), _junk)
+
+
+@hypothesis.settings(max_examples=150, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(
+    symbol=st.sampled_from(["AAPL", "AAPL", "aapl", "MSFT", "NOPE"]),
+    params=st.fixed_dictionaries({
+        "interval": st.one_of(st.none(), st.sampled_from(["1m", "5m", "1h", "1d"]), st.sampled_from(["1m"]), _junk),
+        "limit": st.one_of(st.none(), st.integers(1, 6).map(str), st.sampled_from(["0", "-1", "5001", "1e3", ""])),
+        "start": _times, "end": _times, "sort": st.one_of(st.none(), st.sampled_from(["asc", "desc", "up"])),
+        "cursor": st.one_of(st.none(), st.none(), st.sampled_from(["garbage", "WyJhc2MiLDAsIiJd"])),
+        "format": st.one_of(st.none(), st.none(), st.sampled_from(["json", "api", ""])),
+    }),
+    accept=st.sampled_from([None, None, "*/*", "application/json", "application/json", "text/html",
+                            "Application/JSON", "application/json; indent=2"]),
+)
+def test_any_candle_request_gets_the_same_answer_with_hot_reads_on_or_off(candles, settings, symbol, params, accept):
+    query = urlencode({key: value for key, value in params.items() if value is not None}).encode()
+    headers = [] if accept is None else [(b"accept", accept.encode())]
+    candles.get("/api/v1/candles/AAPL", headers=JSON)  # the headers to learn
+    calls = candles.django.calls
+    hot = candles.get(f"/api/v1/candles/{symbol}", query=query, headers=headers)
+    hypothesis.event("answered by the hot path" if candles.django.calls == calls else "passed to Django")
+    settings.API_HOT_READS = False
+    through_django = candles.get(f"/api/v1/candles/{symbol}", query=query, headers=headers)
+    settings.API_HOT_READS = True
+    assert hot[0] == through_django[0]
+    if dict(hot[1]).get(b"Content-Type", b"").startswith(b"application/json"):  # HTML carries a fresh CSRF token
+        assert hot == through_django
