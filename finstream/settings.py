@@ -282,6 +282,7 @@ WS_MAX_SUBSCRIPTIONS = env_int("WS_MAX_SUBSCRIPTIONS", 200, minimum=1)
 WS_MAX_BACKLOG_BYTES = env_int("WS_MAX_BACKLOG_BYTES", 4 * 1024 * 1024, minimum=1024)
 # The web process keeps the list of active symbols this long (0 = ask the
 # database on every request), so that quotes and the market summary need Redis only.
+# The hot reads (API_HOT_READS) answer only while the list is fresh: 0 sends them all to Django.
 API_SYMBOLS_CACHE_SECONDS = env_float("API_SYMBOLS_CACHE_SECONDS", 5.0, minimum=0.0)
 # Latest quotes, the market summary and candle pages in plain JSON are answered before
 # Django's request stack (market/api/hot.py); off sends them through Django.
