@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streaming.kafka import consumer_config
 
@@ -28,6 +28,19 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: flo
         time.sleep(interval)
 
 
+def _end_offset(consumer: Consumer, partition: TopicPartition, *, timeout: float) -> int:
+    """The partition's high watermark. A partition created a moment ago can answer NOT_LEADER for a
+    while after the cluster's metadata names its leader, so that answer is asked again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout)[1]
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def read_topic(name: str, *, timeout: float = 30.0) -> list:
     """Every message now in `name`, from the beginning to the end offsets
     observed when called."""
@@ -35,7 +48,7 @@ def read_topic(name: str, *, timeout: float = 30.0) -> list:
     try:
         metadata = consumer.list_topics(name, timeout=timeout)
         partitions = [TopicPartition(name, p) for p in metadata.topics[name].partitions]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in partitions}
+        ends = {tp.partition: _end_offset(consumer, tp, timeout=timeout) for tp in partitions}
         consumer.assign([TopicPartition(name, p, 0) for p in ends])
         messages = []
         remaining = {p for p, end in ends.items() if end > 0}

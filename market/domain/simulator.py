@@ -4,7 +4,8 @@ Pure: no Django, no I/O, no clock. ``MarketSimulator`` produces an infinite
 stream of ``Trade`` and ``Quote`` messages in *event time*, a virtual clock
 that starts at ``start``; the caller paces it against the wall clock
 (``market.domain.pacing``). The same arguments give the same stream, ids
-included, so a run can be reproduced exactly.
+included, so a run can be reproduced exactly, as structs (``events()``) or as
+their wire bytes, ready to publish (``wire_messages()``).
 
 The model, and why:
 
