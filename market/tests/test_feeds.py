@@ -69,6 +69,13 @@ def test_sigterm_during_a_run_loses_no_accepted_message(kafka_topics):
     assert len(read_topic(topic(QUOTES))) == quotes
 
 
+def test_an_unpaced_run_in_the_future_fails_saying_to_start_in_the_past(kafka_topics):
+    # The broker refuses timestamps more than an hour ahead of its clock.
+    with pytest.raises(CommandError, match="give a --start in the past"):
+        call_command("simulate", "--rate", "max", "--duration", "1", "--seed", "2", "--symbols", "AAPL",
+                     "--start", "2099-01-01T00:00:00Z")
+
+
 def test_a_message_the_broker_does_not_take_fails_the_feed_and_is_not_counted_delivered(kafka_topics):
     # The topic does not exist and the broker does not create topics: delivery times out.
     publisher = EventPublisher(name="test", **{"message.timeout.ms": 2000})

@@ -76,7 +76,14 @@ class Command(BaseCommand):
                 progress_every=500_000 if pacer is None else 10_000,
             )
         except DeliveryFailed as error:
-            raise CommandError(str(error)) from None
+            hint = ""
+            if speed_rate is None and "INVALID" in str(error):
+                # Unpaced, event time runs ahead of the clock, and the broker refuses a batch with a timestamp
+                # more than an hour in the future (log.message.timestamp.after.max.ms): INVALID_TIMESTAMP or
+                # INVALID_RECORD for the message, _INVALID_DIFFERENT_RECORD for the rest of its batch.
+                hint = (" (--rate max runs event time ahead of the clock, and the broker refuses timestamps "
+                        "more than an hour ahead: give a --start in the past)")
+            raise CommandError(f"{error}{hint}") from None
         finally:
             tracing.shutdown()
             self._write_ground_truth(simulator, options, seed)
