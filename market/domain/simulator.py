@@ -500,6 +500,8 @@ class MarketSimulator:
 
         for state in states:
             state.next_jump_t = expovariate(state.jump_rate)
+        if end <= 0.0:
+            return  # even the opening quotes, at the start, are not before the end
         # The opening block: one quote per symbol at the start.
         opening = len(states)
         columns: tuple[list, ...] = ([0.0] * opening, [0] * opening, list(range(opening)), [True] * opening,

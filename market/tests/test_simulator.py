@@ -515,6 +515,11 @@ def test_wire_messages_end_before_until_and_match_the_events_up_to_it():
     assert decoder_for(Trade).decode(next(m[2] for m in reversed(messages) if m[0] == "t")).ts < until
 
 
+def test_wire_messages_until_the_start_are_none():
+    sim = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=1, start=START, rate=10.0)
+    assert list(sim.wire_messages(trades_topic="t", quotes_topic="q", until=START)) == []
+
+
 def test_a_simulator_streams_one_form_only():
     sim = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=1, start=START, rate=10.0)
     sim.next_batch(10)
