@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -67,6 +67,14 @@ def test_sigterm_during_a_run_loses_no_accepted_message(kafka_topics):
     trades, quotes = int(published[1]), int(published[2])
     assert len(read_topic(topic(TRADES))) == trades
     assert len(read_topic(topic(QUOTES))) == quotes
+
+
+def test_an_unpaced_run_without_a_start_simulates_the_duration_up_to_now(kafka_topics):
+    before = datetime.now(UTC)
+    call_command("simulate", "--rate", "max", "--duration", "600", "--seed", "4", "--symbols", "AAPL")
+    times = [trade.ts for trade in trades_on_broker()]
+    assert before - timedelta(seconds=601) <= min(times) and max(times) <= datetime.now(UTC)
+    assert max(times) - min(times) > timedelta(seconds=590)
 
 
 def test_an_unpaced_run_in_the_future_fails_saying_to_start_in_the_past(kafka_topics):

@@ -38,8 +38,9 @@ class Command(BaseCommand):
                             help="write the injected anomalies as JSON to FILE (default with --anomalies: "
                                  "var/ground-truth-<seed>.json)")
         parser.add_argument("--start", default=None,
-                            help="event time of the first event (ISO-8601, default now); with a past start and "
-                                 "--rate max it simulates history")
+                            help="event time of the first event (ISO-8601); default now, and with --rate max "
+                                 "--duration seconds (or a day) before now, so that the history it simulates "
+                                 "ends about now")
 
     def handle(self, *args, **options):
         rate_text = options["rate"] or str(settings.TRADES_PER_SECOND)
@@ -49,7 +50,7 @@ class Command(BaseCommand):
         if bad or not symbols:
             raise CommandError(f"--symbols: invalid symbol(s) {bad or symbols}: use letters, digits, '.' or '-'")
         seed = options["seed"] if options["seed"] is not None else random.SystemRandom().randrange(1, 10**9)
-        start = self._start(options["start"])
+        start = self._start(options["start"], unpaced_duration=None if speed_rate else options["duration"] or 86400.0)
         # 'max' still needs a nominal rate for event time: 1000 trades per event second.
         simulator = MarketSimulator(symbols=symbols, seed=seed, start=start, rate=speed_rate or 1000.0,
                                     anomaly_rate=options["anomalies"])
@@ -91,9 +92,12 @@ class Command(BaseCommand):
         self.stdout.write(f"published {stats.trades} trades and {stats.quotes} quotes in {elapsed:.1f} s "
                           f"({stats.rate(time.monotonic()):,.0f} events/s)")
 
-    def _start(self, text):
+    def _start(self, text, *, unpaced_duration: float | None):
         if text is None:
-            return datetime.now(UTC)
+            # Unpaced, event time runs far ahead of the clock (~160 event seconds per second at 300k
+            # events/s), and the broker refuses timestamps more than an hour in the future: simulate
+            # the past instead.
+            return datetime.now(UTC) - timedelta(seconds=unpaced_duration or 0.0)
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
