@@ -40,6 +40,7 @@ django.setup()
 from confluent_kafka import Producer  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from market.domain.replay import parse_csv  # noqa: E402
 from market.domain.simulator import MarketSimulator  # noqa: E402
 from streaming.kafka import producer_config, topics_ensure  # noqa: E402
 from streaming.schemas import Trade, encode  # noqa: E402
@@ -119,7 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         replay_file = Path(tmp) / "trades.csv"
         write_replay_file(replay_file, args.rows)
-        replay_messages = [m for m in messages if m[2]][: args.rows]
+        with replay_file.open(newline="") as lines:  # the raw loop's copy: the file's own rows, encoded
+            replay_messages = [(trade.symbol, encode(trade), True) for trade in parse_csv(lines)]
         sim_ratios, replay_ratios = [], []
         for round_ in range(1, args.rounds + 1):
             raw = raw_produce(messages)

@@ -102,8 +102,17 @@ def feed_publish(
 ) -> FeedStats:
     """Publish ``messages`` (trades to market.trades, quotes to market.quotes) until they end or
     ``should_stop()``; flushes before returning, so every message it accepted is on the broker.
-    Raises DeliveryFailed if the broker lost one."""
+    Raises DeliveryFailed if the broker lost one. An error raised by ``messages`` (a bad row when
+    replaying) is raised once every message before it is on the broker."""
     stats = FeedStats()
+    source_errors: list[Exception] = []
+
+    def until_error(source: Iterable[WireMessage]) -> Iterator[WireMessage]:
+        # Ends the stream where `source` fails, so that the batch it was filling is still published.
+        try:
+            yield from source
+        except Exception as error:  # noqa: BLE001 - re-raised by feed_publish after the flush
+            source_errors.append(error)
     trades_topic = topic(TRADES)
     trade_counter = metrics.SIMULATOR_EVENTS.labels(kind="trade")
     quote_counter = metrics.SIMULATOR_EVENTS.labels(kind="quote")
@@ -120,7 +129,7 @@ def feed_publish(
         batch_size = 1  # each message when it is due
     else:
         batch_size = _BATCH
-    messages = iter(messages)
+    messages = until_error(messages)
     spans = tracing.PublishSpans(f"{publisher.name} publish", attributes={"messaging.system": "kafka"}) \
         if tracing.tracer() is not None else None
     headers = None
@@ -148,4 +157,6 @@ def feed_publish(
             spans.close()  # its last span is exported even when a delivery failed
     publisher.flush()
     count()
+    if source_errors:
+        raise source_errors[0]
     return stats

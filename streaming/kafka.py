@@ -140,7 +140,8 @@ class EventPublisher:
     until there is room again (back-pressure). Only failed deliveries are
     reported back to Python (a callback per delivered message would cost more
     than producing it); a failure is counted and re-raised from the next
-    publish() or from flush(), so a producer never exits 0 having lost
+    publish() or publish_many() call (a batch already being published
+    finishes first) or from flush(), so a producer never exits 0 having lost
     something it accepted.
     """
 

@@ -30,7 +30,8 @@ MAX_DECIMAL_PLACES = 8
 MAX_PRICE = Decimal("999999999999")  # 12 integer digits, NUMERIC(20,8)
 MAX_SIZE = Decimal("9999999999999999")  # 16 integer digits, NUMERIC(24,8)
 
-SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,15}$"
+# (?!\n): Python's $ also matches before a final newline, and "AAPL\n" is no symbol.
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,15}(?!\n)$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]

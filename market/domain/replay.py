@@ -169,7 +169,10 @@ def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
                 value = value.replace(tzinfo=UTC)
         except (ValueError, OverflowError):
             raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
-        return (value - _EPOCH) // _ONE_US
+        us = (value - _EPOCH) // _ONE_US
+        if not _MIN_US <= us <= _MAX_US:  # an offset took it past year 1 or 9999 in UTC
+            raise ReplayError(f"timestamp {s!r} is out of range in UTC (years 1 to 9999)")
+        return us
     return _epoch_microseconds(s, epoch_unit)
 
 
@@ -250,6 +253,8 @@ _CANONICAL_CONTEXT = Context(prec=60)
 
 
 def _canonical(value: Decimal, name: str) -> str:
+    if not value:
+        return "0"  # -0 and 0E-8 are the value zero (ids depend on values, not spelling)
     try:
         return str(value.normalize(_CANONICAL_CONTEXT))
     except ArithmeticError:  # an exponent beyond any context: 1e9999999

@@ -5,7 +5,8 @@ stream of ``Trade`` and ``Quote`` messages in *event time*, a virtual clock
 that starts at ``start``; the caller paces it against the wall clock
 (``market.domain.pacing``). The same arguments give the same stream, ids
 included, so a run can be reproduced exactly, as structs (``events()``) or as
-their wire bytes, ready to publish (``wire_messages()``).
+their wire bytes, ready to publish (``wire_messages()``); with the same numpy
+(requirements.lock pins it), whose random streams may change between versions.
 
 The model, and why:
 

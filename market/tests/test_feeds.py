@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
 
+from market.domain.replay import ReplayError
 from market.feeds import feed_publish
 from market.models import Trade as TradeRow
 from market.pipelines import TradesPipeline
@@ -45,7 +47,11 @@ def test_a_seeded_simulation_publishes_the_same_stream_twice(kafka_topics):
 
 
 def test_a_paced_simulation_publishes_its_rate_over_its_duration(kafka_topics):
+    started = time.monotonic()
     call_command("simulate", "--rate", "200", "--duration", "10", "--seed", "5", "--symbols", "AAPL,MSFT,JPM")
+    # Paced: nothing is published before its event time comes round on the clock (a lower bound only:
+    # how much later a busy machine finishes is not the simulator's doing).
+    assert time.monotonic() - started >= 9.5
     trades = trades_on_broker()
     assert abs(len(trades) - 2000) <= 40, len(trades)
     span = (max(t.ts for t in trades) - min(t.ts for t in trades)).total_seconds()
@@ -82,6 +88,17 @@ def test_an_unpaced_run_in_the_future_fails_saying_to_start_in_the_past(kafka_to
     with pytest.raises(CommandError, match="give a --start in the past"):
         call_command("simulate", "--rate", "max", "--duration", "1", "--seed", "2", "--symbols", "AAPL",
                      "--start", "2099-01-01T00:00:00Z")
+
+
+def test_a_bad_row_fails_the_feed_after_every_message_before_it_is_on_the_broker(kafka_topics):
+    def rows():
+        for _ in range(3):
+            yield (topic(TRADES), "AAPL", b"{}", 0)
+        raise ReplayError("bad row", line=5)
+
+    with pytest.raises(ReplayError, match="line 5"):
+        feed_publish(messages=rows(), publisher=EventPublisher(name="test"), pacer=None, should_stop=lambda: False)
+    assert len(read_topic(topic(TRADES))) == 3
 
 
 def test_a_message_the_broker_does_not_take_fails_the_feed_and_is_not_counted_delivered(kafka_topics):

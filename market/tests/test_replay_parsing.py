@@ -102,6 +102,13 @@ def test_ids_depend_on_the_values_not_on_how_they_are_written():
     assert len({iso[0].id, other_side[0].id, other_size[0].id}) == 3
 
 
+def test_a_zero_size_quote_has_one_id_however_its_zero_is_written():
+    header = "timestamp,symbol,bid,ask,bid_size,ask_size\n"
+    ids = {parse_text(f"{header}2026-01-05T14:30:00Z,AAPL,230.1,230.2,{zero},5\n")[0].id
+           for zero in ("0", "-0", "0.00", "0E-8")}
+    assert len(ids) == 1
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -144,7 +151,8 @@ def test_iso_timestamps_become_utc_with_microsecond_precision(text, expected):
     assert parsed == expected and parsed.tzinfo is UTC
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01T00:00:00Z", "12:30", "1e400", "nan"])
+@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01T00:00:00Z", "12:30", "1e400", "nan",
+                                  "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
 def test_a_bad_timestamp_is_a_replay_error(text):
     with pytest.raises(ReplayError, match="timestamp"):
         parse_timestamp(text)
@@ -490,7 +498,8 @@ def test_an_unreadable_csv_line_is_a_bad_row_too():
             st.one_of(
                 st.text(max_size=12),
                 st.sampled_from(["1767623400", "2026-01-05T14:30:00Z", "1e9999999", "NaN", "-0", "0.000000001",
-                                 "sNaN", "Infinity", "1_000", " 5 ", "+1", "-1", "buy", "AAPL", "", "1e-9999999"]),
+                                 "sNaN", "Infinity", "1_000", " 5 ", "+1", "-1", "buy", "AAPL", "", "1e-9999999",
+                                 "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]),
             ),
             max_size=7,
         ),

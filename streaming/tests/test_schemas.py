@@ -60,6 +60,7 @@ BASE = {"id": "x", "symbol": "AAPL", "ts": "2026-01-01T00:00:00Z", "seq": 1, "pr
     ({"size": "1e17"}, "size must be at most"),
     ({"ts": "2026-01-01T00:00:00"}, "timezone"),
     ({"symbol": "aapl"}, "$.symbol"),
+    ({"symbol": "AAPL\n"}, "$.symbol"),  # Python's $ alone would let the newline through
     ({"side": "short"}, "$.side"),
     ({"version": 2}, "$.version"),
     ({"extra": 1}, "unknown field"),

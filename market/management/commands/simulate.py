@@ -18,6 +18,8 @@ from streaming.schemas import is_valid_symbol
 from streaming.topics import QUOTES, TRADES, topic
 from streaming.wire import epoch_ms
 
+# What the broker answers for a message whose timestamp is too far in the future, and for the rest of its batch.
+_FUTURE_TIMESTAMP_ERRORS = ("INVALID_TIMESTAMP", "INVALID_RECORD", "_INVALID_DIFFERENT_RECORD")
 
 
 class Command(BaseCommand):
@@ -28,7 +30,8 @@ class Command(BaseCommand):
         parser.add_argument("--rate", default=None,
                             help="trades per second across all symbols, or 'max' (default: TRADES_PER_SECOND)")
         parser.add_argument("--duration", type=float, default=None,
-                            help="seconds of event time to simulate (paced: as many wall seconds); default: forever")
+                            help="seconds of event time to simulate (paced: as many wall seconds); default: "
+                                 "forever, or with --rate max and no --start a day")
         parser.add_argument("--seed", type=int, default=None,
                             help="same seed, same stream (prices, sizes, ids); default: a random seed")
         parser.add_argument("--symbols", default=None, help="comma-separated symbols (default: SYMBOLS)")
@@ -39,8 +42,7 @@ class Command(BaseCommand):
                                  "var/ground-truth-<seed>.json)")
         parser.add_argument("--start", default=None,
                             help="event time of the first event (ISO-8601); default now, and with --rate max "
-                                 "--duration seconds (or a day) before now, so that the history it simulates "
-                                 "ends about now")
+                                 "--duration seconds (default a day) before now: it simulates history up to now")
 
     def handle(self, *args, **options):
         rate_text = options["rate"] or str(settings.TRADES_PER_SECOND)
@@ -50,11 +52,18 @@ class Command(BaseCommand):
         if bad or not symbols:
             raise CommandError(f"--symbols: invalid symbol(s) {bad or symbols}: use letters, digits, '.' or '-'")
         seed = options["seed"] if options["seed"] is not None else random.SystemRandom().randrange(1, 10**9)
-        start = self._start(options["start"], unpaced_duration=None if speed_rate else options["duration"] or 86400.0)
+        duration = options["duration"]
+        if speed_rate is None and options["start"] is None:
+            # Unpaced, event time runs far ahead of the clock (~160 event seconds a second at 300k events/s)
+            # and the broker refuses timestamps over an hour ahead: simulate the last --duration (or day) to now.
+            duration = 86400.0 if duration is None else duration
+            start = datetime.now(UTC) - timedelta(seconds=duration)
+        else:
+            start = self._start(options["start"])
         # 'max' still needs a nominal rate for event time: 1000 trades per event second.
         simulator = MarketSimulator(symbols=symbols, seed=seed, start=start, rate=speed_rate or 1000.0,
                                     anomaly_rate=options["anomalies"])
-        until = start + timedelta(seconds=options["duration"]) if options["duration"] is not None else None
+        until = None if duration is None else start + timedelta(seconds=duration)
         messages = simulator.wire_messages(trades_topic=topic(TRADES), quotes_topic=topic(QUOTES), until=until)
         pacer = Pacer(wall_start=time.monotonic(), event_start_ms=epoch_ms(start), speed=1.0) if speed_rate else None
 
@@ -78,10 +87,9 @@ class Command(BaseCommand):
             )
         except DeliveryFailed as error:
             hint = ""
-            if speed_rate is None and "INVALID" in str(error):
+            if speed_rate is None and any(code in str(error) for code in _FUTURE_TIMESTAMP_ERRORS):
                 # Unpaced, event time runs ahead of the clock, and the broker refuses a batch with a timestamp
-                # more than an hour in the future (log.message.timestamp.after.max.ms): INVALID_TIMESTAMP or
-                # INVALID_RECORD for the message, _INVALID_DIFFERENT_RECORD for the rest of its batch.
+                # more than an hour in the future (log.message.timestamp.after.max.ms).
                 hint = (" (--rate max runs event time ahead of the clock, and the broker refuses timestamps "
                         "more than an hour ahead: give a --start in the past)")
             raise CommandError(f"{error}{hint}") from None
@@ -92,12 +100,9 @@ class Command(BaseCommand):
         self.stdout.write(f"published {stats.trades} trades and {stats.quotes} quotes in {elapsed:.1f} s "
                           f"({stats.rate(time.monotonic()):,.0f} events/s)")
 
-    def _start(self, text, *, unpaced_duration: float | None):
+    def _start(self, text):
         if text is None:
-            # Unpaced, event time runs far ahead of the clock (~160 event seconds per second at 300k
-            # events/s), and the broker refuses timestamps more than an hour in the future: simulate
-            # the past instead.
-            return datetime.now(UTC) - timedelta(seconds=unpaced_duration or 0.0)
+            return datetime.now(UTC)
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
