@@ -503,6 +503,10 @@ def test_the_symbol_page_shows_alerts_raised_while_it_was_disconnected(stack, br
             message="V has not traded for more than 120 s", event_time=now, detected_at=now))
     wait(browser, lambda d: js(d, "return !!document.getElementById(arguments[0]);", f"alert-{alert_id}"),
          "the alert raised meanwhile to appear after the reconnection")
-    top = js(browser, "return document.querySelector('#alert-rows tr').id;")
-    assert top == f"alert-{alert_id}" and same_page(browser)
+    # In event-time order, newest first: the live detector may raise alerts of its own meanwhile.
+    rows = js(browser, "return [...document.querySelectorAll('#alert-rows tr[data-time]')]"
+                       ".map(r => [r.id, r.dataset.time]);")
+    times = [float(time) for _, time in rows]
+    assert f"alert-{alert_id}" in [row_id for row_id, _ in rows] and times == sorted(times, reverse=True)
+    assert same_page(browser)
     assert_no_console_errors(browser, allow=("/ws/stream",))
