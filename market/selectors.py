@@ -180,9 +180,9 @@ def _json_decimal(column: str) -> str:
 # scaled back by an exact multiplication (numeric division would round on its own). div truncates
 # where vwap() floors: the same for a candle, whose notional is >= 0 and volume > 0.
 _VWAP_SCALED = "div(notional * 100000000, volume)"
-_VWAP_SQL = (f"({_VWAP_SCALED} + CASE WHEN 2 * (notional * 100000000 - {_VWAP_SCALED} * volume) > volume "
-             f"OR (2 * (notional * 100000000 - {_VWAP_SCALED} * volume) = volume AND mod({_VWAP_SCALED}, 2) = 1) "
-             "THEN 1 ELSE 0 END) * 0.00000001")
+_VWAP_REMAINDER = "mod(notional * 100000000, volume)"
+_VWAP_SQL = (f"({_VWAP_SCALED} + CASE WHEN 2 * {_VWAP_REMAINDER} > volume "
+             f"OR (2 * {_VWAP_REMAINDER} = volume AND mod({_VWAP_SCALED}, 2) = 1) THEN 1 ELSE 0 END) * 0.00000001")
 # One candle as candles_json renders it and DRF's JSONRenderer writes it (compact, keys in order).
 _CANDLE_JSON_SQL = (
     """'{"time":"' || to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')"""
