@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import msgspec
@@ -18,6 +18,7 @@ from streaming.redis import redis_client
 from streaming.schemas import Candle as CandleMessage
 from streaming.schemas import Quote as QuoteMessage
 from streaming.schemas import Trade as TradeMessage
+from streaming.wire import epoch_us_time
 
 
 def symbol_exists(*, ticker: str) -> bool:
@@ -112,13 +113,6 @@ def _range_sql(*, start: datetime | None, end: datetime | None, after: tuple | N
 # (a quarter of a 500-candle page's cost).
 def _epoch_us(column: str) -> str:
     return f"(extract(epoch FROM {column}) * 1000000)::bigint"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_us_time(microseconds: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=microseconds)
 
 
 def trade_page(*, symbol: str, start: datetime | None = None, end: datetime | None = None,

@@ -183,8 +183,9 @@ class EventPublisher:
             for topic, key, value, timestamp_ms in messages:
                 while True:
                     try:
-                        # Positional: topic, value, key, partition (-1: by key), on_delivery, callback,
-                        # timestamp, headers. Keywords cost the C extension a dictionary per call.
+                        # Positional: topic, value, key, partition (-1: by key), callback and its alias
+                        # on_delivery (None: the producer's), timestamp, headers. Keywords cost the C
+                        # extension a dictionary per call.
                         produce(topic, value, key, -1, None, None, timestamp_ms, headers)
                         break
                     except BufferError:

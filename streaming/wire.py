@@ -20,11 +20,22 @@ WireMessage = tuple[str, str, bytes, int]
 _EPOCH = datetime(1970, 1, 1)  # naive: isoformat() then ends at the seconds
 _EPOCH_UTC = _EPOCH.replace(tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+_ONE_US = timedelta(microseconds=1)
 
 
 def epoch_ms(ts: datetime) -> int:
     """The Kafka timestamp of an event time (timezone-aware): whole epoch milliseconds, rounded down."""
     return (ts - _EPOCH_UTC) // _ONE_MS
+
+
+def epoch_us(ts: datetime) -> int:
+    """A timezone-aware time as whole microseconds since the epoch."""
+    return (ts - _EPOCH_UTC) // _ONE_US
+
+
+def epoch_us_time(microseconds: int) -> datetime:
+    """The UTC time of epoch microseconds; OverflowError outside years 1 to 9999."""
+    return _EPOCH_UTC + timedelta(microseconds=microseconds)
 
 
 def cents_text(cents: int) -> str:

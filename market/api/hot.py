@@ -51,6 +51,7 @@ from finstream.errors import ApiError
 from market import selectors
 from market.api.pagination import Position, next_url
 from market.api.serializers import CandleQuerySerializer, quote_json, summary_json
+from streaming.wire import epoch_us_time
 
 QUOTE_PREFIX = "/api/v1/quotes/"
 CANDLES_PREFIX = "/api/v1/candles/"
@@ -288,7 +289,7 @@ class HotReads:
                 return selectors.CandlePageJson(*await cursor.fetchone())
         page = await self._shared(("candles", sql, *args), read)
         link = b"null" if page.more_after_us is None else _render(next_url(
-            request, Position(selectors.epoch_us_time(page.more_after_us)), sort=sort))
+            request, Position(epoch_us_time(page.more_after_us)), sort=sort))
         return (b'{"symbol":' + _render(ticker) + b',"interval":' + _render(params["interval"])
                 + b',"candles":[' + page.candles.encode() + b'],"next":' + link + b"}")
 

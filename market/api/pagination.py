@@ -18,7 +18,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from urllib.parse import urlencode
 
 from drf_spectacular.types import OpenApiTypes
@@ -26,9 +26,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from finstream.errors import ApiError
+from streaming.wire import epoch_us, epoch_us_time
 
 SORTS = ("desc", "asc")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_MS = re.compile(r"-?\d{1,15}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
@@ -39,7 +39,7 @@ def parse_time(text: str) -> datetime:
     text = text.strip()
     try:
         if _EPOCH_MS.fullmatch(text):
-            return _EPOCH + timedelta(milliseconds=int(text))
+            return epoch_us_time(int(text) * 1000)
         if _DATE.fullmatch(text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
         value = datetime.fromisoformat(text.replace("z", "Z"))
@@ -112,7 +112,7 @@ class Position:
 
 
 def cursor_encode(position: Position, *, sort: str) -> str:
-    micros = (position.time - _EPOCH) // timedelta(microseconds=1)
+    micros = epoch_us(position.time)
     raw = json.dumps([sort, micros, position.id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -123,7 +123,7 @@ def cursor_decode(text: str, *, sort: str) -> Position:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         issued_for, micros, row_id = json.loads(raw)
-        time = _EPOCH + timedelta(microseconds=int(micros))
+        time = epoch_us_time(int(micros))
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
     if issued_for not in SORTS or not isinstance(row_id, str) or isinstance(micros, bool):

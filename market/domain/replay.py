@@ -36,13 +36,13 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
 from hashlib import blake2b
 from typing import Any, Literal
 
 from streaming.schemas import MAX_PRICE, MAX_SIZE, Quote, Trade, check_decimal, is_valid_symbol
-from streaming.wire import UtcTexts, WireMessage, quote_bytes, trade_bytes
+from streaming.wire import UtcTexts, WireMessage, epoch_us, epoch_us_time, quote_bytes, trade_bytes
 
 EpochUnit = Literal["s", "ms", "us", "ns"]
 EPOCH_UNITS: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
@@ -65,11 +65,9 @@ SIDES: dict[str, Literal["buy", "sell"]] = {
     **dict.fromkeys(("sell", "s", "ask", "offer", "seller", "sold", "-1"), "sell"),
 }
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 _US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
-_MIN_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
-_MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
+_MIN_US = epoch_us(datetime.min.replace(tzinfo=UTC))
+_MAX_US = epoch_us(datetime.max.replace(tzinfo=UTC))
 
 
 class ReplayError(ValueError):
@@ -150,11 +148,7 @@ def mapping_from_header(header: Sequence[str], overrides: Mapping[str, str | Non
 
 def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None) -> datetime:
     """An ISO-8601 or epoch timestamp as a UTC datetime with microsecond precision (see the module docstring)."""
-    return _utc(_timestamp_us(text, epoch_unit))
-
-
-def _utc(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    return epoch_us_time(_timestamp_us(text, epoch_unit))
 
 
 def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
@@ -169,7 +163,7 @@ def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
                 value = value.replace(tzinfo=UTC)
         except (ValueError, OverflowError):
             raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
-        us = (value - _EPOCH) // _ONE_US
+        us = epoch_us(value)
         if not _MIN_US <= us <= _MAX_US:  # an offset took it past year 1 or 9999 in UTC
             raise ReplayError(f"timestamp {s!r} is out of range in UTC (years 1 to 9999)")
         return us
@@ -586,12 +580,13 @@ class _StructForm:
     @staticmethod
     def trade(id_head: str, id_tail: str, symbol: str, ts_us: int, seq: int, price: Number, size: Number,
               side: str) -> Trade:
-        return Trade(id_head + id_tail, symbol, _utc(ts_us), seq, price[0], size[0], side)  # type: ignore[arg-type]
+        return Trade(id_head + id_tail, symbol, epoch_us_time(ts_us), seq, price[0], size[0],
+                     side)  # type: ignore[arg-type]
 
     @staticmethod
     def quote(id_head: str, id_tail: str, symbol: str, ts_us: int, bid: Number, ask: Number, bid_size: Number,
               ask_size: Number) -> Quote:
-        return Quote(id_head + id_tail, symbol, _utc(ts_us), bid[0], ask[0], bid_size[0], ask_size[0])
+        return Quote(id_head + id_tail, symbol, epoch_us_time(ts_us), bid[0], ask[0], bid_size[0], ask_size[0])
 
 
 class _WireForm:

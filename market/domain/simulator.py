@@ -74,7 +74,7 @@ from typing import Literal
 import numpy as np
 
 from streaming.schemas import MAX_PRICE, Quote, Trade, is_valid_symbol
-from streaming.wire import UtcTexts, WireMessage, cents_text, quote_bytes, trade_bytes
+from streaming.wire import UtcTexts, WireMessage, cents_text, epoch_us, quote_bytes, trade_bytes
 
 DEFAULT_SYMBOLS = ("AAPL", "GOOGL", "MSFT", "AMZN", "META", "NVDA", "TSLA", "JPM", "V", "JNJ")
 
@@ -99,8 +99,6 @@ AnomalyKind = Literal["price_spike", "volume_burst"]
 _MAX_SEQ_DIGITS = 15  # ids stay within the schema's 64 characters up to seq 10**15
 _MAX_CENTS = int(MAX_PRICE * 100)
 _BLOCK = 4096  # events drawn at a time: enough to make numpy's per-call cost vanish, small enough to stay in cache
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -435,7 +433,7 @@ class MarketSimulator:
         to accept the message. Every call continues the same stream; a simulator streams either structs
         or wire messages, not both.
         """
-        start_us = (self.start - _EPOCH) // _ONE_US
+        start_us = epoch_us(self.start)
         utc_text = UtcTexts().text
         # Prices stay within a few hundred cents of each other: each is formatted once.
         price_texts: dict[int, str] = {}
