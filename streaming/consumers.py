@@ -31,10 +31,12 @@ from django.conf import settings
 
 from market import selectors
 from streaming import metrics
-from streaming.groups import ALERTS_CHANNEL, BadChannel, Channel, channel_parse, group_for
+from streaming.groups import ALERTS_CHANNEL, BadChannel, Channel, channel_parse
+from streaming.hub import hub
 from streaming.redis import redis_client
 from streaming.relay import CHANNEL_KEY
 from streaming.schemas import encode
+from streaming.ws_frames import PreparedBatch
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +45,65 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_UNKNOWN_SYMBOL = 4404
 
 
-def outbound_backlog(send) -> int | None:
-    """Bytes the server holds for this client and has not yet written to its
-    socket, or None where the server does not let us see it.
+class DaphneSocket:
+    """The daphne connection behind an ASGI `send`, for the two things ASGI
+    cannot do: tell how much the server holds unsent for the client, and take
+    ready-made WebSocket frames (streaming/ws_frames.py) in one write.
 
     daphne hands an application `functools.partial(server.handle_reply,
-    protocol)` as `send`; the protocol's Twisted transport buffers what the
-    socket did not take (and never blocks the sender, so without this check a
-    slow client would grow that buffer for ever). An in-process server that
-    queues messages (channels' WebsocketCommunicator in tests) exposes its
-    queue instead.
+    protocol)` as `send`; the protocol is autobahn's, over a Twisted transport
+    that buffers what the socket did not take and never blocks the sender (so
+    without the backlog check a slow client would grow that buffer for ever).
     """
-    args = getattr(send, "args", None)
-    if args:
-        transport = getattr(args[0], "transport", None)
-        if transport is not None and hasattr(transport, "_tempDataLen"):
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def __init__(self, protocol) -> None:
+        self.protocol = protocol
+
+    @classmethod
+    def behind(cls, send) -> DaphneSocket | None:
+        args = getattr(send, "args", None)
+        protocol = args[0] if args else None
+        transport = getattr(protocol, "transport", None)
+        if not hasattr(protocol, "sendData") or not hasattr(transport, "_tempDataLen"):
+            return None
+        return cls(protocol)
+
+    def backlog(self) -> int:
+        transport = self.protocol.transport
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def write(self, frames: bytes) -> bool:
+        """Write frames as they are; False when they must go through ASGI's
+        send instead (a compressed connection, or one mid-message).
+
+        When nothing is queued before them (the usual case: a client that
+        keeps up), they go straight into the socket. Twisted's own write would
+        register the socket for writability and unregister it once sent, two
+        epoll_ctl calls and a loop pass per write: half of what a process
+        spent serving 1,000 clients. What the socket does not take goes to the
+        transport, and everything after it follows it there, in order."""
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return True  # closing: the client will not read them, and sendMessage would raise
+        if protocol._perMessageCompress is not None or protocol.send_state != protocol.SEND_STATE_GROUND:
+            return False
+        transport = protocol.transport
+        if (not protocol.send_queue and not transport._tempDataLen and not transport.dataBuffer
+                and transport.connected and not transport.disconnecting and not getattr(transport, "TLS", False)):
+            try:
+                sent = transport.socket.send(frames)
+            except OSError:  # full (EAGAIN), or broken: the transport's write finds out which
+                sent = 0
+            if sent == len(frames):
+                return True
+            frames = frames[sent:]
+        protocol.sendData(frames)  # autobahn's write: after anything it has queued
+        return True
+
+
+def queued_backlog(send) -> int | None:
+    """Bytes an in-process server (channels' WebsocketCommunicator in tests)
+    holds in its output queue; None for a server that does not show it."""
     queue = getattr(send, "__self__", None)
     if isinstance(queue, asyncio.Queue):
         return sum(len(message.get("text") or message.get("bytes") or b"") for message in list(queue._queue))
@@ -81,14 +126,27 @@ def _candle_fallback(channel: Channel) -> bytes | None:
 
 
 class _ChannelsConsumer(AsyncWebsocketConsumer):
-    """Subscriptions to public channels, and delivery of the relay's batches."""
+    """Subscriptions to public channels, and delivery of the relay's batches.
+
+    The consumer has no channel of its own: the process's hub
+    (streaming/hub.py) is the only member of the groups, and hands each batch
+    to `relay_batch`. A channel's events wait in `waiting` from the moment it
+    is joined until `go_live` (after the accept, or after the snapshot), so
+    that nothing reaches a client before what must precede it.
+    """
 
     endpoint = ""
+    # No channel layer alias of this name is configured, so channels opens no
+    # channel (and no Redis subscription) per connection.
+    channel_layer_alias = "hub-only"
+    max_waiting_batches = 1000  # ~ minutes of relay batches: a snapshot read never takes that long
 
     async def websocket_connect(self, message):
         self.subscribed: dict[str, int] = {}  # channel -> seq of the last event sent
+        self.waiting: dict[str, list[PreparedBatch]] = {}
         self.counted = False
         self.dropped = False
+        self.daphne = DaphneSocket.behind(self.base_send)
         await super().websocket_connect(message)
 
     async def opened(self) -> None:
@@ -97,9 +155,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self.counted = True
 
     async def disconnect(self, code):
-        for channel in list(self.subscribed):
-            await self.channel_layer.group_discard(group_for(channel), self.channel_name)
-        self.subscribed.clear()
+        await self.leave(list(self.subscribed))
         if self.counted:
             metrics.WEBSOCKET_CONNECTIONS.labels(endpoint=self.endpoint).dec()
             self.counted = False
@@ -108,48 +164,65 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         for channel in channels:
             if channel not in self.subscribed:
                 self.subscribed[channel] = 0
-                await self.channel_layer.group_add(group_for(channel), self.channel_name)
+                self.waiting[channel] = []
+                await hub().join(channel, self)
 
     async def leave(self, channels: list[str]) -> None:
         for channel in channels:
+            self.waiting.pop(channel, None)
             if self.subscribed.pop(channel, None) is not None:
-                await self.channel_layer.group_discard(group_for(channel), self.channel_name)
+                await hub().leave(channel, self)
+
+    async def go_live(self, channel: str, after_seq: int = 0) -> None:
+        """Send what waited for the channel (events after `after_seq`), then its events as they come."""
+        if channel not in self.subscribed:
+            return
+        self.subscribed[channel] = max(self.subscribed[channel], after_seq)
+        waiting = self.waiting.get(channel)
+        while waiting:  # the hub appends here while a send below waits
+            await self.write(channel, waiting.pop(0))
+        self.waiting.pop(channel, None)
 
     async def refuse_unknown_symbol(self, symbol: str) -> None:
         await self.accept()
         await self.send(_error("unknown_symbol", f"unknown symbol {symbol[:40]!r}: GET /api/v1/symbols lists them"))
         await self.close(code=CLOSE_UNKNOWN_SYMBOL, reason="unknown symbol")
 
-    # --- from the relay ------------------------------------------------------------------
-    async def dispatch(self, message):
-        # channels runs close_old_connections in a thread before every handler
-        # (a thread hop per message, most of the cost of a delivery); relay
-        # batches touch no database, so they skip it.
-        if message["type"] == "stream.batch":
-            await self.stream_batch(message)
-        else:
-            await super().dispatch(message)
-
-    async def stream_batch(self, message):
-        """One channel's events of one relay batch: [[seq, json text], ...]."""
-        channel = message["channel"]
-        last = self.subscribed.get(channel)
-        if last is None or self.dropped:
+    # --- from the hub --------------------------------------------------------------------
+    async def relay_batch(self, channel: str, batch: PreparedBatch) -> None:
+        if self.dropped or channel not in self.subscribed:
             return  # unsubscribed while this batch was in flight
-        backlog = outbound_backlog(self.base_send)
-        if backlog is not None and backlog > settings.WS_MAX_BACKLOG_BYTES:
-            await self.drop_slow_client(backlog)
+        waiting = self.waiting.get(channel)
+        if waiting is not None:
+            if len(waiting) < self.max_waiting_batches:
+                waiting.append(batch)
+            else:
+                self.drop_slow_client(sum(len(text) for queued in waiting for text in queued.texts))
             return
-        for seq, text in message["events"]:
-            if seq > last:  # at or below: already covered by this channel's snapshot
-                await self.send(text)
-                last = seq
-        self.subscribed[channel] = last
+        backlog = self.daphne.backlog() if self.daphne is not None else queued_backlog(self.base_send)
+        if backlog is not None and backlog > settings.WS_MAX_BACKLOG_BYTES:
+            self.drop_slow_client(backlog)
+            return
+        await self.write(channel, batch)
 
-    async def drop_slow_client(self, backlog: int) -> None:
+    async def write(self, channel: str, batch: PreparedBatch) -> None:
+        start = batch.start_after(self.subscribed.get(channel, 0))  # at or below: covered by the snapshot
+        if start >= len(batch):
+            return
+        if self.daphne is None or not self.daphne.write(batch.frames_from(start)):
+            for text in batch.texts[start:]:
+                await self.send(text)
+        if channel in self.subscribed:
+            self.subscribed[channel] = batch.last_seq
+
+    def drop_slow_client(self, backlog: int) -> None:
+        """Called from the hub's fan-out, which must not wait: the close runs as a task of its own."""
         self.dropped = True
         metrics.WEBSOCKET_DROPPED_CLIENTS.labels(endpoint=self.endpoint).inc()
         log.info("dropping a slow WebSocket client of %s: %d bytes unsent", self.endpoint, backlog)
+        self.closing = asyncio.ensure_future(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
         await self.leave(list(self.subscribed))
         await self.close(code=CLOSE_TOO_SLOW, reason="too slow: reconnect and take a snapshot")
 
@@ -163,8 +236,10 @@ class _SymbolStreamConsumer(_ChannelsConsumer):
             await self.refuse_unknown_symbol(symbol)
             return
         # Join first: an event relayed once the client sees the accept reaches it.
-        await self.join([f"{self.kind}.{symbol}"])
+        channel = f"{self.kind}.{symbol}"
+        await self.join([channel])
         await self.opened()
+        await self.go_live(channel)
 
 
 class QuoteStreamConsumer(_SymbolStreamConsumer):
@@ -189,6 +264,7 @@ class AlertStreamConsumer(_ChannelsConsumer):
     async def connect(self):
         await self.join([ALERTS_CHANNEL])
         await self.opened()
+        await self.go_live(ALERTS_CHANNEL)
 
 
 class MultiplexStreamConsumer(_ChannelsConsumer):
@@ -283,9 +359,11 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         await self.send(json.dumps({"type": "subscribed", "channels": [c.name for c in channels], "id": request_id}))
         for channel in new:
             seq, event, data = await self.snapshot(channel)
-            self.subscribed[channel.name] = max(self.subscribed[channel.name], seq)
+            if channel.name not in self.subscribed:
+                continue  # unsubscribed while its snapshot was read
             await self.send(f'{{"type":"snapshot","channel":"{channel.name}","seq":{seq},'
                             f'"event":{json.dumps(event)},"data":{data}}}')
+            await self.go_live(channel.name, after_seq=seq)
 
     async def snapshot(self, channel: Channel) -> tuple[int, str | None, str]:
         """(seq, event type, data JSON) of the channel's newest event: what the

@@ -12,8 +12,9 @@ group. Per batch it:
 3. keeps each channel's newest event, with its number, as the channel's
    snapshot (what /ws/stream sends on subscribe);
 4. sends ONE group_send per channel per batch, carrying the batch's events
-   as ready-made JSON text, so a web process forwards them without
-   re-encoding per client.
+   as ready-made JSON text. Each web process's hub (streaming/hub.py) is the
+   group's one member there: it turns them into WebSocket frames once and
+   writes those to each of its clients.
 
 store() writes nothing: the runner still stores the offsets in its
 transaction, so the relay resumes where it stopped. Delivery to clients is
@@ -44,7 +45,7 @@ from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
 log = logging.getLogger(__name__)
 
 CHANNEL_KEY = "finstream:ws:{}"  # hash: seq (last number issued), last_seq + last (the newest event's envelope)
-MESSAGE_TYPE = "stream.batch"  # handled by StreamBatchMixin.stream_batch in streaming/consumers.py
+MESSAGE_TYPE = "stream.batch"  # read by FanoutHub in streaming/hub.py
 EVENT_TYPES = {TRADES: "trade", QUOTES: "quote", CANDLES: "candle", ALERTS: "alert"}
 
 _SET_LAST_IF_NEWER = """

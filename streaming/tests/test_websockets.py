@@ -11,11 +11,14 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from finstream.asgi import application
 from market.services import LATEST_QUOTE_KEY, latest_events_store, symbols_seed
 from streaming import metrics
+from streaming.consumers import MultiplexStreamConsumer
+from streaming.hub import hub
 from streaming.relay import RelayPipeline, relay_batches
 from streaming.schemas import Alert, Candle, Quote, Trade
 from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
@@ -178,6 +181,67 @@ def test_subscribe_sends_a_snapshot_then_only_newer_events(market):
         assert (got["quotes.MSFT"]["seq"], got["quotes.MSFT"]["data"]["bid"]) == (3, "10.02")
         assert got["trades.AAPL"]["seq"] == 1
         await client.disconnect()
+
+    run(scenario)
+
+
+def test_events_relayed_while_the_snapshot_is_read_follow_it_and_only_the_newer_ones(market, monkeypatch):
+    read_snapshot = MultiplexStreamConsumer.snapshot
+    reading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_snapshot(self, channel):
+        found = await read_snapshot(self, channel)
+        reading.set()
+        await release.wait()
+        return found
+
+    monkeypatch.setattr(MultiplexStreamConsumer, "snapshot", slow_snapshot)
+
+    async def scenario():
+        await send(market, trades=[trade(1), trade(2)])
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert (await receive(client))["type"] == "subscribed"
+        await reading.wait()  # the snapshot (seq 2) is read; the client has joined the channel
+        await send(market, trades=[trade(3), trade(4)])
+        assert await client.receive_nothing(timeout=0.3)  # nothing may overtake the snapshot
+        release.set()
+        snapshot = await receive(client)
+        assert (snapshot["type"], snapshot["seq"]) == ("snapshot", 2)
+        assert [(await receive(client))["seq"] for _ in range(2)] == [3, 4]
+        assert await client.receive_nothing(timeout=0.2)
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_a_process_joins_each_group_once_for_all_its_clients_and_leaves_with_the_last(market, monkeypatch):
+    layer = get_channel_layer()
+    joined, left = [], []
+    group_add, group_discard = layer.group_add, layer.group_discard
+
+    async def counting_add(group, channel):
+        joined.append(group)
+        await group_add(group, channel)
+
+    async def counting_discard(group, channel):
+        left.append(group)
+        await group_discard(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", counting_add)
+    monkeypatch.setattr(layer, "group_discard", counting_discard)
+
+    async def scenario():
+        clients = [await connect("/ws/trades/AAPL") for _ in range(3)]
+        await send(market, trades=[trade(1), trade(2)])
+        for client in clients:
+            assert [(await receive(client))["seq"] for _ in range(2)] == [1, 2]
+        assert joined == ["fs.trades.AAPL"]
+        for client in clients:
+            await client.disconnect()
+        assert left == ["fs.trades.AAPL"]
+        assert hub().members == {}
 
     run(scenario)
 
