@@ -117,6 +117,7 @@ class ConsumerRunner:
         self._stop_requested = False
         self._consecutive_poison = 0
         self._last_heartbeat = 0.0
+        self._window_end: float | None = None
         self._last_lag_update = 0.0
         # Each assigned partition and the offset reading starts at: PostgreSQL's, else the group's
         # in Kafka (None until asked), else OFFSET_BEGINNING.
@@ -214,7 +215,14 @@ class ConsumerRunner:
     # --- one iteration -------------------------------------------------------------
     def step(self) -> int:
         """Consume, store and publish one batch; returns how many messages it held."""
-        messages = self._consumer.consume(self.options.batch_size, self.options.batch_wait)
+        # A batch window opens when the previous consume returns: the time spent storing that batch
+        # counts toward it. Messages that arrived meanwhile have waited already; waiting a whole
+        # batch_wait more would make every message wait processing + batch_wait.
+        wait = self.options.batch_wait
+        if self._window_end is not None:
+            wait = max(0.0, self._window_end - time.monotonic())
+        messages = self._consumer.consume(self.options.batch_size, wait)
+        self._window_end = time.monotonic() + self.options.batch_wait
         self._beat()
         if not messages:
             return 0

@@ -3,6 +3,7 @@ with their offsets, duplicates counted once, restarts resuming from the offsets
 PostgreSQL holds, poison dead-lettered."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -152,3 +153,34 @@ def test_each_changed_candle_is_published_once_per_batch_with_its_stored_state(k
     day = next(c for c in published if c.interval == "1d")
     assert day.trades == 40
     assert day.open == trades[0].price and day.close == trades[-1].price
+
+
+class ConsumeTimeouts:
+    """The runner's real consumer, noting the timeout of each consume()."""
+
+    def __init__(self, consumer) -> None:
+        self.consumer, self.timeouts = consumer, []
+
+    def consume(self, num_messages, timeout):
+        self.timeouts.append(timeout)
+        return self.consumer.consume(num_messages, timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.consumer, name)
+
+
+def test_time_spent_between_consumes_counts_toward_the_next_batch_window(kafka_topics, redis_clean):
+    publish_trades(make_trades(10))
+    runner = ConsumerRunner(TradesPipeline(), RunnerOptions(batch_size=1000, batch_wait=1.0))
+    runner.subscribe()
+    runner._consumer = recorder = ConsumeTimeouts(runner._consumer)
+    runner.step()
+    time.sleep(0.4)  # as storing a batch would take
+    runner.step()
+    time.sleep(1.1)  # longer than a window: what is queued is taken at once
+    runner.step()
+    runner.close()
+    first, second, third = recorder.timeouts
+    assert first == 1.0
+    assert second <= 0.6
+    assert third == 0.0
