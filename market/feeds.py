@@ -69,26 +69,48 @@ class FeedStats:
         return self.events / max(now - self.started, 1e-9)
 
 
-def _paced(messages: Iterable[WireMessage], pacer: Pacer, publisher: EventPublisher,
-           should_stop: Callable[[], bool]) -> Iterator[WireMessage]:
-    """``messages``, each when the pacer says it is due; ends early when ``should_stop()``."""
-    monotonic = time.monotonic
-    for message in messages:
-        wait = pacer.seconds_to_wait(message[3], monotonic())
-        # Waiting inside poll() serves delivery reports meanwhile, and the pacing stays smooth.
-        while wait > 0:
-            publisher.poll(min(wait, 0.25))
-            if should_stop():
-                return
-            wait = pacer.seconds_to_wait(message[3], monotonic())
-        if should_stop():
-            return
-        yield message
-
-
 # At full speed messages are published in batches of this many (a few milliseconds' worth), between which
 # the stop flag, the delivery reports and the metrics are looked at.
 _BATCH = 1000
+PACING_TICK = 0.005  # seconds: the shortest wait of a paced feed
+
+
+def feed_publisher(name: str, pacer: Pacer | None) -> EventPublisher:
+    """The producer of a feed. A paced feed plays event time in real time and already sends what
+    is due every PACING_TICK: holding it for linger.ms (20 ms, for bigger batches at full speed)
+    would only add to what every consumer downstream, and every WebSocket client, waits."""
+    return EventPublisher(name=name, **({"linger.ms": 2} if pacer is not None else {}))
+
+
+def paced_batches(messages: Iterable[WireMessage], pacer: Pacer, publisher: EventPublisher,
+                  should_stop: Callable[[], bool]) -> Iterator[list[WireMessage]]:
+    """``messages`` in lists of those that are due, each list as soon as the messages in it are
+    (never before); ends early when ``should_stop()``.
+
+    A wake-up waits at least PACING_TICK, and publishes everything that fell due meanwhile: at
+    20,000 events a second, 200 wake-ups rather than 20,000 (which took a whole core), and no
+    event leaves more than ~PACING_TICK after its time."""
+    monotonic = time.monotonic
+    batch: list[WireMessage] = []
+    for message in messages:
+        wait = pacer.seconds_to_wait(message[3], monotonic())
+        if wait > 0 and batch:
+            yield batch
+            batch = []
+        # Waiting inside poll() serves delivery reports meanwhile.
+        while wait > 0:
+            publisher.poll(min(max(wait, PACING_TICK), 0.25))
+            if should_stop():
+                return
+            wait = pacer.seconds_to_wait(message[3], monotonic())
+        batch.append(message)
+        if len(batch) == _BATCH:
+            yield batch
+            batch = []
+            if should_stop():
+                return
+    if batch:
+        yield batch
 
 
 def feed_publish(
@@ -124,19 +146,18 @@ def feed_publish(
         quote_counter.inc(stats.quotes - counted[1])
         counted[:] = stats.trades, stats.quotes
 
-    if pacer is not None:
-        messages = _paced(messages, pacer, publisher, should_stop)
-        batch_size = 1  # each message when it is due
-    else:
-        batch_size = _BATCH
     messages = until_error(messages)
+    if pacer is not None:
+        batches = paced_batches(messages, pacer, publisher, should_stop)
+    else:
+        batches = iter(lambda: list(islice(messages, _BATCH)), [])
     spans = tracing.PublishSpans(f"{publisher.name} publish", attributes={"messaging.system": "kafka"}) \
         if tracing.tracer() is not None else None
     headers = None
     next_progress = progress_every
     try:
         while not should_stop():
-            batch = list(islice(messages, batch_size))
+            batch = next(batches, None)
             if not batch:
                 break
             if spans is not None:

@@ -20,7 +20,8 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 from market.domain.replay import ReplayError
-from market.feeds import feed_publish
+from market.domain.pacing import Pacer
+from market.feeds import PACING_TICK, feed_publish, paced_batches
 from market.models import Trade as TradeRow
 from market.pipelines import TradesPipeline
 from streaming.kafka import DeliveryFailed, EventPublisher
@@ -162,3 +163,17 @@ def test_replay_of_a_gzip_file_and_a_bad_row_with_skip_bad(tmp_path, kafka_topic
     # The first run published the row before the bad one; the second both good rows, with the same id for the first.
     assert len({t.id for t in trades}) == 2
     assert {t.price for t in trades} == {Decimal("10.5"), Decimal("10.25")}
+
+
+def test_a_paced_feed_sends_each_message_once_due_in_few_batches(kafka_topics):
+    start_ms = 1_700_000_000_000
+    messages = [(topic(TRADES), "AAPL", b"{}", start_ms + i) for i in range(300)]  # one a millisecond
+    pacer = Pacer(wall_start=time.monotonic(), event_start_ms=start_ms, speed=1.0)
+    sent = []
+    for batch in paced_batches(iter(messages), pacer, EventPublisher(name="test"), should_stop=lambda: False):
+        now = time.monotonic()
+        assert all(pacer.due_at(message[3]) <= now for message in batch)  # never early
+        sent.append(batch)
+    assert [message for batch in sent for message in batch] == messages
+    # Each wake-up takes everything due since the last one: at most one batch per PACING_TICK, not one a message.
+    assert len(sent) <= 0.3 / PACING_TICK + 2
