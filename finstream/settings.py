@@ -133,6 +133,9 @@ KAFKA_CONSUMER_GROUP_PREFIX = env_str("KAFKA_CONSUMER_GROUP_PREFIX", "finstream"
 KAFKA_TOPIC_PARTITIONS = env_int("KAFKA_TOPIC_PARTITIONS", 4, minimum=1, maximum=1000)
 CONSUMER_BATCH_SIZE = env_int("CONSUMER_BATCH_SIZE", 20000, minimum=1, maximum=100_000)
 CONSUMER_BATCH_WAIT_MS = env_int("CONSUMER_BATCH_WAIT_MS", 200, minimum=1, maximum=60_000)
+# The relay's batch wait is part of every WebSocket client's latency; the
+# stores' is not, and longer batches make their COPYs cheaper.
+RELAY_BATCH_WAIT_MS = env_int("RELAY_BATCH_WAIT_MS", 50, minimum=1, maximum=60_000)
 # Consecutive undecodable messages after which a consumer stops instead of
 # dead-lettering everything: that many in a row means a bad deploy, not bad luck.
 CONSUMER_MAX_CONSECUTIVE_POISON = env_int("CONSUMER_MAX_CONSECUTIVE_POISON", 1000, minimum=1)

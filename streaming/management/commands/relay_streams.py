@@ -1,7 +1,8 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from streaming.relay import RelayPipeline
-from streaming.runner import run_pipeline
+from streaming.runner import RunnerOptions, run_pipeline
 
 
 class Command(BaseCommand):
@@ -9,4 +10,4 @@ class Command(BaseCommand):
             "groups), one group_send per channel per batch; runs until SIGTERM/SIGINT.")
 
     def handle(self, *args, **options):
-        run_pipeline(RelayPipeline())
+        run_pipeline(RelayPipeline(), options=RunnerOptions(batch_wait=settings.RELAY_BATCH_WAIT_MS / 1000))
