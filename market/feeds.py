@@ -75,13 +75,6 @@ _BATCH = 1000
 PACING_TICK = 0.005  # seconds: the shortest wait of a paced feed
 
 
-def feed_publisher(name: str, pacer: Pacer | None) -> EventPublisher:
-    """The producer of a feed. A paced feed plays event time in real time and already sends what
-    is due every PACING_TICK: holding it for linger.ms (20 ms, for bigger batches at full speed)
-    would only add to what every consumer downstream, and every WebSocket client, waits."""
-    return EventPublisher(name=name, **({"linger.ms": 2} if pacer is not None else {}))
-
-
 def paced_batches(messages: Iterable[WireMessage], pacer: Pacer, publisher: EventPublisher,
                   should_stop: Callable[[], bool]) -> Iterator[list[WireMessage]]:
     """``messages`` in lists of those that are due, each list as soon as the messages in it are

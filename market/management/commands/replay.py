@@ -13,9 +13,9 @@ from django.core.management.base import BaseCommand, CommandError
 from finstream import tracing
 from market.domain.pacing import Pacer
 from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
-from market.feeds import feed_publish, feed_publisher, positive_or_max, stop_on_signals
+from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
-from streaming.kafka import DeliveryFailed, KafkaUnavailable, kafka_cluster_reachable
+from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 from streaming.topics import QUOTES, TRADES, topic
 
 
@@ -94,7 +94,7 @@ class Command(BaseCommand):
                                       f"{stats.rate(time.monotonic()):,.0f} rows/s", ending="")
                     self.stdout.flush()
 
-            publisher = feed_publisher("replay", pacer)
+            publisher = EventPublisher(name="replay")
             stats = feed_publish(messages=messages, publisher=publisher, pacer=pacer,
                                  should_stop=should_stop, on_progress=progress,
                                  progress_every=100_000 if pacer is None else 1_000)

@@ -11,9 +11,9 @@ from django.core.management.base import BaseCommand, CommandError
 from finstream import tracing
 from market.domain.pacing import Pacer
 from market.domain.simulator import MarketSimulator, ground_truth_json
-from market.feeds import feed_publish, feed_publisher, positive_or_max, stop_on_signals
+from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
-from streaming.kafka import DeliveryFailed, KafkaUnavailable, kafka_cluster_reachable
+from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 from streaming.schemas import is_valid_symbol
 from streaming.topics import QUOTES, TRADES, topic
 from streaming.wire import epoch_ms
@@ -77,7 +77,7 @@ class Command(BaseCommand):
         self.stdout.write(f"simulating {', '.join(symbols)} at {rate_text} trades/s, seed {seed}, from "
                           f"{start.isoformat()}" + (f", anomalies {options['anomalies']}/symbol/hour"
                                                     if options["anomalies"] else ""))
-        publisher = feed_publisher("simulator", pacer)
+        publisher = EventPublisher(name="simulator")
         try:
             stats = feed_publish(
                 messages=messages, publisher=publisher, pacer=pacer, should_stop=should_stop,
