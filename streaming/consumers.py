@@ -83,13 +83,15 @@ class DaphneSocket:
         spent serving 1,000 clients. What the socket does not take goes to the
         transport, and everything after it follows it there, in order."""
         protocol = self.protocol
+        if protocol.state == protocol.STATE_CONNECTING:
+            return False
         if protocol.state != protocol.STATE_OPEN:
             return True  # closing: the client will not read them, and sendMessage would raise
         if protocol._perMessageCompress is not None or protocol.send_state != protocol.SEND_STATE_GROUND:
             return False
         transport = protocol.transport
-        if (not protocol.send_queue and not transport._tempDataLen and not transport.dataBuffer
-                and transport.connected and not transport.disconnecting and not getattr(transport, "TLS", False)):
+        if (not protocol.send_queue and not self.backlog() and transport.connected and not transport.disconnecting
+                and not getattr(transport, "TLS", False)):
             try:
                 sent = transport.socket.send(frames)
             except OSError:  # full (EAGAIN), or broken: the transport's write finds out which
@@ -139,7 +141,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
     # No channel layer alias of this name is configured, so channels opens no
     # channel (and no Redis subscription) per connection.
     channel_layer_alias = "hub-only"
-    max_waiting_batches = 1000  # ~ minutes of relay batches: a snapshot read never takes that long
+    max_waiting_batches = 1000  # ~50 s of relay batches: a snapshot read never takes that long
 
     async def websocket_connect(self, message):
         self.subscribed: dict[str, int] = {}  # channel -> seq of the last event sent
