@@ -5,22 +5,26 @@ Two parts, both printing figures and ratios (nothing is written to a file):
 1. `layers`: how fast each channels-redis layer takes group_send calls, one
    event per call (what a naive relay does) and one batch per call (what
    streaming/relay.py does), with nobody listening: the relay's own ceiling.
-2. `fanout`: a daphne started here (on a free port, on this stack's database
-   and Redis), N `websockets` clients spread over the symbols
-   (/ws/trades/{symbol}), and synthetic trades at a target rate handed to
-   RelayPipeline.after_commit every --batch-ms, as the runner would after
-   each batch's commit. Event time is stamped at generation, so
-   "latency" is generation -> client receive: relay, Redis, daphne and the
-   client included (the Kafka leg is not: see the consumer benchmarks).
-   Reports delivered messages/s, latency p50/p99, gaps (seq jumps), clients
-   dropped, and daphne's RSS at start and end. Runs batched and per-event
-   and prints the ratio.
+2. `fanout`: the whole path, as the stack runs it, started here on the stack's
+   Kafka, PostgreSQL and Redis with topics and a consumer group of its own:
+   `manage.py simulate` at --rate trades/s -> Kafka -> the relay (on the
+   shared runner, batch wait --relay-wait-ms) -> the channel layer -> one
+   daphne -> --clients WebSocket clients on /ws/trades/{symbol}, spread over
+   the symbols. The clients are bench/wsload (Go, gorilla/websocket, built
+   here with `go build`): at 10k trades/s and 1,000 clients they read ~1M
+   messages/s, which Python clients on the same two cores cannot. Latency is
+   each trade's event time (`data.ts`, stamped by the simulator) -> client
+   receive. Reports messages received against those expected (the relay's
+   per-symbol counters x each symbol's clients), gaps (seq jumps), clients
+   closed by the server, daphne's RSS and each process's CPU. Runs the relay
+   batched and with one group_send per event and prints the ratio.
 
     var/venv/bin/python bench/websocket_fanout.py layers --events 20000
-    var/venv/bin/python bench/websocket_fanout.py fanout --clients 1000 --rate 2000 --duration 20
+    var/venv/bin/python bench/websocket_fanout.py fanout --clients 1000 --rate 10000 --duration 30
 
-Needs the stack's PostgreSQL (symbols) and Redis (`make up`, or the env of a
-test stack: TIMESCALE_URL, REDIS_URL). Runs only against 127.0.0.1.
+Needs the stack's PostgreSQL, Redis and (fanout) Kafka (`make up`, or the
+env of a test stack: TIMESCALE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS), and
+Go for the clients. Runs only against 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,15 +32,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
+import math
 import os
+import resource
 import socket
-import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +101,9 @@ def bench_layers(args) -> None:
 
 
 # --- part 2: fan-out to real clients ------------------------------------------------------
+WSLOAD = ROOT / "bench" / "wsload"  # the Go client (bench/wsload/main.go)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -119,177 +124,199 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _clients_worker(url: str, symbols: list[str], count: int, offset: int, ready, go, stop, results) -> None:
-    """A process holding `count` clients; sends back latencies (s), message count and gaps."""
-    import websockets
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
 
-    async def client(index: int, latencies: list, counts: dict):
-        symbol = symbols[(offset + index) % len(symbols)]
+
+def _stack_pids() -> dict[str, list[int]]:
+    """The stack's Kafka broker and Redis server (started by `make up`, not by this bench)."""
+    found: dict[str, list[int]] = {"kafka": [], "redis": []}
+    for entry in Path("/proc").iterdir():
         try:
-            ws = await websockets.connect(f"{url}/ws/trades/{symbol}", origin=url.replace("ws://", "http://"),
-                                          open_timeout=60, max_queue=None)
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
-            counts["refused"] += 1
-            return
-        async with ws:
-            counts["open"] += 1
-            last = None
-            try:
-                while True:
-                    text = await ws.recv()
-                    now = time.time()
-                    head, _, data = text.partition(',"data":')
-                    seq = int(head.rsplit(":", 1)[1])
-                    if last is not None and seq != last + 1:
-                        counts["gaps"] += 1
-                    last = seq
-                    ts = data.split('"ts":"', 1)[1].split('"', 1)[0]
-                    latencies.append(now - datetime.fromisoformat(ts).timestamp())
-                    counts["messages"] += 1
-            except websockets.ConnectionClosed as closed:
-                if closed.rcvd and closed.rcvd.code == 4008:
-                    counts["dropped"] += 1
-
-    async def main():
-        latencies: list[float] = []
-        counts = {"open": 0, "refused": 0, "messages": 0, "gaps": 0, "dropped": 0}
-        tasks = []
-        for index in range(count):
-            tasks.append(asyncio.ensure_future(client(index, latencies, counts)))
-            if index % 50 == 49:
-                await asyncio.sleep(0.05)  # do not stampede the accept queue
-        while counts["open"] + counts["refused"] < count:
-            await asyncio.sleep(0.05)
-        ready.set()
-        cpu_start = time.process_time()
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # let the last messages land
-        counts["cpu"] = time.process_time() - cpu_start
-        for task in tasks:
-            task.cancel()
-        results.put((latencies, counts))
-
-    asyncio.run(main())
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError):
+            continue
+        if b"kafka.Kafka" in command:
+            found["kafka"].append(int(entry.name))
+        elif command.startswith(b"redis-server"):
+            found["redis"].append(int(entry.name))
+    return found
 
 
-def _run_fanout(args, *, per_event: bool) -> dict:
+def _build_wsload() -> Path:
+    binary = ROOT / "var" / "bench" / "wsload"
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=WSLOAD, check=True)
+    return binary
+
+
+def _wait_listening(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.1)
+
+
+def _trade_counters(symbols: list[str]) -> dict[str, int]:
+    """The relay's per-channel seq counters: how many trades it has relayed per symbol, ever."""
+    from streaming.redis import redis_client
+    from streaming.relay import CHANNEL_KEY
+
+    pipe = redis_client().pipeline(transaction=False)
+    for symbol in symbols:
+        pipe.hget(CHANNEL_KEY.format(f"trades.{symbol}"), "seq")
+    return {symbol: int(value or 0) for symbol, value in zip(symbols, pipe.execute())}
+
+
+def _published_trades(prefix: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+    from django.conf import settings
+
+    consumer = Consumer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "group.id": "bench-watermarks"})
+    try:
+        name = f"{prefix}market.trades"
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def _manage(*args: str, env: dict, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env, **popen)
+
+
+def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
     setup_django(args.layer)
     from django.conf import settings
 
     from market.services import symbols_seed
-    from streaming.relay import RelayPipeline
-    from streaming.schemas import Trade
-    from streaming.topics import TRADES
 
     symbols = settings.SYMBOLS[: args.symbols]
     symbols_seed(tickers=symbols)
-    port = _free_port()
-    # As the stack runs it: a connection pool (one connection per WebSocket connect would pass
-    # PostgreSQL's max_connections long before 1,000 clients).
+    # Fresh topics and consumer group per run: nothing left from another run is relayed.
+    prefix = f"bench-ws-{os.getpid()}-{'event' if per_event else 'batch'}."
     env = {**os.environ, "CHANNEL_LAYER": args.layer, "DJANGO_DEBUG": "0", "DATABASE_POOL_SIZE": "10",
+           "KAFKA_TOPIC_PREFIX": prefix, "KAFKA_CONSUMER_GROUP_PREFIX": prefix + "group",
+           "RELAY_BATCH_WAIT_MS": str(args.relay_wait_ms), "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true",
            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
-    daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "--access-log", os.devnull, "finstream.asgi:application"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "manage.py", "kafka_topics"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    processes: list[subprocess.Popen] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("daphne did not start in 30 s")
-            time.sleep(0.1)
-        url = f"ws://127.0.0.1:{port}"
-        context = multiprocessing.get_context("spawn")
-        ready = [context.Event() for _ in range(args.client_procs)]
-        stop, results = context.Event(), context.Queue()
-        share = args.clients // args.client_procs
-        workers = [context.Process(target=_clients_worker,
-                                   args=(url, symbols, share, i * share, ready[i], None, stop, results))
-                   for i in range(args.client_procs)]
-        for worker in workers:
-            worker.start()
-        for event in ready:
-            if not event.wait(120):
-                raise SystemExit("clients did not connect in 120 s")
-        rss_start = _rss_mib(daphne.pid)
-        daphne_cpu = _cpu_seconds(daphne.pid)
-        relay = RelayPipeline(per_event=per_event)
-        per_batch = max(1, round(args.rate * args.batch_ms / 1000))
-        sent, seq, start = 0, 0, time.monotonic()
-        next_batch = start
-        rss_samples = []
-        while time.monotonic() - start < args.duration:
-            now = datetime.now(UTC)
-            trades = []
-            for _ in range(per_batch):
-                seq += 1
-                symbol = symbols[seq % len(symbols)]
-                trades.append(Trade(id=f"b{seq}", symbol=symbol, ts=now, seq=seq, price=Decimal("100.25"),
-                                    size=Decimal(10), side="buy"))
-            relay.after_commit({TRADES: trades})
-            sent += len(trades)
-            if seq % (per_batch * 10) < per_batch:
-                rss_samples.append(_rss_mib(daphne.pid))
-            next_batch += args.batch_ms / 1000
-            delay = next_batch - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        elapsed = time.monotonic() - start
-        behind = max(0.0, time.monotonic() - next_batch)
-        daphne_cpu = _cpu_seconds(daphne.pid) - daphne_cpu
-        stop.set()
-        latencies, counts = [], {"refused": 0, "messages": 0, "gaps": 0, "dropped": 0, "cpu": 0.0}
-        for _ in workers:
-            lat, cnt = results.get(timeout=120)
-            latencies += lat
-            for key in counts:
-                counts[key] += cnt[key]
-        for worker in workers:
-            worker.join(30)
-        relay.close()
-        latencies.sort()
-        expected = sent * (args.clients // len(symbols))
-        return {
-            "sent": sent, "achieved_rate": sent / elapsed, "behind_s": behind, "expected": expected,
-            "messages": counts["messages"], "gaps": counts["gaps"], "dropped": counts["dropped"],
-            "refused": counts["refused"],
-            "delivered_per_s": counts["messages"] / elapsed,
-            "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
-            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
-            "max_ms": 1000 * latencies[-1] if latencies else float("nan"),
-            "rss_start": rss_start, "rss_end": _rss_mib(daphne.pid),
-            "rss_median": statistics.median(rss_samples) if rss_samples else 0.0,
-            "daphne_cpu": daphne_cpu / elapsed, "clients_cpu": counts["cpu"] / (elapsed + 1),
-        }
+        relay = subprocess.Popen([sys.executable, __file__, "relay", *(["--per-event"] if per_event else [])],
+                                 cwd=ROOT, env=env)
+        processes.append(relay)
+        # Web processes as a deployment runs them behind a load balancer: client i goes to process i mod N.
+        ports = [_free_port() for _ in range(args.web_processes)]
+        daphnes = [subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                                     "--access-log", os.devnull, "finstream.asgi:application"],
+                                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   for port in ports]
+        processes += daphnes
+        for port, daphne in zip(ports, daphnes):
+            _wait_listening(port, daphne, "daphne")
+        clients = subprocess.Popen([str(wsload), "-url", ",".join(f"ws://127.0.0.1:{port}" for port in ports),
+                                    "-clients", str(args.clients), "-symbols", ",".join(symbols)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        processes.append(clients)
+        ready = clients.stdout.readline().split()
+        ready_at = time.monotonic()
+        if not ready or ready[0] != "ready":
+            raise SystemExit(f"wsload: {ready}")
+        counters = _trade_counters(symbols)
+        measured = {"daphne": [p.pid for p in daphnes], "relay": [relay.pid], "clients": [clients.pid],
+                    **_stack_pids()}
+        cpu = {name: sum(map(_cpu_seconds, pids)) for name, pids in measured.items()}
+        rss_start = max(_rss_mib(daphne.pid) for daphne in daphnes)
+        machine = _machine_busy()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        simulator = _manage("simulate", "--rate", str(args.rate), "--duration", str(args.duration),
+                            "--seed", "7", "--symbols", ",".join(symbols), env=env, stdout=subprocess.DEVNULL)
+        processes.append(simulator)
+        rss = []
+        while simulator.poll() is None:
+            time.sleep(1)
+            rss.append(max(_rss_mib(daphne.pid) for daphne in daphnes))
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the simulator was reaped meanwhile
+        simulator_cpu = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
+        time.sleep(args.tail)  # what is still on its way
+        elapsed = time.monotonic() - started
+        cpu = {name: (sum(map(_cpu_seconds, pids)) - cpu[name]) / elapsed for name, pids in measured.items()}
+        cpu["simulator"] = simulator_cpu / elapsed
+        busy, total = (now - before for now, before in zip(_machine_busy(), machine))
+        cpu["machine"] = busy / total
+        relayed = {symbol: count - counters[symbol] for symbol, count in _trade_counters(symbols).items()}
+        steady_from = math.ceil(started - ready_at + args.warmup)
+        summary = json.loads(clients.communicate(f"stop {steady_from}\n", timeout=120)[0].strip().splitlines()[-1])
+        followers = {symbol: 0 for symbol in symbols}
+        for index in range(summary["open"]):
+            followers[symbols[index % len(symbols)]] += 1
+        return {**summary, "published": _published_trades(prefix), "relayed": sum(relayed.values()),
+                "expected": sum(relayed[symbol] * followers[symbol] for symbol in symbols),
+                "elapsed": elapsed, "cpu": cpu, "rss_start": rss_start, "rss_end": max(_rss_mib(daphne.pid) for daphne in daphnes),
+                "rss_max": max(rss, default=rss_start)}
     finally:
-        daphne.terminate()
-        daphne.wait(30)
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def bench_fanout(args) -> None:
-    print(f"fan-out: {args.clients} clients on /ws/trades/{{symbol}} over {args.symbols} symbols, "
-          f"{args.rate} trades/s for {args.duration} s, relay batches every {args.batch_ms} ms, "
-          f"layer {args.layer}, {args.client_procs} client process(es)")
+    wsload = _build_wsload()
+    print(f"fan-out: simulator at {args.rate} trades/s for {args.duration} s over {args.symbols} symbols -> Kafka "
+          f"-> relay_streams (batch wait {args.relay_wait_ms} ms) -> {args.layer} channel layer -> "
+          f"{args.web_processes} daphne process(es) -> {args.clients} clients on /ws/trades/{{symbol}} (Go, bench/wsload), all on this machine")
     figures = {}
     for mode, per_event in (("batched", False), ("per-event", True)):
         if args.only and args.only != mode:
             continue
-        r = _run_fanout(args, per_event=per_event)
+        r = _run_fanout(args, per_event=per_event, wsload=wsload)
         figures[mode] = r
-        print(f"  {mode:9s}: relayed {r['sent']} trades at {r['achieved_rate']:.0f}/s (ended {r['behind_s']:.1f} s "
-              f"behind schedule); delivered {r['messages']}/{r['expected']} messages, {r['delivered_per_s']:.0f}/s; "
-              f"latency p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms max {r['max_ms']:.0f} ms; "
-              f"gaps {r['gaps']}; dropped clients {r['dropped']}; refused at connect {r['refused']}; "
-              f"daphne RSS {r['rss_start']:.0f} -> "
-              f"{r['rss_end']:.0f} MiB (median {r['rss_median']:.0f}); CPU busy: daphne {r['daphne_cpu']:.0%}, "
-              f"clients {r['clients_cpu']:.0%}")
+        delivered = r["messages"] / r["elapsed"]
+        print(f"  {mode:9s}: {r['published']} trades published, {r['relayed']} relayed; clients received "
+              f"{r['messages']}/{r['expected']} messages ({delivered:,.0f}/s); event time -> receive "
+              f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; after the first "
+              f"{args.warmup:.0f} s: p50 {r['steady_p50_ms']:.1f} ms, p99 {r['steady_p99_ms']:.1f} ms, max "
+              f"{r['steady_max_ms']:.0f} ms; gaps {r['gaps']}; "
+              f"clients open {r['open']}, refused {r['refused']}, closed by the server {r['closed']} "
+              f"(4008: {r['dropped']}); daphne RSS (largest) {r['rss_start']:.0f} -> {r['rss_end']:.0f} MiB "
+              f"(max {r['rss_max']:.0f}); CPU (of one core): daphne(s) {r['cpu']['daphne']:.0%}, relay "
+              f"{r['cpu']['relay']:.0%}, clients {r['cpu']['clients']:.0%}, simulator {r['cpu']['simulator']:.0%}, "
+              f"Kafka broker {r['cpu']['kafka']:.0%}, Redis {r['cpu']['redis']:.0%}; "
+              f"the machine's cores {r['cpu']['machine']:.0%} busy")
+        timeline = sorted((int(second), values) for second, values in r["seconds"].items())
+        print("    per second since the clients connected (messages received, p50 / p99 ms): " + "; ".join(
+            f"{second}: {count / 1000:.0f}k {p50:.0f}/{p99:.0f}" for second, (count, p50, p99) in timeline))
     if len(figures) == 2:
         b, p = figures["batched"], figures["per-event"]
-        print(f"  batched / per-event: delivered x{b['delivered_per_s'] / max(p['delivered_per_s'], 1):.2f}, "
+        print(f"  batched / per-event: received x{b['messages'] / max(p['messages'], 1):.2f}, "
               f"p99 latency x{p['p99_ms'] / max(b['p99_ms'], 0.001):.1f} lower")
+
+
+def relay_main(args) -> None:
+    """The relay as relay_streams runs it, one group_send per channel and batch or (--per-event) per event."""
+    setup_django()
+    from django.conf import settings
+
+    from streaming.relay import RelayPipeline
+    from streaming.runner import RunnerOptions, run_pipeline
+
+    run_pipeline(RelayPipeline(per_event=args.per_event),
+                 options=RunnerOptions(batch_wait=settings.RELAY_BATCH_WAIT_MS / 1000))
 
 
 def main() -> None:
@@ -300,17 +327,22 @@ def main() -> None:
     layers.add_argument("--batch", type=int, default=200, help="events per group_send when batched")
     layers.add_argument("--groups", type=int, default=10)
     layers.add_argument("--members", type=int, default=1, help="channels in each group")
-    fanout = sub.add_parser("fanout", help="relay -> daphne -> N websocket clients")
+    fanout = sub.add_parser("fanout", help="simulator -> Kafka -> relay -> daphne -> N websocket clients")
     fanout.add_argument("--clients", type=int, default=1000)
     fanout.add_argument("--symbols", type=int, default=10)
-    fanout.add_argument("--rate", type=int, default=1000, help="trades per second handed to the relay")
-    fanout.add_argument("--duration", type=float, default=20)
-    fanout.add_argument("--batch-ms", type=int, default=100, help="relay batch period (the runner's batch wait)")
+    fanout.add_argument("--rate", type=int, default=10000, help="the simulator's trades per second")
+    fanout.add_argument("--duration", type=int, default=30, help="seconds the simulator runs")
+    fanout.add_argument("--tail", type=float, default=2.0, help="seconds to wait for the last events after it")
+    fanout.add_argument("--warmup", type=float, default=5.0,
+                        help="seconds of the simulator's start left out of the steady-state latency")
+    fanout.add_argument("--relay-wait-ms", type=int, default=50, help="the relay's batch wait (RELAY_BATCH_WAIT_MS)")
     fanout.add_argument("--layer", choices=("pubsub", "redis"), default="pubsub")
-    fanout.add_argument("--client-procs", type=int, default=1)
+    fanout.add_argument("--web-processes", type=int, default=1, help="daphne processes, clients spread evenly")
     fanout.add_argument("--only", choices=("batched", "per-event"))
+    relay = sub.add_parser("relay", help="(used by fanout) run the relay")
+    relay.add_argument("--per-event", action="store_true")
     args = parser.parse_args()
-    {"layers": bench_layers, "fanout": bench_fanout}[args.part](args)
+    {"layers": bench_layers, "fanout": bench_fanout, "relay": relay_main}[args.part](args)
 
 
 if __name__ == "__main__":
