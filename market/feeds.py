@@ -80,9 +80,9 @@ def paced_batches(messages: Iterable[WireMessage], pacer: Pacer, publisher: Even
     """``messages`` in lists of those that are due, each list as soon as the messages in it are
     (never before); ends early when ``should_stop()``.
 
-    A wake-up waits at least PACING_TICK, and publishes everything that fell due meanwhile: at
-    20,000 events a second, 200 wake-ups rather than 20,000 (which took a whole core), and no
-    event leaves more than ~PACING_TICK after its time."""
+    A wait lasts at least PACING_TICK (unless a delivery report ends it), and what fell due
+    meanwhile goes out together: at 20,000 events a second, ~200 wake-ups rather than 20,000
+    (which took a whole core), and no event leaves much more than PACING_TICK after its time."""
     monotonic = time.monotonic
     batch: list[WireMessage] = []
     for message in messages:
@@ -90,6 +90,7 @@ def paced_batches(messages: Iterable[WireMessage], pacer: Pacer, publisher: Even
         if wait > 0 and batch:
             yield batch
             batch = []
+            wait = pacer.seconds_to_wait(message[3], monotonic())  # publishing it took time
         # Waiting inside poll() serves delivery reports meanwhile.
         while wait > 0:
             publisher.poll(min(max(wait, PACING_TICK), 0.25))

@@ -83,15 +83,12 @@ class DaphneSocket:
         spent serving 1,000 clients. What the socket does not take goes to the
         transport, and everything after it follows it there, in order."""
         protocol = self.protocol
-        if protocol.state == protocol.STATE_CONNECTING:
-            return False
         if protocol.state != protocol.STATE_OPEN:
             return True  # closing: the client will not read them, and sendMessage would raise
         if protocol._perMessageCompress is not None or protocol.send_state != protocol.SEND_STATE_GROUND:
             return False
         transport = protocol.transport
-        if (not protocol.send_queue and not self.backlog() and transport.connected and not transport.disconnecting
-                and not getattr(transport, "TLS", False)):
+        if not protocol.send_queue and not self.backlog() and transport.connected and not transport.disconnecting:
             try:
                 sent = transport.socket.send(frames)
             except OSError:  # full (EAGAIN), or broken: the transport's write finds out which
@@ -156,8 +153,16 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         metrics.WEBSOCKET_CONNECTIONS.labels(endpoint=self.endpoint).inc()
         self.counted = True
 
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the connection ended (disconnect, an error, daphne cancelling the app), the
+            # hub must not keep delivering to it.
+            self.leave(list(getattr(self, "subscribed", ())))
+
     async def disconnect(self, code):
-        await self.leave(list(self.subscribed))
+        self.leave(list(self.subscribed))
         if self.counted:
             metrics.WEBSOCKET_CONNECTIONS.labels(endpoint=self.endpoint).dec()
             self.counted = False
@@ -169,11 +174,11 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
                 self.waiting[channel] = []
                 await hub().join(channel, self)
 
-    async def leave(self, channels: list[str]) -> None:
+    def leave(self, channels: list[str]) -> None:
         for channel in channels:
             self.waiting.pop(channel, None)
             if self.subscribed.pop(channel, None) is not None:
-                await hub().leave(channel, self)
+                hub().leave(channel, self)
 
     async def go_live(self, channel: str, after_seq: int = 0) -> None:
         """Send what waited for the channel (events after `after_seq`), then its events as they come."""
@@ -225,7 +230,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self.closing = asyncio.ensure_future(self._close_too_slow())
 
     async def _close_too_slow(self) -> None:
-        await self.leave(list(self.subscribed))
+        self.leave(list(self.subscribed))
         await self.close(code=CLOSE_TOO_SLOW, reason="too slow: reconnect and take a snapshot")
 
 
@@ -336,7 +341,7 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
             await self.send(_error("bad_channel", str(error), id=request_id))
             return
         if action == "unsubscribe":
-            await self.leave([channel.name for channel in channels])
+            self.leave([channel.name for channel in channels])
             await self.send(json.dumps({"type": "unsubscribed", "channels": [c.name for c in channels],
                                         "id": request_id}))
             return

@@ -96,8 +96,8 @@ def events_count(events: Events) -> int:
 
 class RelayPipeline:
     """See the module docstring. `per_event=True` sends one group_send per
-    event instead of per channel and batch: only for bench/websocket_fanout.py,
-    which measures what batching buys."""
+    event instead of per channel and batch (`relay_streams --per-event`): only
+    for bench/websocket_fanout.py, which measures what batching buys."""
 
     name = "relay_streams"
     topics = (TRADES, QUOTES, CANDLES, ALERTS)

@@ -240,8 +240,46 @@ def test_a_process_joins_each_group_once_for_all_its_clients_and_leaves_with_the
         assert joined == ["fs.trades.AAPL"]
         for client in clients:
             await client.disconnect()
-        assert left == ["fs.trades.AAPL"]
-        assert hub().members == {}
+        await until(lambda: left == ["fs.trades.AAPL"] and hub().members == {})
+
+    run(scenario)
+
+
+def test_a_connection_that_fails_leaves_the_hub(market, monkeypatch):
+    async def failing_snapshot(self, channel):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(MultiplexStreamConsumer, "snapshot", failing_snapshot)
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert (await receive(client))["type"] == "subscribed"  # joined: the hub holds the client
+        with pytest.raises(ConnectionError):
+            await client.receive_output(timeout=TIMEOUT)  # the application ends with the error
+        await until(lambda: hub().members == {})
+
+    run(scenario)
+
+
+def test_a_client_whose_waiting_events_pile_up_is_dropped_with_4008(market, monkeypatch):
+    monkeypatch.setattr(MultiplexStreamConsumer, "max_waiting_batches", 2)
+    never = asyncio.Event()
+
+    async def stuck_snapshot(self, channel):
+        await never.wait()
+
+    monkeypatch.setattr(MultiplexStreamConsumer, "snapshot", stuck_snapshot)
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert (await receive(client))["type"] == "subscribed"
+        for i in range(3):  # two wait for the snapshot; the third is one too many
+            await send(market, trades=[trade(i + 1)])
+        closed = await client.receive_output(timeout=TIMEOUT)
+        assert (closed["type"], closed["code"]) == ("websocket.close", 4008)
+        await until(lambda: hub().members == {})
 
     run(scenario)
 
@@ -409,3 +447,32 @@ def test_relay_batches_number_nothing_twice_and_keep_trades_in_order():
     batches = relay_batches({TRADES: [trade(2), trade(1), trade(1, "MSFT")], QUOTES: [quote(1), quote(1, "MSFT")]})
     assert [json.loads(data)["id"] for _kind, data in batches["trades.AAPL"]] == ["t-AAPL-2", "t-AAPL-1"]
     assert set(batches) == {"trades.AAPL", "trades.MSFT", "quotes.AAPL", "quotes.MSFT"}
+
+
+def test_the_hub_renews_memberships_that_redis_channel_layer_expires(redis_clean):
+    from channels_redis.core import RedisChannelLayer
+    from django.conf import settings
+
+    from streaming.hub import FanoutHub
+    from streaming.relay import MESSAGE_TYPE
+
+    class Collecting:
+        def __init__(self):
+            self.batches = []
+
+        async def relay_batch(self, channel, batch):
+            self.batches.append(batch.texts)
+
+    async def scenario():
+        layer = RedisChannelLayer(hosts=[settings.REDIS_URL], group_expiry=2)
+        fanout, subscriber = FanoutHub(layer), Collecting()
+        await fanout.join("trades.AAPL", subscriber)
+        await asyncio.sleep(3)  # past the expiry: only a renewed membership still receives
+        await layer.group_send("fs.trades.AAPL", {"type": MESSAGE_TYPE, "channel": "trades.AAPL",
+                                                  "events": [[1, '{"seq":1}']]})
+        await until(lambda: subscriber.batches == [['{"seq":1}']])
+        fanout.leave("trades.AAPL", subscriber)
+        await until(lambda: fanout.members == {})
+        await layer.flush()
+
+    run(scenario)

@@ -9,5 +9,11 @@ class Command(BaseCommand):
     help = ("Relay market.trades, market.quotes, market.candles and alerts to the WebSocket clients (Channels "
             "groups), one group_send per channel per batch; runs until SIGTERM/SIGINT.")
 
+    def add_arguments(self, parser):
+        parser.add_argument("--per-event", action="store_true",
+                            help="one group_send per event instead (slower by far: for measuring what batching "
+                                 "buys, bench/websocket_fanout.py)")
+
     def handle(self, *args, **options):
-        run_pipeline(RelayPipeline(), options=RunnerOptions(batch_wait=settings.RELAY_BATCH_WAIT_MS / 1000))
+        run_pipeline(RelayPipeline(per_event=options["per_event"]),
+                     options=RunnerOptions(batch_wait=settings.RELAY_BATCH_WAIT_MS / 1000))
