@@ -211,8 +211,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
                    stdout=subprocess.DEVNULL)
     processes: list[subprocess.Popen] = []
     try:
-        relay = subprocess.Popen([sys.executable, __file__, "relay", *(["--per-event"] if per_event else [])],
-                                 cwd=ROOT, env=env)
+        relay = _manage("relay_streams", *(["--per-event"] if per_event else []), env=env)
         processes.append(relay)
         # Web processes as a deployment runs them behind a load balancer: client i goes to process i mod N.
         ports = [_free_port() for _ in range(args.web_processes)]
@@ -307,18 +306,6 @@ def bench_fanout(args) -> None:
               f"p99 latency x{p['p99_ms'] / max(b['p99_ms'], 0.001):.1f} lower")
 
 
-def relay_main(args) -> None:
-    """The relay as relay_streams runs it, one group_send per channel and batch or (--per-event) per event."""
-    setup_django()
-    from django.conf import settings
-
-    from streaming.relay import RelayPipeline
-    from streaming.runner import RunnerOptions, run_pipeline
-
-    run_pipeline(RelayPipeline(per_event=args.per_event),
-                 options=RunnerOptions(batch_wait=settings.RELAY_BATCH_WAIT_MS / 1000))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="part", required=True)
@@ -339,10 +326,8 @@ def main() -> None:
     fanout.add_argument("--layer", choices=("pubsub", "redis"), default="pubsub")
     fanout.add_argument("--web-processes", type=int, default=1, help="daphne processes, clients spread evenly")
     fanout.add_argument("--only", choices=("batched", "per-event"))
-    relay = sub.add_parser("relay", help="(used by fanout) run the relay")
-    relay.add_argument("--per-event", action="store_true")
     args = parser.parse_args()
-    {"layers": bench_layers, "fanout": bench_fanout, "relay": relay_main}[args.part](args)
+    {"layers": bench_layers, "fanout": bench_fanout}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -494,6 +494,10 @@ def test_the_symbol_page_shows_alerts_raised_while_it_was_disconnected(stack, br
 
     browser.get(stack.url + "/symbols/V/")
     wait(browser, live, "the stream to connect")
+    # The trades snapshot makes the page reload its tape from the API: let that finish first, or
+    # stopping the server fails it (a console error) when the snapshot comes after the open.
+    wait(browser, lambda d: js(d, "return performance.getEntriesByType('resource')"
+                                  ".some(e => e.name.includes('/api/v1/trades/V'));"), "the trade tape to load")
     mark_page(browser)
     alert_id = f"al-offline-{uuid.uuid4().hex[:8]}"
     with server_away(stack, browser):
