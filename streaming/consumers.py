@@ -157,13 +157,17 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            # However the connection ended (disconnect, an error, daphne cancelling the app), the
-            # hub must not keep delivering to it.
-            self.leave(list(getattr(self, "subscribed", ())))
+            self.forget()
 
     async def disconnect(self, code):
-        self.leave(list(self.subscribed))
-        if self.counted:
+        self.forget()
+
+    def forget(self) -> None:
+        """Leave every channel and stop counting the connection. Run however the connection ends
+        (a disconnect, an error, daphne cancelling the application): the hub must not keep
+        writing to it, nor the gauge count it."""
+        self.leave(list(getattr(self, "subscribed", ())))
+        if getattr(self, "counted", False):
             metrics.WEBSOCKET_CONNECTIONS.labels(endpoint=self.endpoint).dec()
             self.counted = False
 

@@ -245,11 +245,13 @@ def test_a_process_joins_each_group_once_for_all_its_clients_and_leaves_with_the
     run(scenario)
 
 
-def test_a_connection_that_fails_leaves_the_hub(market, monkeypatch):
+def test_a_connection_that_fails_leaves_the_hub_and_the_connection_count(market, monkeypatch):
     async def failing_snapshot(self, channel):
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(MultiplexStreamConsumer, "snapshot", failing_snapshot)
+    connections = metrics.WEBSOCKET_CONNECTIONS.labels(endpoint="stream")
+    before = connections._value.get()
 
     async def scenario():
         client = await connect("/ws/stream")
@@ -260,6 +262,7 @@ def test_a_connection_that_fails_leaves_the_hub(market, monkeypatch):
         await until(lambda: hub().members == {})
 
     run(scenario)
+    assert connections._value.get() == before
 
 
 def test_a_client_whose_waiting_events_pile_up_is_dropped_with_4008(market, monkeypatch):
