@@ -159,9 +159,6 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         finally:
             self.forget()
 
-    async def disconnect(self, code):
-        self.forget()
-
     def forget(self) -> None:
         """Leave every channel and stop counting the connection. Run however the connection ends
         (a disconnect, an error, daphne cancelling the application): the hub must not keep

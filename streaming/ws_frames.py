@@ -46,8 +46,6 @@ class PreparedBatch:
 
     def start_after(self, seq: int) -> int:
         """Index of the first event newer than `seq` (len(self) when none is)."""
-        if not self.seqs or self.seqs[0] > seq:
-            return 0
         return bisect_right(self.seqs, seq)
 
     def __len__(self) -> int:

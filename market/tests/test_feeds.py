@@ -25,7 +25,7 @@ from market.feeds import PACING_TICK, feed_publish, paced_batches
 from market.models import Trade as TradeRow
 from market.pipelines import TradesPipeline
 from streaming.kafka import DeliveryFailed, EventPublisher
-from streaming.schemas import Quote, Trade, decoder_for
+from streaming.schemas import Trade, decoder_for
 from streaming.testing import read_topic, wait_for
 from streaming.topics import QUOTES, TRADES, topic
 
