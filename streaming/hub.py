@@ -11,6 +11,17 @@ subscriber in turn, in the same task: a subscriber writes it to its socket
 without awaiting anything (streaming/consumers.py), so the whole fan-out of
 a batch runs without yielding to the event loop.
 
+The hub reads and writes in two tasks. The reader only collects what the
+relay sends; the fan-out takes everything collected since its last round,
+each channel's events joined in order, and writes it to each client in one
+write. While the process keeps up, that is one relay batch. When it falls
+behind (a burst, or the machine's cores busy elsewhere), several batches of a
+channel go out together: the socket writes, most of the process's work, stay
+one per client per round instead of one per client per batch, so the process
+catches up instead of serving ever staler batches. What has been collected
+is bounded (`max_pending_events`): past it, batches are dropped, and clients
+see the gap in their sequence numbers.
+
 The hub joins a group when its first local subscriber does. Joins are
 serialised, so a subscriber that has joined is a member of the group: a relay
 batch sent after `join` returns reaches it. Leaving awaits nothing (a client
@@ -35,6 +46,8 @@ from streaming.ws_frames import PreparedBatch
 
 log = logging.getLogger(__name__)
 
+_GATHER_PASSES = 3  # socket readable -> the layer parses -> its queue wakes the reader
+
 
 class Subscriber(Protocol):
     async def relay_batch(self, channel: str, batch: PreparedBatch) -> None:
@@ -42,6 +55,8 @@ class Subscriber(Protocol):
 
 
 class FanoutHub:
+    max_pending_events = 500_000  # ~25 s of 10k trades/s and their quotes
+
     def __init__(self, layer) -> None:
         self.layer = layer
         self.members: dict[str, set[Subscriber]] = {}
@@ -49,6 +64,10 @@ class FanoutHub:
         self._channel_name: str | None = None
         self._reader: asyncio.Task | None = None
         self._renewer: asyncio.Task | None = None
+        self._fan_out_task: asyncio.Task | None = None
+        self._pending: dict[str, list] = {}  # channel -> its events collected since the last round
+        self._pending_events = 0
+        self._arrived = asyncio.Event()
         self._cleanups: set[asyncio.Task] = set()
 
     async def join(self, channel: str, subscriber: Subscriber) -> None:
@@ -85,6 +104,8 @@ class FanoutHub:
         for channel in self.members:
             await self.layer.group_add(group_for(channel), self._channel_name)
         self._reader = asyncio.ensure_future(self._read(self._channel_name))
+        if self._fan_out_task is None or self._fan_out_task.done():
+            self._fan_out_task = asyncio.ensure_future(self._fan_out())
         expiry = getattr(self.layer, "group_expiry", None)
         if expiry:
             self._renewer = asyncio.ensure_future(self._renew(expiry / 4))
@@ -98,8 +119,9 @@ class FanoutHub:
                 except Exception:  # the group's messages reach nobody here; the hub skips them
                     log.warning("WebSocket hub: could not leave %s", channel, exc_info=True)
             if not self.members and self._reader is not None:
-                tasks = [task for task in (self._reader, self._renewer) if task is not None]
-                self._reader = self._renewer = self._channel_name = None
+                tasks = [task for task in (self._reader, self._fan_out_task, self._renewer) if task is not None]
+                self._reader = self._fan_out_task = self._renewer = self._channel_name = None
+                self._pending, self._pending_events = {}, 0
                 for task in tasks:
                     task.cancel()  # the layer's receive() unsubscribes the channel when cancelled
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -111,7 +133,7 @@ class FanoutHub:
                 message = await self.layer.receive(channel_name)
                 failures = 0
                 if message.get("type") == MESSAGE_TYPE:
-                    await self.deliver(message["channel"], PreparedBatch(message["events"]))
+                    self._collect(message["channel"], message["events"])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -119,6 +141,35 @@ class FanoutHub:
                 failures += 1
                 log.exception("WebSocket hub: receiving failed (%d in a row)", failures)
                 await asyncio.sleep(min(0.25 * 2 ** failures, 5.0))
+
+    def _collect(self, channel: str, events: list) -> None:
+        if not events:
+            return
+        if self._pending_events + len(events) > self.max_pending_events:
+            log.warning("WebSocket hub: %d events waiting to be written; dropping a batch of %s",
+                        self._pending_events, channel)
+            return
+        self._pending.setdefault(channel, []).extend(events)
+        self._pending_events += len(events)
+        self._arrived.set()
+
+    async def _fan_out(self) -> None:
+        while True:
+            await self._arrived.wait()
+            # A few passes of the loop: the other channels of the same relay
+            # batch, and any batch that came in during the last round, are on
+            # their way from the layer's socket to the reader.
+            for _ in range(_GATHER_PASSES):
+                await asyncio.sleep(0)
+            self._arrived.clear()
+            pending, self._pending, self._pending_events = self._pending, {}, 0
+            for channel, events in pending.items():
+                try:
+                    batch = PreparedBatch(events)
+                except Exception:  # not the relay's [[seq, text], ...]: skipped, the round goes on
+                    log.exception("WebSocket hub: a malformed batch of %s", channel)
+                    continue
+                await self.deliver(channel, batch)
 
     async def _renew(self, every: float) -> None:
         while True:

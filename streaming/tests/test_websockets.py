@@ -278,10 +278,13 @@ def test_a_client_whose_waiting_events_pile_up_is_dropped_with_4008(market, monk
         client = await connect("/ws/stream")
         await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
         assert (await receive(client))["type"] == "subscribed"
+        witness = await connect("/ws/trades/AAPL")  # served in the same rounds: each batch in one of its own
         for i in range(3):  # two wait for the snapshot; the third is one too many
             await send(market, trades=[trade(i + 1)])
+            assert (await receive(witness))["seq"] == i + 1
         closed = await client.receive_output(timeout=TIMEOUT)
         assert (closed["type"], closed["code"]) == ("websocket.close", 4008)
+        await witness.disconnect()
         await until(lambda: hub().members == {})
 
     run(scenario)
@@ -432,8 +435,14 @@ def test_a_client_that_does_not_read_is_dropped_with_4008(market, settings):
 
     async def scenario():
         client = await connect("/ws/trades/AAPL")
+
+        def written_or_closed(count):
+            queued = list(client.output_queue._queue)
+            return len(queued) >= count or any(m["type"] == "websocket.close" for m in queued)
+
         for batch in range(10):  # ~200 bytes per trade: the backlog passes 2000 bytes in the second batch
             await send(market, trades=[trade(batch * 10 + i) for i in range(10)])
+            await until(lambda: written_or_closed(10 * (batch + 1)))  # each in a round of its own
         # The client reads nothing until the server has given up on it.
         await until(lambda: any(m["type"] == "websocket.close" for m in list(client.output_queue._queue)))
         outputs = []
@@ -477,5 +486,94 @@ def test_the_hub_renews_memberships_that_redis_channel_layer_expires(redis_clean
         fanout.leave("trades.AAPL", subscriber)
         await until(lambda: fanout.members == {})
         await layer.flush()
+
+    run(scenario)
+
+
+class _Recording:
+    """A hub subscriber that records the seqs of each delivery; during the first it runs `while_busy`."""
+
+    def __init__(self, while_busy):
+        self.deliveries: list[list[int]] = []
+        self.while_busy = while_busy
+
+    async def relay_batch(self, channel, batch):
+        self.deliveries.append(list(batch.seqs))
+        if len(self.deliveries) == 1:
+            await self.while_busy()
+
+
+def _relay_message(first: int, count: int = 2) -> dict:
+    from streaming.relay import MESSAGE_TYPE
+
+    return {"type": MESSAGE_TYPE, "channel": "trades.AAPL",
+            "events": [[seq, f'{{"seq":{seq}}}'] for seq in range(first, first + count)]}
+
+
+def test_batches_that_arrive_during_a_round_go_out_together_in_the_next_one_in_order(redis_clean):
+    from streaming.hub import FanoutHub
+
+    async def scenario():
+        layer = get_channel_layer()
+        fanout = FanoutHub(layer)
+
+        async def relay_three_more():
+            for first in (3, 5, 7):
+                await layer.group_send("fs.trades.AAPL", _relay_message(first))
+            await asyncio.sleep(0.3)  # the round is still busy while they arrive
+
+        subscriber = _Recording(relay_three_more)
+        await fanout.join("trades.AAPL", subscriber)
+        await layer.group_send("fs.trades.AAPL", _relay_message(1))
+        await until(lambda: len(subscriber.deliveries) == 2)
+        assert subscriber.deliveries == [[1, 2], [3, 4, 5, 6, 7, 8]]  # one write per client, not three
+        fanout.leave("trades.AAPL", subscriber)
+        await until(lambda: fanout.members == {})
+
+    run(scenario)
+
+
+def test_the_hub_drops_batches_past_its_bound_and_goes_on(redis_clean, caplog):
+    from streaming.hub import FanoutHub
+
+    async def scenario():
+        layer = get_channel_layer()
+        fanout = FanoutHub(layer)
+        fanout.max_pending_events = 5
+
+        async def relay_three_more():
+            for first in (3, 5, 7):
+                await layer.group_send("fs.trades.AAPL", _relay_message(first))
+            await asyncio.sleep(0.3)
+
+        subscriber = _Recording(relay_three_more)
+        await fanout.join("trades.AAPL", subscriber)
+        await layer.group_send("fs.trades.AAPL", _relay_message(1))
+        await until(lambda: len(subscriber.deliveries) == 2)
+        await layer.group_send("fs.trades.AAPL", _relay_message(9))
+        await until(lambda: len(subscriber.deliveries) == 3)
+        # 7-8 would have made 6 events waiting: dropped (the client sees 6 -> 9), and the hub goes on.
+        assert subscriber.deliveries == [[1, 2], [3, 4, 5, 6], [9, 10]]
+        fanout.leave("trades.AAPL", subscriber)
+        await until(lambda: fanout.members == {})
+
+    run(scenario)
+    assert "dropping a batch of trades.AAPL" in caplog.text
+
+
+def test_a_malformed_relay_message_is_skipped_and_delivery_goes_on(redis_clean, caplog):
+    from streaming.hub import FanoutHub
+
+    async def scenario():
+        layer = get_channel_layer()
+        fanout = FanoutHub(layer)
+        subscriber = _Recording(lambda: asyncio.sleep(0))
+        await fanout.join("trades.AAPL", subscriber)
+        await layer.group_send("fs.trades.AAPL", {**_relay_message(1), "events": [[1]]})
+        await until(lambda: "a malformed batch of trades.AAPL" in caplog.text)
+        await layer.group_send("fs.trades.AAPL", _relay_message(2))
+        await until(lambda: subscriber.deliveries == [[2, 3]])
+        fanout.leave("trades.AAPL", subscriber)
+        await until(lambda: fanout.members == {})
 
     run(scenario)
