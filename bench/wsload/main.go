@@ -3,7 +3,8 @@
 // clients closed as too slow (4008), and event time -> receive latency.
 //
 // bench/websocket_fanout.py builds and drives it: a Python client cannot read
-// ~1M messages a second on this machine's cores, a Go one can. It prints
+// ~1M messages a second on this machine's cores, a Go one can (conn.go: why
+// not with a WebSocket library). It prints
 // "ready <open> <refused>" once every client has connected, reads until it is
 // sent "stop <second>" on standard input, and prints one JSON summary line
 // (latency percentiles overall, and from that second after ready on).
@@ -15,7 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/http"
+	"net"
 	"os"
 	"runtime/pprof"
 	"slices"
@@ -23,9 +24,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
-
-	"github.com/gorilla/websocket"
 )
 
 type summary struct {
@@ -47,9 +45,10 @@ type summary struct {
 }
 
 type client struct {
-	conn      *websocket.Conn
+	conn      net.Conn
 	messages  int64
 	gaps      int64
+	lastSeq   int64
 	dropped   bool
 	closed    bool
 	latencyUs []int32
@@ -63,45 +62,43 @@ var (
 	tsKey    = []byte(`"ts":"`)
 )
 
-// read takes messages until the connection closes. The envelope's seq is the
-// message's first "seq" (the event's own comes later, inside "data").
-func (c *client) read() {
-	var last int64 = -1
-	var buffer bytes.Buffer // reused: a message allocates nothing
-	for {
-		_, reader, err := c.conn.NextReader()
-		if err == nil {
-			buffer.Reset()
-			_, err = buffer.ReadFrom(reader)
+// read takes messages until the connection closes.
+func (c *client) read(pending []byte) {
+	c.lastSeq = -1
+	var receivedUs int64 = -1
+	var second int32
+	code, err := readMessages(c.conn, pending, func(message []byte, received time.Time) {
+		if us := received.UnixMicro(); us != receivedUs { // once per read from the socket
+			receivedUs, second = us, int32(received.Sub(readyAt)/time.Second)
 		}
-		received := time.Now()
-		if err != nil {
-			if !stopping.Load() { // closed by the server, not by us
-				c.closed = true
-				closeErr, ok := err.(*websocket.CloseError)
-				c.dropped = ok && closeErr.Code == 4008
+		c.count(message, receivedUs, second)
+	})
+	if !stopping.Load() && (err != nil || code != 0) { // closed by the server, not by us
+		c.closed = true
+		c.dropped = code == 4008
+	}
+}
+
+// count takes one message: its envelope's seq (the message's first "seq"; the
+// event's own comes later, inside "data") and its event time.
+func (c *client) count(message []byte, receivedUs int64, second int32) {
+	c.messages++
+	rest := message
+	if at := bytes.Index(rest, seqKey); at >= 0 {
+		rest = rest[at+len(seqKey):]
+		if seq, ok := leadingInt(rest); ok {
+			if c.lastSeq >= 0 && seq != c.lastSeq+1 {
+				c.gaps++
 			}
-			return
+			c.lastSeq = seq
 		}
-		message := buffer.Bytes()
-		c.messages++
-		if at := bytes.Index(message, seqKey); at >= 0 {
-			rest := message[at+len(seqKey):]
-			if seq, ok := leadingInt(rest); ok {
-				if last >= 0 && seq != last+1 {
-					c.gaps++
-				}
-				last = seq
-			}
-		}
-		if at := bytes.Index(message, tsKey); at >= 0 {
-			rest := message[at+len(tsKey):]
-			end := bytes.IndexByte(rest, '"')
-			if end > 0 {
-				if ts, err := time.Parse(time.RFC3339Nano, unsafeString(rest[:end])); err == nil {
-					c.latencyUs = append(c.latencyUs, int32(min(received.Sub(ts).Microseconds(), 1<<31-1)))
-					c.second = append(c.second, int32(received.Sub(readyAt)/time.Second))
-				}
+	}
+	if at := bytes.Index(rest, tsKey); at >= 0 {
+		rest = rest[at+len(tsKey):]
+		if end := bytes.IndexByte(rest, '"'); end > 0 {
+			if ts, ok := unixMicros(rest[:end]); ok {
+				c.latencyUs = append(c.latencyUs, int32(min(receivedUs-ts, 1<<31-1)))
+				c.second = append(c.second, second)
 			}
 		}
 	}
@@ -120,9 +117,48 @@ func leadingInt(text []byte) (int64, bool) {
 	return value, digits > 0
 }
 
-// unsafeString views bytes as a string without copying; the string must not outlive the buffer.
-func unsafeString(text []byte) string {
-	return unsafe.String(unsafe.SliceData(text), len(text))
+// unixMicros reads the event times FinStream writes, RFC 3339 in UTC
+// ("2026-11-26T08:33:19.957773Z"); anything else goes through time.Parse.
+func unixMicros(text []byte) (int64, bool) {
+	n := len(text)
+	if n < 20 || text[n-1] != 'Z' || text[4] != '-' || text[7] != '-' || text[10] != 'T' ||
+		text[13] != ':' || text[16] != ':' {
+		ts, err := time.Parse(time.RFC3339Nano, string(text))
+		return ts.UnixMicro(), err == nil
+	}
+	number := func(from, to int) int64 {
+		value := int64(0)
+		for _, char := range text[from:to] {
+			value = value*10 + int64(char-'0')
+		}
+		return value
+	}
+	micros := int64(0)
+	if n > 20 && text[19] == '.' {
+		digits := text[20 : n-1]
+		for i := 0; i < 6; i++ {
+			micros *= 10
+			if i < len(digits) {
+				micros += int64(digits[i] - '0')
+			}
+		}
+	}
+	days := daysFromCivil(number(0, 4), number(5, 7), number(8, 10))
+	seconds := days*86400 + number(11, 13)*3600 + number(14, 16)*60 + number(17, 19)
+	return seconds*1_000_000 + micros, true
+}
+
+// daysFromCivil is the number of days from 1970-01-01 to a proleptic Gregorian date.
+func daysFromCivil(year, month, day int64) int64 {
+	if month <= 2 {
+		year--
+	}
+	era := year / 400
+	yearOfEra := year - era*400
+	monthIndex := (month + 9) % 12
+	dayOfYear := (153*monthIndex+2)/5 + day - 1
+	dayOfEra := yearOfEra*365 + yearOfEra/4 - yearOfEra/100 + dayOfYear
+	return era*146097 + dayOfEra - 719468
 }
 
 func main() {
@@ -135,7 +171,6 @@ func main() {
 
 	tickers := strings.Split(*symbols, ",")
 	servers := strings.Split(*bases, ",")
-	dialer := websocket.Dialer{HandshakeTimeout: 60 * time.Second, ReadBufferSize: 64 << 10}
 	all := make([]*client, *clients)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -147,8 +182,7 @@ func main() {
 		wg.Add(1)
 		go func(c *client, base, symbol string) {
 			defer wg.Done()
-			header := http.Header{"Origin": {strings.Replace(base, "ws://", "http://", 1)}}
-			conn, _, err := dialer.Dial(base+fmt.Sprintf(*path, symbol), header)
+			conn, pending, err := dial(base+fmt.Sprintf(*path, symbol), 60*time.Second)
 			mu.Lock()
 			if err != nil {
 				refused++
@@ -159,7 +193,7 @@ func main() {
 			c.conn = conn
 			connected.Done()
 			if err == nil {
-				c.read()
+				c.read(pending)
 			}
 		}(all[i], servers[i%len(servers)], tickers[i%len(tickers)])
 		if i%50 == 49 {
