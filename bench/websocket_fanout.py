@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -133,16 +134,23 @@ def _machine_busy() -> tuple[float, float]:
 
 
 def _stack_pids() -> dict[str, list[int]]:
-    """The stack's Kafka broker and Redis server (started by `make up`, not by this bench)."""
+    """This stack's Kafka broker and Redis server (started by `make up`, not by this bench): known by
+    the broker's config under FINSTREAM_VAR and Redis' port, so that another stack on the machine (a
+    test run's) is not counted."""
+    from django.conf import settings
+
+    var = os.environ.get("FINSTREAM_VAR", str(ROOT / "var"))
+    kafka_config = f"{var}/kafka/server.properties".encode()
+    redis_address = f"127.0.0.1:{urlsplit(settings.REDIS_URL).port or 6379}".encode()
     found: dict[str, list[int]] = {"kafka": [], "redis": []}
     for entry in Path("/proc").iterdir():
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
         except (OSError, ValueError):
             continue
-        if b"kafka.Kafka" in command:
+        if b"kafka.Kafka" in command and kafka_config in command:
             found["kafka"].append(int(entry.name))
-        elif command.startswith(b"redis-server"):
+        elif command.startswith(b"redis-server") and redis_address in command:
             found["redis"].append(int(entry.name))
     return found
 
