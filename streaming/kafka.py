@@ -36,7 +36,7 @@ def producer_config(**overrides: object) -> dict[str, object]:
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
-        "linger.ms": 20,
+        "linger.ms": settings.KAFKA_PRODUCER_LINGER_MS,
         "batch.size": 512 * 1024,
         # The local queue is the bounded buffer between us and the broker; when
         # it is full, publish() waits for deliveries instead of dropping.

@@ -90,3 +90,10 @@ def test_json_log_lines_carry_the_context_they_are_given():
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "warning" and line["message"] == "dead-lettering x"
     assert line["consumer"] == "build_candles" and line["partition"] == 3
+
+
+def test_producers_hold_messages_as_long_as_the_linger_setting_says(settings):
+    from streaming.kafka import producer_config
+
+    settings.KAFKA_PRODUCER_LINGER_MS = 3
+    assert producer_config()["linger.ms"] == 3
