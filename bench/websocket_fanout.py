@@ -214,6 +214,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
     env = {**os.environ, "CHANNEL_LAYER": args.layer, "DJANGO_DEBUG": "0", "DATABASE_POOL_SIZE": "10",
            "KAFKA_TOPIC_PREFIX": prefix, "KAFKA_CONSUMER_GROUP_PREFIX": prefix + "group",
            "RELAY_BATCH_WAIT_MS": str(args.relay_wait_ms), "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true",
+           **({"KAFKA_PRODUCER_LINGER_MS": str(args.linger_ms)} if args.linger_ms is not None else {}),
            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
     subprocess.run([sys.executable, "manage.py", "kafka_topics"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL)
@@ -230,7 +231,9 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         processes += daphnes
         for port, daphne in zip(ports, daphnes):
             _wait_listening(port, daphne, "daphne")
-        clients = subprocess.Popen([str(wsload), "-url", ",".join(f"ws://127.0.0.1:{port}" for port in ports),
+        # The clients stand in for other machines: at a lower priority they take the CPU the server
+        # leaves, not the CPU it needs (their receive delays still count in the latency they measure).
+        clients = subprocess.Popen(["nice", "-n", str(args.client_nice), str(wsload), "-url", ",".join(f"ws://127.0.0.1:{port}" for port in ports),
                                     "-clients", str(args.clients), "-symbols", ",".join(symbols)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         processes.append(clients)
@@ -284,9 +287,11 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
 
 def bench_fanout(args) -> None:
     wsload = _build_wsload()
-    print(f"fan-out: simulator at {args.rate} trades/s for {args.duration} s over {args.symbols} symbols -> Kafka "
-          f"-> relay_streams (batch wait {args.relay_wait_ms} ms) -> {args.layer} channel layer -> "
-          f"{args.web_processes} daphne process(es) -> {args.clients} clients on /ws/trades/{{symbol}} (Go, bench/wsload), all on this machine")
+    linger = "the setting's" if args.linger_ms is None else f"{args.linger_ms} ms"
+    print(f"fan-out: simulator at {args.rate} trades/s for {args.duration} s over {args.symbols} symbols (producer "
+          f"linger {linger}) -> Kafka -> relay_streams (batch wait {args.relay_wait_ms} ms) -> {args.layer} channel "
+          f"layer -> {args.web_processes} daphne process(es) -> {args.clients} clients on /ws/trades/{{symbol}} (Go, "
+          f"bench/wsload, nice {args.client_nice}), all on this machine")
     figures = {}
     for mode, per_event in (("batched", False), ("per-event", True)):
         if args.only and args.only != mode:
@@ -331,6 +336,10 @@ def main() -> None:
     fanout.add_argument("--warmup", type=float, default=5.0,
                         help="seconds of the simulator's start left out of the steady-state latency")
     fanout.add_argument("--relay-wait-ms", type=int, default=50, help="the relay's batch wait (RELAY_BATCH_WAIT_MS)")
+    fanout.add_argument("--linger-ms", type=int,
+                        help="the simulator's producer linger (KAFKA_PRODUCER_LINGER_MS; default: the setting's)")
+    fanout.add_argument("--client-nice", type=int, default=10,
+                        help="niceness of the client process (0: the same priority as the server)")
     fanout.add_argument("--layer", choices=("pubsub", "redis"), default="pubsub")
     fanout.add_argument("--web-processes", type=int, default=1, help="daphne processes, clients spread evenly")
     fanout.add_argument("--only", choices=("batched", "per-event"))
