@@ -264,6 +264,11 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         cpu["simulator"] = simulator_cpu / elapsed
         busy, total = (now - before for now, before in zip(_machine_busy(), machine))
         cpu["machine"] = busy / total
+        # The relay stops before its counters are read: one still catching up (per event) would
+        # otherwise send more than they say, and the clients would seem to get more than was owed.
+        relay.terminate()
+        relay.wait(30)
+        time.sleep(0.5)  # its last batch, through the hub
         relayed = {symbol: count - counters[symbol] for symbol, count in _trade_counters(symbols).items()}
         steady_from = math.ceil(started - ready_at + args.warmup)
         summary = json.loads(clients.communicate(f"stop {steady_from}\n", timeout=120)[0].strip().splitlines()[-1])
