@@ -207,11 +207,15 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
             else:
                 self.drop_slow_client(sum(len(text) for queued in waiting for text in queued.texts))
             return
+        limit = settings.WS_MAX_BACKLOG_BYTES
         backlog = self.daphne.backlog() if self.daphne is not None else queued_backlog(self.base_send)
-        if backlog is not None and backlog > settings.WS_MAX_BACKLOG_BYTES:
+        if backlog is not None and backlog > limit:
             self.drop_slow_client(backlog)
             return
         await self.write(channel, batch)
+        # A round can hold several relay batches: what this one left unsent counts now, not a round later.
+        if self.daphne is not None and (backlog := self.daphne.backlog()) > limit:
+            self.drop_slow_client(backlog)
 
     async def write(self, channel: str, batch: PreparedBatch) -> None:
         start = batch.start_after(self.subscribed.get(channel, 0))  # at or below: covered by the snapshot

@@ -37,8 +37,32 @@ class PreparedBatch:
     as texts and, built on first use, as one buffer of frames."""
 
     def __init__(self, events: list) -> None:
-        self.seqs = [seq for seq, _ in events]
-        self.texts = [text for _, text in events]
+        """Raises ValueError unless `events` is `[[seq, text], ...]` with whole seqs, ascending."""
+        try:
+            self.seqs = [seq for seq, _ in events]
+            self.texts = [text for _, text in events]
+        except (TypeError, ValueError):
+            raise ValueError("a relay batch is [[seq, text], ...]") from None
+        if not all(type(seq) is int for seq in self.seqs) or not all(type(text) is str for text in self.texts):
+            raise ValueError("a relay batch's seqs are whole numbers and its events JSON text")
+        if any(later <= earlier for earlier, later in zip(self.seqs, self.seqs[1:])):
+            raise ValueError("a relay batch's seqs ascend")
+
+    @classmethod
+    def joined(cls, batches: list[PreparedBatch]) -> PreparedBatch:
+        """Several batches of one channel as one, in seq order, each seq once. The relay sends a
+        channel's batches in order; two relays during a rebalance may not."""
+        if len(batches) == 1:
+            return batches[0]
+        joined = cls([])
+        for batch in batches:
+            joined.seqs += batch.seqs
+            joined.texts += batch.texts
+        if any(later.seqs[0] <= earlier.seqs[-1] for earlier, later in zip(batches, batches[1:])):
+            by_seq = dict(zip(joined.seqs, joined.texts))
+            joined.seqs = sorted(by_seq)
+            joined.texts = [by_seq[seq] for seq in joined.seqs]
+        return joined
 
     @property
     def last_seq(self) -> int:

@@ -47,3 +47,33 @@ def test_frames_after_a_seq_are_exactly_the_newer_events_one_message_each(texts,
     frames = parse_frames(batch.frames_from(start))
     assert [frame.data.decode() for frame in frames] == [text for seq, text in events if seq > last_sent]
     assert all(frame.fin and frame.opcode is Opcode.TEXT for frame in frames)
+
+
+@given(seqs=st.lists(st.integers(1, 200), min_size=1, max_size=60), cuts=st.lists(st.integers(0, 60), max_size=5),
+       arrival=st.randoms(use_true_random=False))
+def test_joined_batches_are_every_event_once_in_seq_order_whatever_order_they_came_in(seqs, cuts, arrival):
+    """A channel's batches, possibly overlapping (a seq in two) and arriving out of order."""
+    seqs = sorted(seqs)
+    bounds = sorted({0, len(seqs), *(min(cut, len(seqs)) for cut in cuts)})
+    batches = []
+    for start, end in zip(bounds, bounds[1:]):
+        part = sorted(set(seqs[start:end]))
+        batches.append(PreparedBatch([[seq, f'{{"seq":{seq}}}'] for seq in part]))
+    arrival.shuffle(batches)
+    joined = PreparedBatch.joined(batches)
+    assert joined.seqs == sorted(set(seqs))
+    assert joined.texts == [f'{{"seq":{seq}}}' for seq in joined.seqs]
+
+
+@given(events=st.one_of(
+    st.lists(st.tuples(st.integers(1, 9), st.text(max_size=3)), min_size=2, max_size=5).filter(
+        lambda events: any(b[0] <= a[0] for a, b in zip(events, events[1:]))),
+    st.lists(st.one_of(st.integers(), st.text(), st.tuples(st.integers()), st.tuples(st.text(), st.text()),
+                       st.tuples(st.integers(), st.integers())), min_size=1, max_size=3),
+))
+def test_anything_but_ascending_seqs_with_text_is_refused(events):
+    try:
+        PreparedBatch([list(event) if isinstance(event, tuple) else event for event in events])
+    except ValueError:
+        return
+    raise AssertionError(f"accepted {events!r}")
