@@ -7,9 +7,14 @@ own consumer groups; each Redis test starts from an empty database.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
+
+# The web process's collector tuning (finstream/asgi.py) is for servers, not for the test process
+# that imports the ASGI app.
+os.environ.setdefault("WEB_GC_TUNING", "0")
 
 SERVICE_FIXTURES = {"db", "transactional_db", "django_db_setup", "kafka_topics", "redis_clean", "live_server"}
 

@@ -18,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from finstream import tracing  # noqa: E402
+from finstream.env import env_bool  # noqa: E402
 from market.api.hot import HotReads  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
@@ -41,10 +42,14 @@ application = ProtocolTypeRouter(
 # Full garbage collections stop the event loop, and with it every client's
 # stream: with 1,000 WebSocket clients one took 70-210 ms, several times in a
 # 20 s run (bench/websocket_fanout.py). Everything imported so far lives as
-# long as the process, so it is frozen out of the collector's sight. And with
-# the default young-generation threshold (700) the objects a fan-out round
-# holds for a few milliseconds were collected while still alive, promoted, and
-# soon made a full collection due; at 50,000 they are freed by their reference
-# counts first, and full collections became rare (none in 30 s runs).
-gc.freeze()
-gc.set_threshold(50_000, 20, 10)
+# long as the process, so it is frozen out of the collector's sight (after a
+# collection, so that no garbage is frozen with it). And with the default
+# young-generation threshold (700) the objects a fan-out round holds for a few
+# milliseconds were scanned while still alive and promoted, and soon made a full
+# collection due; at 50,000 reference counts free them first, and there was no
+# full collection in 30 s runs. Off (WEB_GC_TUNING=0) in the test suite, which
+# imports this module into a process that is no server.
+if env_bool("WEB_GC_TUNING", True):
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
