@@ -10,8 +10,8 @@ Two parts, both printing figures and ratios (nothing is written to a file):
    `manage.py simulate` at --rate trades/s -> Kafka -> the relay (on the
    shared runner, batch wait --relay-wait-ms) -> the channel layer -> one
    daphne -> --clients WebSocket clients on /ws/trades/{symbol}, spread over
-   the symbols. The clients are bench/wsload (Go, gorilla/websocket, built
-   here with `go build`): at 10k trades/s and 1,000 clients they read ~1M
+   the symbols. The clients are bench/wsload (Go, a minimal client of its own,
+   built here with `go build`, at nice --client-nice): at 10k trades/s and 1,000 clients they read ~1M
    messages/s, which Python clients on the same two cores cannot. Latency is
    each trade's event time (`data.ts`, stamped by the simulator) -> client
    receive. Reports messages received against those expected (the relay's
@@ -152,6 +152,9 @@ def _stack_pids() -> dict[str, list[int]]:
             found["kafka"].append(int(entry.name))
         elif command.startswith(b"redis-server") and redis_address in command:
             found["redis"].append(int(entry.name))
+    for name, pids in found.items():
+        if not pids:
+            print(f"  (no {name} process of this stack found: its CPU reads 0)")
     return found
 
 
@@ -171,6 +174,22 @@ def _wait_listening(port: int, process: subprocess.Popen, what: str) -> None:
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"{what} did not start")
         time.sleep(0.1)
+
+
+def _wait_until_delivered(clients: subprocess.Popen, *, quiet: float = 1.0, limit: float = 60.0) -> None:
+    """Until the clients' count has not moved for `quiet` seconds: daphne may still be writing
+    what the relay sent before it stopped."""
+    last, still_since, deadline = -1, time.monotonic(), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        clients.stdin.write("count\n")
+        clients.stdin.flush()
+        count = int(clients.stdout.readline())
+        if count != last:
+            last, still_since = count, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
+        time.sleep(0.25)
+    print(f"  (clients were still receiving {limit:.0f} s after the relay stopped)")
 
 
 def _trade_counters(symbols: list[str]) -> dict[str, int]:
@@ -268,7 +287,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         # otherwise send more than they say, and the clients would seem to get more than was owed.
         relay.terminate()
         relay.wait(30)
-        time.sleep(0.5)  # its last batch, through the hub
+        _wait_until_delivered(clients)
         relayed = {symbol: count - counters[symbol] for symbol, count in _trade_counters(symbols).items()}
         steady_from = math.ceil(started - ready_at + args.warmup)
         summary = json.loads(clients.communicate(f"stop {steady_from}\n", timeout=120)[0].strip().splitlines()[-1])

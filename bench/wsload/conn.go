@@ -29,6 +29,7 @@ const (
 	opBinary       = 0x2
 	opClose        = 0x8
 	opPing         = 0x9
+	opPong         = 0xA
 	acceptGUID     = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 )
 
@@ -114,13 +115,13 @@ func nextFrame(data []byte) (f frame, ok bool, err error) {
 	return f, true, nil
 }
 
-// pong answers a ping with its payload, masked as a client must.
-func pong(conn net.Conn, payload []byte) error {
+// control sends a control frame (a pong, a close) with its payload, masked as a client must.
+func control(conn net.Conn, opcode byte, payload []byte) error {
 	if len(payload) > 125 {
 		return errProtocol
 	}
 	out := make([]byte, 6+len(payload))
-	out[0], out[1] = 0x80|0xA, 0x80|byte(len(payload))
+	out[0], out[1] = 0x80|opcode, 0x80|byte(len(payload))
 	rand.Read(out[2:6])
 	for i, b := range payload {
 		out[6+i] = b ^ out[2+i%4]
@@ -139,7 +140,7 @@ func closeCode(payload []byte) int {
 
 // readMessages calls onMessage for each complete text or binary message, with
 // the time of the read that completed it, until the connection fails or the
-// server closes it (then the close code).
+// server closes it (then the close code; the caller closes the connection).
 func readMessages(conn net.Conn, pending []byte, onMessage func([]byte, time.Time)) (int, error) {
 	buffer := make([]byte, max(256<<10, 2*len(pending)))
 	filled := copy(buffer, pending)
@@ -168,10 +169,12 @@ func readMessages(conn net.Conn, pending []byte, onMessage func([]byte, time.Tim
 				if f.fin {
 					onMessage(fragments, received)
 				}
-			case opClose:
-				return closeCode(f.payload), nil
+			case opClose: // answered with the same code, as the closing handshake asks
+				code := closeCode(f.payload)
+				control(conn, opClose, f.payload[:min(len(f.payload), 2)])
+				return code, nil
 			case opPing:
-				if err := pong(conn, f.payload); err != nil {
+				if err := control(conn, opPong, f.payload); err != nil {
 					return 0, err
 				}
 			}

@@ -7,7 +7,8 @@
 // not with a WebSocket library). It prints
 // "ready <open> <refused>" once every client has connected, reads until it is
 // sent "stop <second>" on standard input, and prints one JSON summary line
-// (latency percentiles overall, and from that second after ready on).
+// (latency percentiles overall, and from that second after ready on); "count"
+// prints how many messages have been received so far.
 package main
 
 import (
@@ -73,6 +74,7 @@ func (c *client) read(pending []byte) {
 		}
 		c.count(message, receivedUs, second)
 	})
+	c.conn.Close()
 	if !stopping.Load() && (err != nil || code != 0) { // closed by the server, not by us
 		c.closed = true
 		c.dropped = code == 4008
@@ -82,7 +84,7 @@ func (c *client) read(pending []byte) {
 // count takes one message: its envelope's seq (the message's first "seq"; the
 // event's own comes later, inside "data") and its event time.
 func (c *client) count(message []byte, receivedUs int64, second int32) {
-	c.messages++
+	atomic.AddInt64(&c.messages, 1) // read by "count" meanwhile
 	rest := message
 	if at := bytes.Index(rest, seqKey); at >= 0 {
 		rest = rest[at+len(seqKey):]
@@ -121,8 +123,7 @@ func leadingInt(text []byte) (int64, bool) {
 // ("2026-11-26T08:33:19.957773Z"); anything else goes through time.Parse.
 func unixMicros(text []byte) (int64, bool) {
 	n := len(text)
-	if n < 20 || text[n-1] != 'Z' || text[4] != '-' || text[7] != '-' || text[10] != 'T' ||
-		text[13] != ':' || text[16] != ':' {
+	if !fastForm(text) {
 		ts, err := time.Parse(time.RFC3339Nano, string(text))
 		return ts.UnixMicro(), err == nil
 	}
@@ -134,7 +135,7 @@ func unixMicros(text []byte) (int64, bool) {
 		return value
 	}
 	micros := int64(0)
-	if n > 20 && text[19] == '.' {
+	if n > 20 {
 		digits := text[20 : n-1]
 		for i := 0; i < 6; i++ {
 			micros *= 10
@@ -146,6 +147,36 @@ func unixMicros(text []byte) (int64, bool) {
 	days := daysFromCivil(number(0, 4), number(5, 7), number(8, 10))
 	seconds := days*86400 + number(11, 13)*3600 + number(14, 16)*60 + number(17, 19)
 	return seconds*1_000_000 + micros, true
+}
+
+// fastForm: "YYYY-MM-DDTHH:MM:SS" then "Z", or "." and 1-9 digits then "Z".
+func fastForm(text []byte) bool {
+	n := len(text)
+	if n < 20 || text[n-1] != 'Z' || (n > 20 && (text[19] != '.' || n == 21 || n > 30)) {
+		return false
+	}
+	for i, char := range text[:n-1] {
+		switch i {
+		case 4, 7:
+			if char != '-' {
+				return false
+			}
+		case 10:
+			if char != 'T' {
+				return false
+			}
+		case 13, 16:
+			if char != ':' {
+				return false
+			}
+		case 19:
+		default:
+			if char < '0' || char > '9' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // daysFromCivil is the number of days from 1970-01-01 to a proleptic Gregorian date.
@@ -209,10 +240,24 @@ func main() {
 		}
 	}
 	fmt.Printf("ready %d %d\n", open, refused)
-	// Read until told to stop ("stop <steady from second>" on standard input), then report what was received.
-	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	// Read until told to stop ("stop <steady from second>" on standard input), then report what was
+	// received. "count" prints the messages received so far.
+	commands := bufio.NewReader(os.Stdin)
 	var steadyFrom int32
-	fmt.Sscanf(line, "stop %d", &steadyFrom)
+	for {
+		line, err := commands.ReadString('\n')
+		if strings.TrimSpace(line) == "count" {
+			total := int64(0)
+			for _, c := range all {
+				total += atomic.LoadInt64(&c.messages)
+			}
+			fmt.Println(total)
+			continue
+		}
+		if _, scanned := fmt.Sscanf(line, "stop %d", &steadyFrom); scanned == nil || err != nil {
+			break
+		}
+	}
 	stopping.Store(true)
 	for _, c := range all {
 		if c.conn != nil {

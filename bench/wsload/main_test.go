@@ -44,3 +44,12 @@ func TestFramesAreParsedOnlyWhenWhole(t *testing.T) {
 		t.Fatal("a masked frame from the server was taken")
 	}
 }
+
+func TestUnixMicrosRefusesWhatTimeParseRefuses(t *testing.T) {
+	for _, text := range []string{"2026-11-26T08:33:19.Z", "2026-1a-26T08:33:19Z", "2026-11-26 08:33:19Z",
+		"2026-11-26T08:33:19", ""} {
+		if _, ok := unixMicros([]byte(text)); ok {
+			t.Errorf("%q was taken for a time", text)
+		}
+	}
+}
