@@ -152,12 +152,6 @@ def build(args, url: str) -> None:
     rollups.market_stats_refresh(now=now)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wrk(url: str, *, duration: int, connections: int, threads: int, script: str | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script or "")

@@ -78,6 +78,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.procstat import cpu_seconds, rss_mib  # noqa: E402 - needs ROOT on the path
+
 VAR = ROOT / "var" / "bench"
 QUIX_VENV = ROOT / "var" / "bench-quix-venv"
 QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "psycopg[binary]==3.3.9"]
@@ -353,7 +355,7 @@ class Bench:
         commits: list[tuple[float, int]] = []
         deadline = time.monotonic() + 60 + n / 1000
         backend = _backend_pid()
-        cpu_before, backend_before = time.process_time(), _cpu_seconds(backend)
+        cpu_before, backend_before = time.process_time(), cpu_seconds(backend)
         if profile:
             profile.enable()
         try:
@@ -368,7 +370,7 @@ class Bench:
             if profile:
                 profile.disable()
             runner.close()
-        cpu, backend_cpu = time.process_time() - cpu_before, _cpu_seconds(backend) - backend_before
+        cpu, backend_cpu = time.process_time() - cpu_before, cpu_seconds(backend) - backend_before
         result = Result("ours, 1 process (in-process runner)", done, commits[-1][0] - clock.first_message_at,
                         "first message -> last commit")
         if len(commits) > 1:
@@ -409,9 +411,9 @@ class Bench:
             _wait_for_assignments(logs, procs, partitions=PARTITIONS, timeout=120)
             producer.commit_transaction(60)
             opened = time.monotonic()
-            cpu_before = [_cpu_seconds(proc.pid) for proc in procs]
+            cpu_before = [cpu_seconds(proc.pid) for proc in procs]
             commits = _poll_committed(ConsumerOffset._meta.db_table, group, n, procs, timeout=120 + n / 1000)
-            cpu = sum(_cpu_seconds(proc.pid) for proc in procs) - sum(cpu_before)
+            cpu = sum(cpu_seconds(proc.pid) for proc in procs) - sum(cpu_before)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -555,7 +557,7 @@ class Bench:
                     committed = int(cursor.fetchone()[0])
                 produced = sum(watermarks.get_watermark_offsets(TopicPartition(trades_topic, p), timeout=5)[1]
                                for p in range(PARTITIONS))
-                rss = _rss_mb(consumer.pid)
+                rss = rss_mib(consumer.pid)
                 previous = samples[-1] if samples else (0.0, 0.0, 0, 0)
                 per_second = (committed - previous[2]) / max(elapsed - previous[0], 1e-9)
                 samples.append((elapsed, rss, committed, produced))
@@ -615,19 +617,6 @@ def _backend_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process on this machine (e.g. a PostgreSQL backend), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _assignments(log: Path) -> list[str]:

@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
 
+from bench.procstat import cpu_seconds, free_port, machine_busy, rss_mib  # noqa: E402 - needs ROOT on the path
+
 
 def setup_django(layer: str | None = None) -> None:
     if layer:
@@ -103,34 +105,6 @@ def bench_layers(args) -> None:
 
 # --- part 2: fan-out to real clients ------------------------------------------------------
 WSLOAD = ROOT / "bench" / "wsload"  # the Go client (bench/wsload/main.go)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, all cores."""
-    with open("/proc/stat") as stat:
-        ticks = [int(value) for value in stat.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def _stack_pids() -> dict[str, list[int]]:
@@ -242,7 +216,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         relay = _manage("relay_streams", *(["--per-event"] if per_event else []), env=env)
         processes.append(relay)
         # Web processes as a deployment runs them behind a load balancer: client i goes to process i mod N.
-        ports = [_free_port() for _ in range(args.web_processes)]
+        ports = [free_port() for _ in range(args.web_processes)]
         daphnes = [subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                      "--access-log", os.devnull, "finstream.asgi:application"],
                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -263,9 +237,9 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         counters = _trade_counters(symbols)
         measured = {"daphne": [p.pid for p in daphnes], "relay": [relay.pid], "clients": [clients.pid],
                     **_stack_pids()}
-        cpu = {name: sum(map(_cpu_seconds, pids)) for name, pids in measured.items()}
-        rss_start = max(_rss_mib(daphne.pid) for daphne in daphnes)
-        machine = _machine_busy()
+        cpu = {name: sum(map(cpu_seconds, pids)) for name, pids in measured.items()}
+        rss_start = max(rss_mib(daphne.pid) for daphne in daphnes)
+        machine = machine_busy()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         simulator = _manage("simulate", "--rate", str(args.rate), "--duration", str(args.duration),
@@ -274,14 +248,14 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         rss = []
         while simulator.poll() is None:
             time.sleep(1)
-            rss.append(max(_rss_mib(daphne.pid) for daphne in daphnes))
+            rss.append(max(rss_mib(daphne.pid) for daphne in daphnes))
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the simulator was reaped meanwhile
         simulator_cpu = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
         time.sleep(args.tail)  # what is still on its way
         elapsed = time.monotonic() - started
-        cpu = {name: (sum(map(_cpu_seconds, pids)) - cpu[name]) / elapsed for name, pids in measured.items()}
+        cpu = {name: (sum(map(cpu_seconds, pids)) - cpu[name]) / elapsed for name, pids in measured.items()}
         cpu["simulator"] = simulator_cpu / elapsed
-        busy, total = (now - before for now, before in zip(_machine_busy(), machine))
+        busy, total = (now - before for now, before in zip(machine_busy(), machine))
         cpu["machine"] = busy / total
         # The relay stops before its counters are read: one still catching up (per event) would
         # otherwise send more than they say, and the clients would seem to get more than was owed.
@@ -296,7 +270,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
             followers[symbols[index % len(symbols)]] += 1
         return {**summary, "published": _published_trades(prefix), "relayed": sum(relayed.values()),
                 "expected": sum(relayed[symbol] * followers[symbol] for symbol in symbols),
-                "elapsed": elapsed, "cpu": cpu, "rss_start": rss_start, "rss_end": max(_rss_mib(daphne.pid) for daphne in daphnes),
+                "elapsed": elapsed, "cpu": cpu, "rss_start": rss_start, "rss_end": max(rss_mib(daphne.pid) for daphne in daphnes),
                 "rss_max": max(rss, default=rss_start)}
     finally:
         for process in reversed(processes):
