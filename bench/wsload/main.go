@@ -127,11 +127,8 @@ func unixMicros(text []byte) (int64, bool) {
 		ts, err := time.Parse(time.RFC3339Nano, string(text))
 		return ts.UnixMicro(), err == nil
 	}
-	number := func(from, to int) int64 {
-		value := int64(0)
-		for _, char := range text[from:to] {
-			value = value*10 + int64(char-'0')
-		}
+	number := func(from, to int) int64 { // digits: fastForm checked them
+		value, _ := leadingInt(text[from:to])
 		return value
 	}
 	micros := int64(0)
