@@ -27,15 +27,17 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def kafka_topics(settings):
-    """Creates this test's own copy of every FinStream topic; returns the prefix."""
-    from streaming.kafka import topics_ensure
+    """Creates this test's own copy of every FinStream topic, and deletes them afterwards (a test
+    stack's broker lives on between runs); gives the prefix."""
+    from streaming.kafka import topics_delete, topics_ensure
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
     settings.KAFKA_TOPIC_PREFIX = prefix
     settings.KAFKA_CONSUMER_GROUP_PREFIX = f"{prefix}group"
     settings.KAFKA_TOPIC_PARTITIONS = 2
     topics_ensure()
-    return prefix
+    yield prefix
+    topics_delete(prefix)
 
 
 @pytest.fixture

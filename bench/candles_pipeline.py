@@ -194,13 +194,9 @@ class Bench:
 
     def delete_topics(self) -> None:
         """This run's topics, Quix's changelog topics included (their names carry the stamp)."""
-        from streaming.kafka import admin_client
+        from streaming.kafka import topics_delete
 
-        admin = admin_client()  # held: the futures fail if the client is collected
-        names = [name for name in admin.list_topics(timeout=15).topics if self.stamp in name]
-        if names:
-            for future in admin.delete_topics(sorted(names), operation_timeout=30).values():
-                future.result()
+        topics_delete(self.stamp)
 
     def generate(self) -> None:
         """The N trades, encoded, and the partition of each symbol."""

@@ -7,8 +7,8 @@ Usage (against a running broker, e.g. the one `make up` starts):
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 var/venv/bin/python bench/publish_throughput.py \\
         [--events 600000] [--rows 500000] [--rounds 3]
 
-Every run publishes into topics of its own (a fresh KAFKA_TOPIC_PREFIX) so
-nothing reaches the stack's consumers. Prints events/s per round and the
+Every run publishes into topics of its own (a fresh KAFKA_TOPIC_PREFIX, deleted
+after the run) so nothing reaches the stack's consumers. Prints events/s per round and the
 median ratio ours/raw. "ours" is the rate the command reports, from its first
 publish to its final flush, like the raw loop's; the rate over the whole
 process (with ~1.5 s of Python, Django and broker start-up) is printed beside
@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from django.conf import settings  # noqa: E402
 
 from market.domain.replay import parse_csv  # noqa: E402
 from market.domain.simulator import MarketSimulator  # noqa: E402
-from streaming.kafka import producer_config, topics_ensure  # noqa: E402
+from streaming.kafka import producer_config, topics_delete, topics_ensure  # noqa: E402
 from streaming.schemas import Trade, encode  # noqa: E402
 from streaming.topics import TOPIC_SPECS  # noqa: E402
 
@@ -50,11 +52,16 @@ START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ"
 
 
-def fresh_prefix() -> str:
+@contextmanager
+def fresh_topics() -> Iterator[str]:
+    """Topics of the run's own, deleted after it: gives their prefix."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     settings.KAFKA_TOPIC_PREFIX = prefix
     topics_ensure(TOPIC_SPECS)
-    return prefix
+    try:
+        yield prefix
+    finally:
+        topics_delete(prefix)
 
 
 def sample_messages(count: int) -> list[tuple[str, bytes, bool]]:
@@ -63,30 +70,30 @@ def sample_messages(count: int) -> list[tuple[str, bytes, bool]]:
 
 
 def raw_produce(messages: list[tuple[str, bytes, bool]]) -> float:
-    prefix = fresh_prefix()
-    producer = Producer(producer_config(**{"delivery.report.only.error": True}))
-    trades, quotes = f"{prefix}market.trades", f"{prefix}market.quotes"
-    started = time.perf_counter()
-    for key, value, is_trade in messages:
-        while True:
-            try:
-                producer.produce(trades if is_trade else quotes, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush()
-    return len(messages) / (time.perf_counter() - started)
+    with fresh_topics() as prefix:
+        producer = Producer(producer_config(**{"delivery.report.only.error": True}))
+        trades, quotes = f"{prefix}market.trades", f"{prefix}market.quotes"
+        started = time.perf_counter()
+        for key, value, is_trade in messages:
+            while True:
+                try:
+                    producer.produce(trades if is_trade else quotes, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.flush()
+        return len(messages) / (time.perf_counter() - started)
 
 
 def command_rates(args: list[str]) -> tuple[float, float]:
     """The command's own publishing rate (from its first publish to its final flush, as it reports it)
     and the rate over the whole process, which adds ~1.5 s of Python, Django and broker start-up."""
-    prefix = fresh_prefix()
-    env = {**os.environ, "KAFKA_TOPIC_PREFIX": prefix, "METRICS_PORT": "0"}
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
-    elapsed = time.perf_counter() - started
+    with fresh_topics() as prefix:
+        env = {**os.environ, "KAFKA_TOPIC_PREFIX": prefix, "METRICS_PORT": "0"}
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                             capture_output=True, text=True).stdout
+        elapsed = time.perf_counter() - started
     summary = re.search(r"^(?:published|replayed) ([\d,]+) trades and ([\d,]+) quotes .*?"
                         r"\(([\d,]+) (?:events|rows)/s\)", out, re.MULTILINE)
     if summary is None:

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noq
 from finstream import tracing  # noqa: E402
 from market.domain.simulator import MarketSimulator  # noqa: E402
 from market.feeds import feed_publish  # noqa: E402
-from streaming.kafka import EventPublisher, topics_ensure  # noqa: E402
+from streaming.kafka import EventPublisher, topics_delete, topics_ensure  # noqa: E402
 from streaming.runner import ConsumerRunner, RunnerOptions  # noqa: E402
 from streaming.testing import IdlePipeline  # noqa: E402
 from streaming.topics import QUOTES, TOPIC_SPECS, TRADES, topic  # noqa: E402
@@ -107,6 +107,7 @@ def main() -> None:
             publish_rate, trades = publish_round(args.events, on)
             rates[("publish", on)] = publish_rate
             rates[("consume", on)] = consume_round(trades, on)
+            topics_delete(settings.KAFKA_TOPIC_PREFIX)
         for path in ratios:
             ratios[path].append(rates[(path, True)] / rates[(path, False)])
             print(f"round {round_} {path:8s} off {rates[(path, False)]:>10,.0f} ev/s   on {rates[(path, True)]:>10,.0f}"

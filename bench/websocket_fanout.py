@@ -199,6 +199,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
     from django.conf import settings
 
     from market.services import symbols_seed
+    from streaming.kafka import topics_delete
 
     symbols = settings.SYMBOLS[: args.symbols]
     symbols_seed(tickers=symbols)
@@ -281,6 +282,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        topics_delete(prefix)
 
 
 def bench_fanout(args) -> None:

@@ -113,6 +113,22 @@ def topics_ensure(specs: Sequence[TopicSpec] = TOPIC_SPECS, *, timeout: float = 
     return created
 
 
+def topics_delete(marker: str, *, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name contains `marker` (a test's or a benchmark's unique prefix or
+    stamp), so that runs against a long-lived broker leave nothing behind; returns the names deleted."""
+    if len(marker) < 6:
+        raise ValueError(f"{marker!r} could match topics that are not this run's: use its unique prefix")
+    admin = admin_client()  # held: its futures fail once the client is collected
+    try:
+        names = sorted(name for name in admin.list_topics(timeout=timeout).topics if marker in name)
+    except KafkaException as error:
+        raise KafkaUnavailable(unreachable_message(timeout)) from error
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            future.result(timeout=timeout)
+    return names
+
+
 def _leaders_wait(admin: AdminClient, names: list[str], *, timeout: float) -> None:
     """Return once every partition of `names` has a leader: a topic is created before its
     partitions are, and a client that asks for offsets in between is told NOT_LEADER."""
