@@ -6,8 +6,10 @@ package main
 // message, a copy into a buffer, a clock read) took more than half a core at
 // 1M messages/s: CPU taken from the server, and latency added to what it
 // measures. Here a read from the socket is parsed in place, frame by frame,
-// and the clock is read once per read: the moment those bytes reached the
-// client.
+// and each read gives two times: when the kernel put its last bytes in the
+// socket (SO_TIMESTAMPNS: when they reached this host, as a client on a
+// machine of its own would see them) and when this process read them (later
+// by however long it waited for a core it shares with the server).
 
 import (
 	"bufio"
@@ -17,10 +19,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -138,13 +143,77 @@ func closeCode(payload []byte) int {
 	return int(binary.BigEndian.Uint16(payload))
 }
 
+// timedReader reads a connection with the kernel's receive time of what each read returns.
+type timedReader struct {
+	conn net.Conn
+	raw  syscall.RawConn // nil: no kernel timestamps (not a TCP connection), the read's time stands in
+	oob  []byte
+}
+
+func newTimedReader(conn net.Conn) *timedReader {
+	reader := &timedReader{conn: conn}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		if raw, err := tcp.SyscallConn(); err == nil {
+			var set error
+			raw.Control(func(fd uintptr) {
+				set = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+			})
+			if set == nil {
+				reader.raw, reader.oob = raw, make([]byte, syscall.CmsgSpace(int(unsafe.Sizeof(syscall.Timespec{}))))
+			}
+		}
+	}
+	return reader
+}
+
+// read fills buffer like conn.Read, and tells when its bytes arrived (for TCP,
+// the kernel stamps the last segment a read returns: never earlier than any of
+// its bytes arrived) and when they were read.
+func (r *timedReader) read(buffer []byte) (n int, arrived, read time.Time, err error) {
+	if r.raw == nil {
+		n, err = r.conn.Read(buffer)
+		read = time.Now()
+		return n, read, read, err
+	}
+	var oobn int
+	var recvErr error
+	err = r.raw.Read(func(fd uintptr) bool {
+		n, oobn, _, _, recvErr = syscall.Recvmsg(int(fd), buffer, r.oob, 0)
+		return recvErr != syscall.EAGAIN
+	})
+	read = time.Now()
+	if err == nil {
+		err = recvErr
+	}
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	if err != nil {
+		return 0, read, read, err
+	}
+	arrived = read
+	if messages, parseErr := syscall.ParseSocketControlMessage(r.oob[:oobn]); parseErr == nil {
+		for _, m := range messages {
+			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS &&
+				len(m.Data) >= int(unsafe.Sizeof(syscall.Timespec{})) {
+				stamp := (*syscall.Timespec)(unsafe.Pointer(&m.Data[0]))
+				arrived = time.Unix(stamp.Sec, stamp.Nsec)
+			}
+		}
+	}
+	return n, arrived, read, nil
+}
+
 // readMessages calls onMessage for each complete text or binary message, with
-// the time of the read that completed it, until the connection fails or the
-// server closes it (then the close code; the caller closes the connection).
-func readMessages(conn net.Conn, pending []byte, onMessage func([]byte, time.Time)) (int, error) {
+// the times of the read that completed it (see timedReader), until the
+// connection fails or the server closes it (then the close code; the caller
+// closes the connection).
+func readMessages(conn net.Conn, pending []byte, onMessage func(message []byte, arrived, read time.Time)) (int, error) {
 	buffer := make([]byte, max(256<<10, 2*len(pending)))
 	filled := copy(buffer, pending)
-	received := time.Now()
+	reader := newTimedReader(conn)
+	read := time.Now()
+	arrived := read
 	var fragments []byte // a message sent in several frames (rare: the server sends whole ones)
 	for {
 		start := 0
@@ -160,14 +229,14 @@ func readMessages(conn net.Conn, pending []byte, onMessage func([]byte, time.Tim
 			switch f.opcode {
 			case opText, opBinary:
 				if f.fin {
-					onMessage(f.payload, received)
+					onMessage(f.payload, arrived, read)
 				} else {
 					fragments = append(fragments[:0], f.payload...)
 				}
 			case opContinuation:
 				fragments = append(fragments, f.payload...)
 				if f.fin {
-					onMessage(fragments, received)
+					onMessage(fragments, arrived, read)
 				}
 			case opClose: // answered with the same code, as the closing handshake asks
 				code := closeCode(f.payload)
@@ -183,8 +252,8 @@ func readMessages(conn net.Conn, pending []byte, onMessage func([]byte, time.Tim
 		if filled == len(buffer) {
 			buffer = append(buffer, make([]byte, len(buffer))...) // a frame larger than the buffer
 		}
-		n, err := conn.Read(buffer[filled:])
-		received = time.Now()
+		n, bytesArrived, bytesRead, err := reader.read(buffer[filled:])
+		arrived, read = bytesArrived, bytesRead
 		if err != nil {
 			return 0, err
 		}

@@ -1,13 +1,15 @@
 // wsload holds many WebSocket clients of FinStream's per-symbol streams and
 // reports what they received: messages, gaps in each channel's seq numbers,
-// clients closed as too slow (4008), and event time -> receive latency.
+// clients closed as too slow (4008), and event time -> receipt latency, to the
+// bytes' arrival in the socket and to their read (conn.go: timedReader).
 //
 // bench/websocket_fanout.py builds and drives it: a Python client cannot read
 // ~1M messages a second on this machine's cores, a Go one can (conn.go: why
 // not with a WebSocket library). It prints
 // "ready <open> <refused>" once every client has connected, reads until it is
 // sent "stop <second>" on standard input, and prints one JSON summary line
-// (latency percentiles overall, and from that second after ready on); "count"
+// (latency percentiles overall, and from that second after ready on, to
+// arrival and to read); "count"
 // prints how many messages have been received so far.
 package main
 
@@ -27,22 +29,30 @@ import (
 	"time"
 )
 
-type summary struct {
-	Open     int     `json:"open"`
-	Refused  int     `json:"refused"`
-	Messages int64   `json:"messages"`
-	Gaps     int64   `json:"gaps"`
-	Dropped  int     `json:"dropped"`
-	Closed   int     `json:"closed"`
-	P50Ms    float64 `json:"p50_ms"`
-	P99Ms    float64 `json:"p99_ms"`
-	MaxMs    float64 `json:"max_ms"`
-	// The same over what was received from the second given with "stop" on (after a warm-up).
+// latency is event time -> receipt, in ms, over every message and over those received from the
+// second given with "stop" on (after a warm-up).
+type latency struct {
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
 	SteadyP50Ms float64 `json:"steady_p50_ms"`
 	SteadyP99Ms float64 `json:"steady_p99_ms"`
 	SteadyMaxMs float64 `json:"steady_max_ms"`
-	// Per second of receive time since "ready": messages, p50 and p99 (ms).
-	Seconds map[int32][3]float64 `json:"seconds"`
+}
+
+type summary struct {
+	Open     int   `json:"open"`
+	Refused  int   `json:"refused"`
+	Messages int64 `json:"messages"`
+	Gaps     int64 `json:"gaps"`
+	Dropped  int   `json:"dropped"`
+	Closed   int   `json:"closed"`
+	// Receipt as the bytes' arrival in the client's socket (kernel timestamp), and as their read by this
+	// process (see timedReader).
+	Arrival latency `json:"arrival"`
+	Read    latency `json:"read"`
+	// Per second of arrival since "ready": messages, then p50 and p99 (ms) on arrival and on read.
+	Seconds map[int32][5]float64 `json:"seconds"`
 }
 
 type client struct {
@@ -52,8 +62,9 @@ type client struct {
 	lastSeq   int64
 	dropped   bool
 	closed    bool
-	latencyUs []int32
-	second    []int32 // of each latency: when it was received, in seconds since ready
+	arrivalUs []int32 // event time -> arrival, per message
+	readUs    []int32 // event time -> read, per message
+	second    []int32 // of each message: when it arrived, in seconds since ready
 }
 
 var (
@@ -66,13 +77,13 @@ var (
 // read takes messages until the connection closes.
 func (c *client) read(pending []byte) {
 	c.lastSeq = -1
-	var receivedUs int64 = -1
+	var arrivedUs, readUs int64 = -1, -1
 	var second int32
-	code, err := readMessages(c.conn, pending, func(message []byte, received time.Time) {
-		if us := received.UnixMicro(); us != receivedUs { // once per read from the socket
-			receivedUs, second = us, int32(received.Sub(readyAt)/time.Second)
+	code, err := readMessages(c.conn, pending, func(message []byte, arrived, read time.Time) {
+		if us := read.UnixMicro(); us != readUs { // once per read from the socket
+			arrivedUs, readUs, second = arrived.UnixMicro(), us, int32(arrived.Sub(readyAt)/time.Second)
 		}
-		c.count(message, receivedUs, second)
+		c.count(message, arrivedUs, readUs, second)
 	})
 	c.conn.Close()
 	if !stopping.Load() && (err != nil || code != 0) { // closed by the server, not by us
@@ -83,7 +94,7 @@ func (c *client) read(pending []byte) {
 
 // count takes one message: its envelope's seq (the message's first "seq"; the
 // event's own comes later, inside "data") and its event time.
-func (c *client) count(message []byte, receivedUs int64, second int32) {
+func (c *client) count(message []byte, arrivedUs, readUs int64, second int32) {
 	atomic.AddInt64(&c.messages, 1) // read by "count" meanwhile
 	rest := message
 	if at := bytes.Index(rest, seqKey); at >= 0 {
@@ -99,7 +110,8 @@ func (c *client) count(message []byte, receivedUs int64, second int32) {
 		rest = rest[at+len(tsKey):]
 		if end := bytes.IndexByte(rest, '"'); end > 0 {
 			if ts, ok := unixMicros(rest[:end]); ok {
-				c.latencyUs = append(c.latencyUs, int32(min(receivedUs-ts, 1<<31-1)))
+				c.arrivalUs = append(c.arrivalUs, int32(min(arrivedUs-ts, 1<<31-1)))
+				c.readUs = append(c.readUs, int32(min(readUs-ts, 1<<31-1)))
 				c.second = append(c.second, second)
 			}
 		}
@@ -262,15 +274,19 @@ func main() {
 		}
 	}
 	wg.Wait()
-	result := summary{Open: open, Refused: refused}
-	var latencies, steady []int32
-	perSecond := map[int32][]int32{}
+	result := summary{Open: open, Refused: refused, Seconds: map[int32][5]float64{}}
+	var arrival, read samples
+	type secondLatencies struct{ arrival, read []int32 }
+	perSecond := map[int32]*secondLatencies{}
 	for _, c := range all {
+		arrival.add(c.arrivalUs, c.second, steadyFrom)
+		read.add(c.readUs, c.second, steadyFrom)
 		for i, second := range c.second {
-			perSecond[second] = append(perSecond[second], c.latencyUs[i])
-			if second >= steadyFrom {
-				steady = append(steady, c.latencyUs[i])
+			if perSecond[second] == nil {
+				perSecond[second] = &secondLatencies{}
 			}
+			perSecond[second].arrival = append(perSecond[second].arrival, c.arrivalUs[i])
+			perSecond[second].read = append(perSecond[second].read, c.readUs[i])
 		}
 		result.Messages += c.messages
 		result.Gaps += c.gaps
@@ -280,17 +296,36 @@ func main() {
 		if c.closed {
 			result.Closed++
 		}
-		latencies = append(latencies, c.latencyUs...)
 	}
-	result.P50Ms, result.P99Ms, result.MaxMs = percentiles(latencies)
-	result.SteadyP50Ms, result.SteadyP99Ms, result.SteadyMaxMs = percentiles(steady)
-	result.Seconds = map[int32][3]float64{}
+	result.Arrival, result.Read = arrival.latency(), read.latency()
 	for second, values := range perSecond {
-		p50, p99, _ := percentiles(values)
-		result.Seconds[second] = [3]float64{float64(len(values)), p50, p99}
+		arrivalP50, arrivalP99, _ := percentiles(values.arrival)
+		readP50, readP99, _ := percentiles(values.read)
+		result.Seconds[second] = [5]float64{float64(len(values.arrival)), arrivalP50, arrivalP99, readP50, readP99}
 	}
 	out, _ := json.Marshal(result)
 	fmt.Println(string(out))
+}
+
+// samples gathers latencies (µs): all of them, and those from the steady-state second on.
+type samples struct {
+	all, steady []int32
+}
+
+func (s *samples) add(latencies, seconds []int32, steadyFrom int32) {
+	s.all = append(s.all, latencies...)
+	for i, second := range seconds {
+		if second >= steadyFrom {
+			s.steady = append(s.steady, latencies[i])
+		}
+	}
+}
+
+func (s *samples) latency() latency {
+	var l latency
+	l.P50Ms, l.P99Ms, l.MaxMs = percentiles(s.all)
+	l.SteadyP50Ms, l.SteadyP99Ms, l.SteadyMaxMs = percentiles(s.steady)
+	return l
 }
 
 // percentiles sorts latencies (µs) and returns their p50, p99 and max in milliseconds.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"math/rand"
+	"net"
 	"testing"
 	"time"
 )
@@ -51,5 +53,47 @@ func TestUnixMicrosRefusesWhatTimeParseRefuses(t *testing.T) {
 		if _, ok := unixMicros([]byte(text)); ok {
 			t.Errorf("%q was taken for a time", text)
 		}
+	}
+}
+
+func TestReadsTellWhenTheirBytesArrivedNotWhenTheyWereRead(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, _ := listener.Accept()
+		accepted <- conn
+	}()
+	client, err := net.Dial("tcp", listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server := <-accepted
+	defer server.Close()
+	reader := newTimedReader(client)
+	if reader.raw == nil {
+		t.Fatal("no kernel timestamps on a TCP connection")
+	}
+
+	beforeWrite := time.Now()
+	server.Write([]byte("frames"))
+	time.Sleep(20 * time.Millisecond) // the bytes wait in the socket, as for a client not yet scheduled
+	beforeRead := time.Now()
+	buffer := make([]byte, 64)
+	n, arrived, read, err := reader.read(buffer)
+
+	if err != nil || string(buffer[:n]) != "frames" {
+		t.Fatalf("%q %v", buffer[:n], err)
+	}
+	if arrived.Before(beforeWrite) || !arrived.Before(beforeRead) || read.Before(beforeRead) {
+		t.Fatalf("wrote at %v, read from %v: arrived %v, read %v", beforeWrite, beforeRead, arrived, read)
+	}
+	server.Close()
+	if _, _, _, err := reader.read(buffer); err != io.EOF {
+		t.Fatalf("after the peer closed: %v", err)
 	}
 }
