@@ -25,7 +25,6 @@ import (
 	"net/url"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 const (
@@ -143,6 +142,8 @@ func closeCode(payload []byte) int {
 	return int(binary.BigEndian.Uint16(payload))
 }
 
+const timespecSize = 16 // struct timespec on 64-bit Linux: seconds, nanoseconds
+
 // timedReader reads a connection with the kernel's receive time of what each read returns.
 type timedReader struct {
 	conn net.Conn
@@ -159,7 +160,7 @@ func newTimedReader(conn net.Conn) *timedReader {
 				set = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
 			})
 			if set == nil {
-				reader.raw, reader.oob = raw, make([]byte, syscall.CmsgSpace(int(unsafe.Sizeof(syscall.Timespec{}))))
+				reader.raw, reader.oob = raw, make([]byte, syscall.CmsgSpace(timespecSize))
 			}
 		}
 	}
@@ -178,8 +179,12 @@ func (r *timedReader) read(buffer []byte) (n int, arrived, read time.Time, err e
 	var oobn int
 	var recvErr error
 	err = r.raw.Read(func(fd uintptr) bool {
-		n, oobn, _, _, recvErr = syscall.Recvmsg(int(fd), buffer, r.oob, 0)
-		return recvErr != syscall.EAGAIN
+		for {
+			n, oobn, _, _, recvErr = syscall.Recvmsg(int(fd), buffer, r.oob, 0)
+			if recvErr != syscall.EINTR {
+				return recvErr != syscall.EAGAIN // EAGAIN: wait until the socket is readable
+			}
+		}
 	})
 	read = time.Now()
 	if err == nil {
@@ -195,9 +200,8 @@ func (r *timedReader) read(buffer []byte) (n int, arrived, read time.Time, err e
 	if messages, parseErr := syscall.ParseSocketControlMessage(r.oob[:oobn]); parseErr == nil {
 		for _, m := range messages {
 			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS &&
-				len(m.Data) >= int(unsafe.Sizeof(syscall.Timespec{})) {
-				stamp := (*syscall.Timespec)(unsafe.Pointer(&m.Data[0]))
-				arrived = time.Unix(stamp.Sec, stamp.Nsec)
+				len(m.Data) >= timespecSize {
+				arrived = time.Unix(int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:])))
 			}
 		}
 	}
