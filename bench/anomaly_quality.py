@@ -203,7 +203,7 @@ def stored_run(args: argparse.Namespace) -> int:
     from market.domain.pacing import Pacer
     from market.feeds import feed_publish
     from streaming import metrics
-    from streaming.kafka import EventPublisher, topics_ensure
+    from streaming.kafka import EventPublisher, topics_delete, topics_ensure
     from streaming.runner import ConsumerRunner, RunnerOptions
     from streaming.topics import QUOTES, TOPIC_SPECS, TRADES, topic
     from streaming.wire import epoch_ms
@@ -273,6 +273,8 @@ def stored_run(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         runner.close()
+        producer.join(timeout=30)
+        topics_delete(os.environ["KAFKA_TOPIC_PREFIX"])
 
     until = min(end, datetime.now(UTC))
     report = quality_score(ground_truth=sim.ground_truth, alerts=stored, until=until)

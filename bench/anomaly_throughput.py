@@ -101,16 +101,22 @@ def main() -> int:
               "version); the detector runs with the database's:", flush=True)
         for config in configs:
             print(f"  {config.rule}: enabled={config.enabled} {config.params}", flush=True)
-    produced = _produce(args)
+    from streaming.kafka import topics_delete
+
     runs: list[Run] = []
-    for i in range(args.repeat):
-        # Alternate the order, so that neither mode always gets the warmer broker cache.
-        for mode in ("bare", "detector") if i % 2 == 0 else ("detector", "bare"):
-            runs.append(_spawn(args, mode, produced, f"{stamp}-{mode}-{i}"))
-    for fraction in sorted(args.lengths):
-        if fraction < 1:
-            for mode in ("bare", "detector"):
-                runs.append(_spawn(args, mode, max(1, int(produced * fraction)), f"{stamp}-mem-{mode}-{fraction}"))
+    try:
+        produced = _produce(args)
+        for i in range(args.repeat):
+            # Alternate the order, so that neither mode always gets the warmer broker cache.
+            for mode in ("bare", "detector") if i % 2 == 0 else ("detector", "bare"):
+                runs.append(_spawn(args, mode, produced, f"{stamp}-{mode}-{i}"))
+        for fraction in sorted(args.lengths):
+            if fraction < 1:
+                for mode in ("bare", "detector"):
+                    runs.append(_spawn(args, mode, max(1, int(produced * fraction)),
+                                       f"{stamp}-mem-{mode}-{fraction}"))
+    finally:
+        topics_delete(os.environ["KAFKA_TOPIC_PREFIX"])
     _report(args, produced, runs)
     return 0
 

@@ -193,10 +193,10 @@ class Bench:
                        for base in bases])
 
     def delete_topics(self) -> None:
-        """This run's topics, Quix's changelog topics included (their names carry the stamp)."""
+        """This run's topics, and those Quix made for its consumer group (named after the group)."""
         from streaming.kafka import topics_delete
 
-        topics_delete(self.stamp)
+        topics_delete(self.prefix, f"changelog__bench-{self.stamp}-", f"repartition__bench-{self.stamp}-")
 
     def generate(self) -> None:
         """The N trades, encoded, and the partition of each symbol."""

@@ -7,8 +7,8 @@ Usage (against a running broker, e.g. the one `make up` starts):
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 var/venv/bin/python bench/publish_throughput.py \\
         [--events 600000] [--rows 500000] [--rounds 3]
 
-Every run publishes into topics of its own (a fresh KAFKA_TOPIC_PREFIX, deleted
-after the run) so nothing reaches the stack's consumers. Prints events/s per round and the
+Every run publishes into topics of its own (a fresh KAFKA_TOPIC_PREFIX) so
+nothing reaches the stack's consumers; they are deleted after the last round. Prints events/s per round and the
 median ratio ours/raw. "ours" is the rate the command reports, from its first
 publish to its final flush, like the raw loop's; the rate over the whole
 process (with ~1.5 s of Python, Django and broker start-up) is printed beside
@@ -26,8 +26,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,16 +50,14 @@ START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 SYMBOLS = "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ"
 
 
-@contextmanager
-def fresh_topics() -> Iterator[str]:
-    """Topics of the run's own, deleted after it: gives their prefix."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
+RUN_PREFIX = f"bench-publish-{uuid.uuid4().hex[:8]}-"  # every topic of this run's starts with it
+
+
+def fresh_prefix() -> str:
+    prefix = f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}."
     settings.KAFKA_TOPIC_PREFIX = prefix
     topics_ensure(TOPIC_SPECS)
-    try:
-        yield prefix
-    finally:
-        topics_delete(prefix)
+    return prefix
 
 
 def sample_messages(count: int) -> list[tuple[str, bytes, bool]]:
@@ -70,30 +66,30 @@ def sample_messages(count: int) -> list[tuple[str, bytes, bool]]:
 
 
 def raw_produce(messages: list[tuple[str, bytes, bool]]) -> float:
-    with fresh_topics() as prefix:
-        producer = Producer(producer_config(**{"delivery.report.only.error": True}))
-        trades, quotes = f"{prefix}market.trades", f"{prefix}market.quotes"
-        started = time.perf_counter()
-        for key, value, is_trade in messages:
-            while True:
-                try:
-                    producer.produce(trades if is_trade else quotes, value, key)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        producer.flush()
-        return len(messages) / (time.perf_counter() - started)
+    prefix = fresh_prefix()
+    producer = Producer(producer_config(**{"delivery.report.only.error": True}))
+    trades, quotes = f"{prefix}market.trades", f"{prefix}market.quotes"
+    started = time.perf_counter()
+    for key, value, is_trade in messages:
+        while True:
+            try:
+                producer.produce(trades if is_trade else quotes, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+    return len(messages) / (time.perf_counter() - started)
 
 
 def command_rates(args: list[str]) -> tuple[float, float]:
     """The command's own publishing rate (from its first publish to its final flush, as it reports it)
     and the rate over the whole process, which adds ~1.5 s of Python, Django and broker start-up."""
-    with fresh_topics() as prefix:
-        env = {**os.environ, "KAFKA_TOPIC_PREFIX": prefix, "METRICS_PORT": "0"}
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                             capture_output=True, text=True).stdout
-        elapsed = time.perf_counter() - started
+    prefix = fresh_prefix()
+    env = {**os.environ, "KAFKA_TOPIC_PREFIX": prefix, "METRICS_PORT": "0"}
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    elapsed = time.perf_counter() - started
     summary = re.search(r"^(?:published|replayed) ([\d,]+) trades and ([\d,]+) quotes .*?"
                         r"\(([\d,]+) (?:events|rows)/s\)", out, re.MULTILINE)
     if summary is None:
@@ -130,17 +126,21 @@ def main() -> None:
         with replay_file.open(newline="") as lines:  # the raw loop's copy: the file's own rows, encoded
             replay_messages = [(trade.symbol, encode(trade), True) for trade in parse_csv(lines)]
         sim_ratios, replay_ratios = [], []
-        for round_ in range(1, args.rounds + 1):
-            raw = raw_produce(messages)
-            ours, ours_process = command_rates(["simulate", "--rate", "max", "--duration", str(duration),
-                                                "--seed", "1", "--start", START.isoformat()])
-            raw_trades = raw_produce(replay_messages)
-            replayed, replayed_process = command_rates(["replay", str(replay_file), "--speed", "max"])
-            sim_ratios.append(ours / raw)
-            replay_ratios.append(replayed / raw_trades)
-            print(f"round {round_}: simulate {ours:,.0f} ev/s vs raw {raw:,.0f} ev/s ({ours / raw:.2f}), "
-                  f"whole process {ours_process:,.0f}; replay {replayed:,.0f} rows/s vs raw {raw_trades:,.0f} "
-                  f"msg/s ({replayed / raw_trades:.2f}), whole process {replayed_process:,.0f}", flush=True)
+        try:
+            for round_ in range(1, args.rounds + 1):
+                raw = raw_produce(messages)
+                ours, ours_process = command_rates(["simulate", "--rate", "max", "--duration", str(duration),
+                                                    "--seed", "1", "--start", START.isoformat()])
+                raw_trades = raw_produce(replay_messages)
+                replayed, replayed_process = command_rates(["replay", str(replay_file), "--speed", "max"])
+                sim_ratios.append(ours / raw)
+                replay_ratios.append(replayed / raw_trades)
+                print(f"round {round_}: simulate {ours:,.0f} ev/s vs raw {raw:,.0f} ev/s ({ours / raw:.2f}), "
+                      f"whole process {ours_process:,.0f}; replay {replayed:,.0f} rows/s vs raw "
+                      f"{raw_trades:,.0f} msg/s ({replayed / raw_trades:.2f}), whole process "
+                      f"{replayed_process:,.0f}", flush=True)
+        finally:  # after the last round: the broker removes a deleted topic's files a minute later
+            topics_delete(RUN_PREFIX)
     print(f"median ratio simulate/raw: {statistics.median(sim_ratios):.2f}")
     print(f"median ratio replay/raw:   {statistics.median(replay_ratios):.2f}")
 

@@ -63,8 +63,11 @@ def set_tracing(on: bool) -> None:
         tracing.shutdown()
 
 
+RUN_PREFIX = f"bench-tracing-{uuid.uuid4().hex[:8]}-"  # every topic of this run's starts with it
+
+
 def publish_round(count: int, on: bool) -> tuple[float, int]:
-    settings.KAFKA_TOPIC_PREFIX = f"bench{uuid.uuid4().hex[:8]}."
+    settings.KAFKA_TOPIC_PREFIX = f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}."
     topics_ensure(TOPIC_SPECS)
     messages = list(islice(MarketSimulator(symbols=SYMBOLS, seed=1, start=START, rate=1000.0).wire_messages(
         trades_topic=topic(TRADES), quotes_topic=topic(QUOTES)), count))
@@ -101,17 +104,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ratios = {"publish": [], "consume": []}
-    for round_ in range(1, args.rounds + 1):
-        rates = {}
-        for on in (False, True):
-            publish_rate, trades = publish_round(args.events, on)
-            rates[("publish", on)] = publish_rate
-            rates[("consume", on)] = consume_round(trades, on)
-            topics_delete(settings.KAFKA_TOPIC_PREFIX)
-        for path in ratios:
-            ratios[path].append(rates[(path, True)] / rates[(path, False)])
-            print(f"round {round_} {path:8s} off {rates[(path, False)]:>10,.0f} ev/s   on {rates[(path, True)]:>10,.0f}"
-                  f" ev/s   on/off {ratios[path][-1]:.3f}", flush=True)
+    try:
+        for round_ in range(1, args.rounds + 1):
+            rates = {}
+            for on in (False, True):
+                publish_rate, trades = publish_round(args.events, on)
+                rates[("publish", on)] = publish_rate
+                rates[("consume", on)] = consume_round(trades, on)
+            for path in ratios:
+                ratios[path].append(rates[(path, True)] / rates[(path, False)])
+                print(f"round {round_} {path:8s} off {rates[(path, False)]:>10,.0f} ev/s   on "
+                      f"{rates[(path, True)]:>10,.0f} ev/s   on/off {ratios[path][-1]:.3f}", flush=True)
+    finally:  # after the last round: the broker removes a deleted topic's files a minute later
+        topics_delete(RUN_PREFIX)
     for path, values in ratios.items():
         print(f"median on/off {path}: {statistics.median(values):.3f}")
     check_ns = timeit.timeit("tracer() is not None", globals={"tracer": tracing.tracer}, number=1_000_000) * 1000

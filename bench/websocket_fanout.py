@@ -196,17 +196,16 @@ def _manage(*args: str, env: dict, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env, **popen)
 
 
-def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
+def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
+    """One mode's run, on topics and a consumer group under `prefix` (nothing left from another run is
+    relayed)."""
     setup_django(args.layer)
     from django.conf import settings
 
     from market.services import symbols_seed
-    from streaming.kafka import topics_delete
 
     symbols = settings.SYMBOLS[: args.symbols]
     symbols_seed(tickers=symbols)
-    # Fresh topics and consumer group per run: nothing left from another run is relayed.
-    prefix = f"bench-ws-{os.getpid()}-{'event' if per_event else 'batch'}."
     env = {**os.environ, "CHANNEL_LAYER": args.layer, "DJANGO_DEBUG": "0", "DATABASE_POOL_SIZE": "10",
            "KAFKA_TOPIC_PREFIX": prefix, "KAFKA_CONSUMER_GROUP_PREFIX": prefix + "group",
            "RELAY_BATCH_WAIT_MS": str(args.relay_wait_ms), "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true",
@@ -228,7 +227,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
         for port, daphne in zip(ports, daphnes):
             _wait_listening(port, daphne, "daphne")
         # The clients stand in for other machines: at a lower priority they take the CPU the server
-        # leaves, not the CPU it needs (their receive delays still count in the latency they measure).
+        # leaves, not the CPU it needs (their wait for a core still counts in the latency on read).
         clients = subprocess.Popen(["nice", "-n", str(args.client_nice), str(wsload), "-url", ",".join(f"ws://127.0.0.1:{port}" for port in ports),
                                     "-clients", str(args.clients), "-symbols", ",".join(symbols)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -284,7 +283,6 @@ def _run_fanout(args, *, per_event: bool, wsload: Path) -> dict:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        topics_delete(prefix)
 
 
 def bench_fanout(args) -> None:
@@ -295,35 +293,47 @@ def bench_fanout(args) -> None:
           f"layer -> {args.web_processes} daphne process(es) -> {args.clients} clients on /ws/trades/{{symbol}} (Go, "
           f"bench/wsload, nice {args.client_nice}), all on this machine")
     figures = {}
-    for mode, per_event in (("batched", False), ("per-event", True)):
-        if args.only and args.only != mode:
-            continue
-        r = _run_fanout(args, per_event=per_event, wsload=wsload)
-        figures[mode] = r
-        delivered = r["messages"] / r["elapsed"]
-        arrival, read = r["arrival"], r["read"]
-        print(f"  {mode:9s}: {r['published']} trades published, {r['relayed']} relayed; clients received "
-              f"{r['messages']}/{r['expected']} messages ({delivered:,.0f}/s); gaps {r['gaps']}; "
-              f"clients open {r['open']}, refused {r['refused']}, closed by the server {r['closed']} "
-              f"(4008: {r['dropped']}); daphne RSS (largest) {r['rss_start']:.0f} -> {r['rss_end']:.0f} MiB "
-              f"(max {r['rss_max']:.0f}); CPU (of one core): daphne(s) {r['cpu']['daphne']:.0%}, relay "
-              f"{r['cpu']['relay']:.0%}, clients {r['cpu']['clients']:.0%}, simulator {r['cpu']['simulator']:.0%}, "
-              f"Kafka broker {r['cpu']['kafka']:.0%}, Redis {r['cpu']['redis']:.0%}; "
-              f"the machine's cores {r['cpu']['machine']:.0%} busy")
-        for name, figures_of in (("arrival in the client's socket", arrival), ("read by the client", read)):
-            print(f"    event time -> {name}: p50 {figures_of['p50_ms']:.1f} ms, p99 {figures_of['p99_ms']:.1f} ms, "
-                  f"max {figures_of['max_ms']:.0f} ms; after the first {args.warmup:.0f} s: p50 "
-                  f"{figures_of['steady_p50_ms']:.1f} ms, p99 {figures_of['steady_p99_ms']:.1f} ms, max "
-                  f"{figures_of['steady_max_ms']:.0f} ms")
-        timeline = sorted((int(second), values) for second, values in r["seconds"].items())
-        print("    per second of arrival since the clients connected (messages, p50/p99 ms on arrival, on read): "
-              + "; ".join(f"{second}: {count / 1000:.0f}k {arrival_p50:.0f}/{arrival_p99:.0f}, "
-                          f"{read_p50:.0f}/{read_p99:.0f}"
-                          for second, (count, arrival_p50, arrival_p99, read_p50, read_p99) in timeline))
+    prefixes = []
+    try:
+        for mode, per_event in (("batched", False), ("per-event", True)):
+            if not args.only or args.only == mode:
+                prefixes.append(f"bench-ws-{os.getpid()}-{mode}.")
+                figures[mode] = _run_fanout(args, per_event=per_event, wsload=wsload, prefix=prefixes[-1])
+                _print_fanout(args, mode, figures[mode])
+    finally:
+        if prefixes:  # after the last run: the broker removes the files under the next run otherwise
+            from streaming.kafka import topics_delete
+
+            topics_delete(*prefixes)
     if len(figures) == 2:
         b, p = figures["batched"], figures["per-event"]
         print(f"  batched / per-event: received x{b['messages'] / max(p['messages'], 1):.2f}, "
-              f"p99 latency (on read) x{p['read']['p99_ms'] / max(b['read']['p99_ms'], 0.001):.1f} lower")
+              f"p99 latency (on read, whole run) x{p['read']['p99_ms'] / max(b['read']['p99_ms'], 0.001):.1f} lower")
+
+
+def _print_fanout(args, mode: str, r: dict) -> None:
+    delivered = r["messages"] / r["elapsed"]
+    print(f"  {mode:9s}: {r['published']} trades published, {r['relayed']} relayed; clients received "
+          f"{r['messages']}/{r['expected']} messages ({delivered:,.0f}/s); gaps {r['gaps']}; "
+          f"clients open {r['open']}, refused {r['refused']}, closed by the server {r['closed']} "
+          f"(4008: {r['dropped']}); daphne RSS (largest) {r['rss_start']:.0f} -> {r['rss_end']:.0f} MiB "
+          f"(max {r['rss_max']:.0f}); CPU (of one core): daphne(s) {r['cpu']['daphne']:.0%}, relay "
+          f"{r['cpu']['relay']:.0%}, clients {r['cpu']['clients']:.0%}, simulator {r['cpu']['simulator']:.0%}, "
+          f"Kafka broker {r['cpu']['kafka']:.0%}, Redis {r['cpu']['redis']:.0%}; "
+          f"the machine's cores {r['cpu']['machine']:.0%} busy")
+    for name, latency in (("arrival in the client's socket", r["arrival"]), ("read by the client", r["read"])):
+        print(f"    event time -> {name}: p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
+              f"max {latency['max_ms']:.0f} ms; after the first {args.warmup:.0f} s: p50 "
+              f"{latency['steady_p50_ms']:.1f} ms, p99 {latency['steady_p99_ms']:.1f} ms, max "
+              f"{latency['steady_max_ms']:.0f} ms")
+    if r["unstamped"]:
+        print(f"    warning: {r['unstamped']} messages came without a kernel receive timestamp; their arrival "
+              f"is their read time")
+    timeline = sorted((int(second), values) for second, values in r["seconds"].items())
+    print("    per second of arrival since the clients connected (messages, p50/p99 ms on arrival, on read): "
+          + "; ".join(f"{second}: {count / 1000:.0f}k {arrival_p50:.0f}/{arrival_p99:.0f}, "
+                      f"{read_p50:.0f}/{read_p99:.0f}"
+                      for second, (count, arrival_p50, arrival_p99, read_p50, read_p99) in timeline))
 
 
 def main() -> None:

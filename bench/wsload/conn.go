@@ -6,8 +6,8 @@ package main
 // message, a copy into a buffer, a clock read) took more than half a core at
 // 1M messages/s: CPU taken from the server, and latency added to what it
 // measures. Here a read from the socket is parsed in place, frame by frame,
-// and each read gives two times: when the kernel put its last bytes in the
-// socket (SO_TIMESTAMPNS: when they reached this host, as a client on a
+// and each read gives two times: the kernel's receive stamp of its bytes
+// (SO_TIMESTAMPNS: when they were there for the client, as a client on a
 // machine of its own would see them) and when this process read them (later
 // by however long it waited for a core it shares with the server).
 
@@ -147,7 +147,7 @@ const timespecSize = 16 // struct timespec on 64-bit Linux: seconds, nanoseconds
 // timedReader reads a connection with the kernel's receive time of what each read returns.
 type timedReader struct {
 	conn net.Conn
-	raw  syscall.RawConn // nil: no kernel timestamps (not a TCP connection), the read's time stands in
+	raw  syscall.RawConn // nil: no kernel timestamps (not a TCP connection)
 	oob  []byte
 }
 
@@ -155,11 +155,11 @@ func newTimedReader(conn net.Conn) *timedReader {
 	reader := &timedReader{conn: conn}
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		if raw, err := tcp.SyscallConn(); err == nil {
-			var set error
+			var setErr error
 			raw.Control(func(fd uintptr) {
-				set = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+				setErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
 			})
-			if set == nil {
+			if setErr == nil {
 				reader.raw, reader.oob = raw, make([]byte, syscall.CmsgSpace(timespecSize))
 			}
 		}
@@ -167,57 +167,57 @@ func newTimedReader(conn net.Conn) *timedReader {
 	return reader
 }
 
-// read fills buffer like conn.Read, and tells when its bytes arrived (for TCP,
-// the kernel stamps the last segment a read returns: never earlier than any of
-// its bytes arrived) and when they were read.
-func (r *timedReader) read(buffer []byte) (n int, arrived, read time.Time, err error) {
+// read fills buffer like conn.Read, and tells when its bytes arrived and when
+// they were read. arrivedAt is the zero time when the kernel gave no stamp.
+// For TCP the stamp is that of the newest segment in the last buffer the read
+// copies from, so never earlier than any byte it returns arrived; on loopback
+// the kernel takes it while the sender's send() runs.
+func (r *timedReader) read(buffer []byte) (n int, arrivedAt, readAt time.Time, err error) {
 	if r.raw == nil {
 		n, err = r.conn.Read(buffer)
-		read = time.Now()
-		return n, read, read, err
+		return n, time.Time{}, time.Now(), err
 	}
-	var oobn int
+	var oobn, flags int
 	var recvErr error
 	err = r.raw.Read(func(fd uintptr) bool {
 		for {
-			n, oobn, _, _, recvErr = syscall.Recvmsg(int(fd), buffer, r.oob, 0)
+			n, oobn, flags, _, recvErr = syscall.Recvmsg(int(fd), buffer, r.oob, 0)
 			if recvErr != syscall.EINTR {
 				return recvErr != syscall.EAGAIN // EAGAIN: wait until the socket is readable
 			}
 		}
 	})
-	read = time.Now()
+	readAt = time.Now()
 	if err == nil {
 		err = recvErr
 	}
 	if err == nil && n == 0 {
 		err = io.EOF
 	}
-	if err != nil {
-		return 0, read, read, err
+	if err != nil || flags&syscall.MSG_CTRUNC != 0 {
+		return n, time.Time{}, readAt, err
 	}
-	arrived = read
 	if messages, parseErr := syscall.ParseSocketControlMessage(r.oob[:oobn]); parseErr == nil {
 		for _, m := range messages {
 			if m.Header.Level == syscall.SOL_SOCKET && m.Header.Type == syscall.SCM_TIMESTAMPNS &&
 				len(m.Data) >= timespecSize {
-				arrived = time.Unix(int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:])))
+				arrivedAt = time.Unix(int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:])))
 			}
 		}
 	}
-	return n, arrived, read, nil
+	return n, arrivedAt, readAt, nil
 }
 
 // readMessages calls onMessage for each complete text or binary message, with
-// the times of the read that completed it (see timedReader), until the
-// connection fails or the server closes it (then the close code; the caller
-// closes the connection).
-func readMessages(conn net.Conn, pending []byte, onMessage func(message []byte, arrived, read time.Time)) (int, error) {
+// the times of the read that completed it (see timedReader; the bytes that
+// came with the handshake have no arrival time), until the connection fails or
+// the server closes it (then the close code; the caller closes the connection).
+func readMessages(conn net.Conn, pending []byte, onMessage func(message []byte, arrivedAt, readAt time.Time)) (int, error) {
 	buffer := make([]byte, max(256<<10, 2*len(pending)))
 	filled := copy(buffer, pending)
 	reader := newTimedReader(conn)
-	read := time.Now()
-	arrived := read
+	var arrivedAt time.Time
+	readAt := time.Now()
 	var fragments []byte // a message sent in several frames (rare: the server sends whole ones)
 	for {
 		start := 0
@@ -233,14 +233,14 @@ func readMessages(conn net.Conn, pending []byte, onMessage func(message []byte, 
 			switch f.opcode {
 			case opText, opBinary:
 				if f.fin {
-					onMessage(f.payload, arrived, read)
+					onMessage(f.payload, arrivedAt, readAt)
 				} else {
 					fragments = append(fragments[:0], f.payload...)
 				}
 			case opContinuation:
 				fragments = append(fragments, f.payload...)
 				if f.fin {
-					onMessage(fragments, arrived, read)
+					onMessage(fragments, arrivedAt, readAt)
 				}
 			case opClose: // answered with the same code, as the closing handshake asks
 				code := closeCode(f.payload)
@@ -256,8 +256,9 @@ func readMessages(conn net.Conn, pending []byte, onMessage func(message []byte, 
 		if filled == len(buffer) {
 			buffer = append(buffer, make([]byte, len(buffer))...) // a frame larger than the buffer
 		}
-		n, bytesArrived, bytesRead, err := reader.read(buffer[filled:])
-		arrived, read = bytesArrived, bytesRead
+		var n int
+		var err error
+		n, arrivedAt, readAt, err = reader.read(buffer[filled:])
 		if err != nil {
 			return 0, err
 		}

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"runtime/pprof"
@@ -29,8 +30,8 @@ import (
 	"time"
 )
 
-// latency is event time -> receipt, in ms, over every message and over those received from the
-// second given with "stop" on (after a warm-up).
+// latency is event time -> receipt, in ms, over every message and over those that arrived from the
+// second given with "stop" on (after a warm-up): the same messages for both receipts.
 type latency struct {
 	P50Ms       float64 `json:"p50_ms"`
 	P99Ms       float64 `json:"p99_ms"`
@@ -47,6 +48,8 @@ type summary struct {
 	Gaps     int64 `json:"gaps"`
 	Dropped  int   `json:"dropped"`
 	Closed   int   `json:"closed"`
+	// Messages whose arrival is their read time, for want of a kernel timestamp (see timedReader).
+	Unstamped int64 `json:"unstamped"`
 	// Receipt as the bytes' arrival in the client's socket (kernel timestamp), and as their read by this
 	// process (see timedReader).
 	Arrival latency `json:"arrival"`
@@ -62,6 +65,7 @@ type client struct {
 	lastSeq   int64
 	dropped   bool
 	closed    bool
+	unstamped int64   // messages whose read had no kernel timestamp: their read time stands in for arrival
 	arrivalUs []int32 // event time -> arrival, per message
 	readUs    []int32 // event time -> read, per message
 	second    []int32 // of each message: when it arrived, in seconds since ready
@@ -77,11 +81,20 @@ var (
 // read takes messages until the connection closes.
 func (c *client) read(pending []byte) {
 	c.lastSeq = -1
-	var arrivedUs, readUs int64 = -1, -1
+	var arrivedUs, readUs int64
+	var lastReadAt time.Time
 	var second int32
-	code, err := readMessages(c.conn, pending, func(message []byte, arrived, read time.Time) {
-		if us := read.UnixMicro(); us != readUs { // once per read from the socket
-			arrivedUs, readUs, second = arrived.UnixMicro(), us, int32(arrived.Sub(readyAt)/time.Second)
+	stamped := true
+	code, err := readMessages(c.conn, pending, func(message []byte, arrivedAt, readAt time.Time) {
+		if !readAt.Equal(lastReadAt) { // once per read from the socket
+			lastReadAt, stamped = readAt, !arrivedAt.IsZero()
+			if !stamped {
+				arrivedAt = readAt
+			}
+			arrivedUs, readUs, second = arrivedAt.UnixMicro(), readAt.UnixMicro(), int32(arrivedAt.Sub(readyAt)/time.Second)
+		}
+		if !stamped {
+			c.unstamped++
 		}
 		c.count(message, arrivedUs, readUs, second)
 	})
@@ -110,12 +123,17 @@ func (c *client) count(message []byte, arrivedUs, readUs int64, second int32) {
 		rest = rest[at+len(tsKey):]
 		if end := bytes.IndexByte(rest, '"'); end > 0 {
 			if ts, ok := unixMicros(rest[:end]); ok {
-				c.arrivalUs = append(c.arrivalUs, int32(min(arrivedUs-ts, 1<<31-1)))
-				c.readUs = append(c.readUs, int32(min(readUs-ts, 1<<31-1)))
+				c.arrivalUs = append(c.arrivalUs, micros32(arrivedUs-ts))
+				c.readUs = append(c.readUs, micros32(readUs-ts))
 				c.second = append(c.second, second)
 			}
 		}
 	}
+}
+
+// micros32 is a latency in µs as stored: within int32 (±35 minutes), clamped beyond.
+func micros32(us int64) int32 {
+	return int32(max(min(us, math.MaxInt32), math.MinInt32))
 }
 
 func leadingInt(text []byte) (int64, bool) {
@@ -290,6 +308,7 @@ func main() {
 		}
 		result.Messages += c.messages
 		result.Gaps += c.gaps
+		result.Unstamped += c.unstamped
 		if c.dropped {
 			result.Dropped++
 		}

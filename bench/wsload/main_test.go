@@ -97,3 +97,22 @@ func TestReadsTellWhenTheirBytesArrivedNotWhenTheyWereRead(t *testing.T) {
 		t.Fatalf("after the peer closed: %v", err)
 	}
 }
+
+func TestMessagesWithoutAKernelStampAreCountedAndTakeTheirReadTime(t *testing.T) {
+	server, conn := net.Pipe() // no socket, so no kernel timestamps
+	c := &client{conn: conn}
+	done := make(chan struct{})
+	go func() {
+		c.read(nil)
+		close(done)
+	}()
+	payload := []byte(`{"type":"trade","channel":"trades.AAPL","seq":1,"data":{"ts":"` +
+		time.Now().UTC().Format("2006-01-02T15:04:05.000000Z") + `"}}`)
+	server.Write(append([]byte{0x81, byte(len(payload))}, payload...))
+	server.Close()
+	<-done
+
+	if c.messages != 1 || c.unstamped != 1 || len(c.arrivalUs) != 1 || c.arrivalUs[0] != c.readUs[0] {
+		t.Fatalf("messages %d, unstamped %d, arrival %v, read %v", c.messages, c.unstamped, c.arrivalUs, c.readUs)
+	}
+}

@@ -185,7 +185,7 @@ def stack(django_db_setup, django_db_blocker):
     from market import selectors
     from market.rollups import market_stats_refresh
     from market.services import symbols_seed
-    from streaming.kafka import topics_ensure
+    from streaming.kafka import topics_delete, topics_ensure
     from streaming.redis import redis_client
 
     prefix = f"b{uuid.uuid4().hex[:8]}."
@@ -231,6 +231,7 @@ def stack(django_db_setup, django_db_blocker):
         finally:
             for name in list(stack.processes):
                 stack.stop(name)
+            topics_delete(prefix)
             _empty_database()
             redis_client().flushdb()
 
