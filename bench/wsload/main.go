@@ -297,9 +297,13 @@ func main() {
 	type secondLatencies struct{ arrival, read []int32 }
 	perSecond := map[int32]*secondLatencies{}
 	for _, c := range all {
-		arrival.add(c.arrivalUs, c.second, steadyFrom)
-		read.add(c.readUs, c.second, steadyFrom)
+		arrival.all = append(arrival.all, c.arrivalUs...)
+		read.all = append(read.all, c.readUs...)
 		for i, second := range c.second {
+			if second >= steadyFrom {
+				arrival.steady = append(arrival.steady, c.arrivalUs[i])
+				read.steady = append(read.steady, c.readUs[i])
+			}
 			if perSecond[second] == nil {
 				perSecond[second] = &secondLatencies{}
 			}
@@ -329,15 +333,6 @@ func main() {
 // samples gathers latencies (µs): all of them, and those from the steady-state second on.
 type samples struct {
 	all, steady []int32
-}
-
-func (s *samples) add(latencies, seconds []int32, steadyFrom int32) {
-	s.all = append(s.all, latencies...)
-	for i, second := range seconds {
-		if second >= steadyFrom {
-			s.steady = append(s.steady, latencies[i])
-		}
-	}
 }
 
 func (s *samples) latency() latency {
