@@ -163,6 +163,7 @@ class Bench:
         self.stamp = stamp
         self.settings = settings
         self.prefix = settings.KAFKA_TOPIC_PREFIX
+        self.quix_group = f"bench-{stamp}-quix"
         self.batch_size = args.batch_size or settings.CONSUMER_BATCH_SIZE
         self.failed = False
 
@@ -193,10 +194,10 @@ class Bench:
                        for base in bases])
 
     def delete_topics(self) -> None:
-        """This run's topics, and those Quix made for its consumer group (named after the group)."""
+        """This run's topics, and those Quix made for its consumer group: `<type>__<group>--...`."""
         from streaming.kafka import topics_delete
 
-        topics_delete(self.prefix, f"changelog__bench-{self.stamp}-", f"repartition__bench-{self.stamp}-")
+        topics_delete(self.prefix, f"changelog__{self.quix_group}--", f"repartition__{self.quix_group}--")
 
     def generate(self) -> None:
         """The N trades, encoded, and the partition of each symbol."""
@@ -450,7 +451,7 @@ class Bench:
         python = _quix_python()
         if python is None:
             return None
-        group = f"bench-{self.stamp}-quix"
+        group = self.quix_group
         state_dir = VAR / f"quix-state-{self.stamp}"
         log = VAR / f"quix-{self.stamp}.log"
         database = self.settings.DATABASES["default"]

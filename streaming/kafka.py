@@ -129,7 +129,7 @@ def topics_delete(*prefixes: str, timeout: float = 30.0) -> list[str]:
     try:
         names = sorted(name for name in admin.list_topics(timeout=timeout).topics if name.startswith(prefixes))
         if names:
-            for name, future in admin.delete_topics(names, operation_timeout=timeout).items():
+            for future in admin.delete_topics(names, operation_timeout=timeout).values():
                 try:
                     future.result(timeout=timeout)
                 except KafkaException as error:
