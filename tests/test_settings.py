@@ -74,6 +74,7 @@ def test_a_bad_otlp_endpoint_is_one_line():
     ]
 
 
+@pytest.mark.services  # connects to PostgreSQL
 def test_a_database_pool_replaces_persistent_connections():
     code = ("import django; django.setup(); from django.db import connection as c; "
             "print(c.settings_dict['CONN_MAX_AGE'], c.settings_dict['OPTIONS']['pool']['max_size']); "
