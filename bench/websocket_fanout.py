@@ -61,9 +61,8 @@ def setup_django(layer: str | None = None) -> None:
 
 # --- part 1: the layers ----------------------------------------------------------------
 async def _layer_rate(layer, *, events: int, batch: int, groups: int) -> float:
-    message = {"type": "stream.batch", "channel": "trades.AAPL",
-               "events": [[i, '{"type":"trade","channel":"trades.AAPL","seq":1,"data":{"id":"x","price":"1"}}']
-                          for i in range(batch)]}
+    message = {"type": "stream.batch", "channels": {"trades.AAPL": [
+        [i, '{"type":"trade","channel":"trades.AAPL","seq":1,"data":{"id":"x","price":"1"}}'] for i in range(batch)]}}
     calls = events // batch
     start = time.perf_counter()
     for i in range(calls):

@@ -381,12 +381,10 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         """(seq, event type, data JSON) of the channel's newest event: what the
         relay last sent, or where it has sent nothing yet, what the pipeline
         keeps (latest quote and trade in Redis, the newest stored candle)."""
-        state = await asyncio.to_thread(redis_client().hmget, CHANNEL_KEY.format(channel.name),
-                                        "seq", "last_seq", "last")
-        counter, last_seq, last = state
-        if last is not None:
-            stored = json.loads(last)
-            return int(last_seq), stored["type"], json.dumps(stored["data"], separators=(",", ":"))
+        counter, last_seq, last_type, last_data = await asyncio.to_thread(
+            redis_client().hmget, CHANNEL_KEY.format(channel.name), "seq", "last_seq", "last_type", "last_data")
+        if last_data is not None:
+            return int(last_seq), last_type.decode(), last_data.decode()
         seq = int(counter or 0)
         if channel.kind == "quotes":
             quote = await asyncio.to_thread(selectors.quote_latest, symbol=channel.symbol)

@@ -1,12 +1,12 @@
-"""The public WebSocket channel names and the Channels group behind each.
+"""The public WebSocket channel names, and the one Channels group behind them.
 
 A channel is what a client subscribes to:
 
     trades.<SYMBOL>   quotes.<SYMBOL>   candles.<INTERVAL>.<SYMBOL>   alerts
 
-Its Channels group is "fs." + the channel name: ASCII, at most 100 characters
-(symbols are at most 16), and only the characters Channels allows. Everything
-that names a group (the relay, the consumers) goes through `group_for`.
+Channels are not Channels groups: the relay sends every batch, all channels
+in it, to FANOUT_GROUP, whose members are the web processes' hubs
+(streaming/relay.py, streaming/hub.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from market.domain.candles import INTERVALS
 from streaming.schemas import is_valid_symbol
 
 KINDS = ("trades", "quotes", "candles", "alerts")
-_GROUP_PREFIX = "fs."
+FANOUT_GROUP = "fs.fanout"
 _EXAMPLES = "trades.AAPL, quotes.MSFT, candles.1m.NVDA or alerts"
 
 
@@ -75,10 +75,3 @@ def channel_parse(text: object) -> Channel:
         raise BadChannel(f"{text[:40]!r}: {channel.symbol!r} is not a symbol")
     return channel
 
-
-def group_for(channel: str) -> str:
-    """The Channels group of a channel name (already validated)."""
-    group = _GROUP_PREFIX + channel
-    if len(group) >= 100 or not group.isascii():
-        raise BadChannel(f"{channel!r} makes no valid group name")
-    return group

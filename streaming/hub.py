@@ -1,15 +1,16 @@
 """The fan-out hub: one per web process (per event loop), the process's only
-member of the Channels groups its WebSocket clients follow.
+member of FANOUT_GROUP, the Channels group the relay sends each batch to.
 
-The relay sends one group message per channel and batch (streaming/relay.py).
-Were every client a member of the group itself, each would get its own copy
-through the channel layer, and each copy costs a queue, a task wake-up and a
-dispatch: ~50-100 µs, so one process could not serve more than ~10k
-deliveries a second. Instead the hub takes the one copy its process receives,
-prepares it once (streaming/ws_frames.py) and hands it to each local
-subscriber in turn, in the same task: a subscriber writes it to its socket
-without awaiting anything (streaming/consumers.py), so the whole fan-out of
-a batch runs without yielding to the event loop.
+The relay sends each batch once, every channel's events in one message
+(streaming/relay.py). Were every client a member of a Channels group itself,
+each would get its own copy through the channel layer, and each copy costs a
+queue, a task wake-up and a dispatch: ~50-100 µs, so one process could not
+serve more than ~10k deliveries a second. Instead the hub takes the one copy
+its process receives, keeps the channels its clients follow, prepares each
+once (streaming/ws_frames.py) and hands it to each local subscriber in turn,
+in the same task: a subscriber writes it to its socket without awaiting
+anything (streaming/consumers.py), so the whole fan-out of a batch runs
+without yielding to the event loop.
 
 The hub reads and writes in two tasks. The reader only collects what the
 relay sends; the fan-out takes everything collected since its last round,
@@ -22,11 +23,12 @@ catches up instead of serving ever staler batches. What has been collected
 is bounded (`max_pending_events`): past it, batches are dropped, and clients
 see the gap in their sequence numbers.
 
-The hub joins a group when its first local subscriber does. Joins are
-serialised, so a subscriber that has joined is a member of the group: a relay
-batch sent after `join` returns reaches it. Leaving awaits nothing (a client
-that goes away, however it goes, must not stay behind because Redis did not
-answer): the group is left, and the reader stopped when nobody is left, by a
+The hub joins the group when the process's first subscriber joins, and
+leaves it, stopping its reader, when the last one has left. Joins are
+serialised, so a subscriber that has joined is followed: a relay batch sent
+after `join` returns reaches it. Only the process's first join waits on
+Redis; leaving never does (a client that goes away, however it goes, must
+not stay behind because Redis did not answer): the group is left by a
 clean-up task. With RedisChannelLayer, whose memberships expire, the hub
 renews its own while it reads.
 """
@@ -40,13 +42,11 @@ from typing import Protocol
 
 from channels.layers import get_channel_layer
 
-from streaming.groups import group_for
+from streaming.groups import FANOUT_GROUP
 from streaming.relay import MESSAGE_TYPE
 from streaming.ws_frames import PreparedBatch
 
 log = logging.getLogger(__name__)
-
-_GATHER_PASSES = 3  # socket readable -> the layer parses -> its queue wakes the reader
 
 
 class Subscriber(Protocol):
@@ -78,11 +78,7 @@ class FanoutHub:
                 await self._start()
             if self._fan_out_task is None or self._fan_out_task.done():
                 self._fan_out_task = asyncio.ensure_future(self._fan_out())
-            members = self.members.get(channel)
-            if members is None:  # an empty set is a group still joined, waiting for the clean-up
-                await self.layer.group_add(group_for(channel), self._channel_name)
-                members = self.members[channel] = set()
-            members.add(subscriber)
+            self.members.setdefault(channel, set()).add(subscriber)
 
     def leave(self, channel: str, subscriber: Subscriber) -> None:
         members = self.members.get(channel)
@@ -90,9 +86,11 @@ class FanoutHub:
             return
         members.discard(subscriber)
         if not members:
-            task = asyncio.ensure_future(self._clean_up())
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            del self.members[channel]
+            if not self.members:
+                task = asyncio.ensure_future(self._clean_up())
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
 
     async def deliver(self, channel: str, batch: PreparedBatch) -> None:
         for subscriber in tuple(self.members.get(channel, ())):
@@ -101,34 +99,39 @@ class FanoutHub:
             except Exception:
                 log.exception("WebSocket hub: delivery to one client of %s failed", channel)
 
+    @property
+    def waiting_events(self) -> int:
+        """Events collected for the next round."""
+        return self._pending_events
+
     # --- inside ------------------------------------------------------------------------
     async def _start(self) -> None:
-        """A channel to read (under the lock). Groups joined on a reader that died are joined again."""
+        """Join the group on a channel of the hub's own (under the lock), and read it."""
         self._channel_name = await self.layer.new_channel(prefix="hub.")
-        for channel in self.members:
-            await self.layer.group_add(group_for(channel), self._channel_name)
+        await self.layer.group_add(FANOUT_GROUP, self._channel_name)
         self._reader = asyncio.ensure_future(self._read(self._channel_name))
         expiry = getattr(self.layer, "group_expiry", None)
         if expiry:
             if self._renewer is not None:
                 self._renewer.cancel()
-            self._renewer = asyncio.ensure_future(self._renew(expiry / 4))
+            self._renewer = asyncio.ensure_future(self._renew(self._channel_name, expiry / 4))
 
     async def _clean_up(self) -> None:
+        """Nobody left (checked again under the lock: a join may have come since): stop reading, leave."""
         async with self._lock:
-            for channel in [channel for channel, members in self.members.items() if not members]:
-                del self.members[channel]
-                try:
-                    await self.layer.group_discard(group_for(channel), self._channel_name)
-                except Exception:  # the group's messages reach nobody here; the hub skips them
-                    log.warning("WebSocket hub: could not leave %s", channel, exc_info=True)
-            if not self.members and self._reader is not None:
-                tasks = [task for task in (self._reader, self._fan_out_task, self._renewer) if task is not None]
-                self._reader = self._fan_out_task = self._renewer = self._channel_name = None
-                self._pending, self._pending_events = {}, 0
-                for task in tasks:
-                    task.cancel()  # the layer's receive() unsubscribes the channel when cancelled
-                await asyncio.gather(*tasks, return_exceptions=True)
+            if self.members or self._reader is None:
+                return
+            channel_name = self._channel_name
+            tasks = [task for task in (self._reader, self._fan_out_task, self._renewer) if task is not None]
+            self._reader = self._fan_out_task = self._renewer = self._channel_name = None
+            self._pending, self._pending_events = {}, 0
+            for task in tasks:
+                task.cancel()  # the layer's receive() unsubscribes the channel when cancelled
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await self.layer.group_discard(FANOUT_GROUP, channel_name)
+            except Exception:  # a member nobody reads: RedisChannelLayer expires it, pubsub sends it nothing
+                log.warning("WebSocket hub: could not leave %s", FANOUT_GROUP, exc_info=True)
 
     async def _read(self, channel_name: str) -> None:
         failures = 0
@@ -137,7 +140,7 @@ class FanoutHub:
                 message = await self.layer.receive(channel_name)
                 failures = 0
                 if message.get("type") == MESSAGE_TYPE:
-                    self._collect(message.get("channel"), message.get("events"))
+                    self._collect(message.get("channels"))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -146,35 +149,32 @@ class FanoutHub:
                 log.exception("WebSocket hub: receiving failed (%d in a row)", failures)
                 await asyncio.sleep(min(0.25 * 2 ** failures, 5.0))
 
-    @property
-    def waiting_events(self) -> int:
-        """Events collected for the next round."""
-        return self._pending_events
-
-    def _collect(self, channel: str, events: list) -> None:
-        try:
-            batch = PreparedBatch(events)
-        except ValueError as error:  # not from the relay: skipped, the others go on
-            log.warning("WebSocket hub: a malformed batch of %s skipped: %s", channel, error)
+    def _collect(self, channels: object) -> None:
+        """Keep the batches of the channels someone here follows."""
+        if not isinstance(channels, dict):
+            log.warning("WebSocket hub: a relay message without channels skipped")
             return
-        if not batch:
-            return
-        if self._pending_events + len(batch) > self.max_pending_events:
-            log.warning("WebSocket hub: %d events waiting to be written; dropping a batch of %s",
-                        self._pending_events, channel)
-            return
-        self._pending.setdefault(channel, []).append(batch)
-        self._pending_events += len(batch)
-        self._arrived.set()
+        for channel, events in channels.items():
+            if channel not in self.members:
+                continue
+            try:
+                batch = PreparedBatch(events)
+            except ValueError as error:  # not from the relay: skipped, the others go on
+                log.warning("WebSocket hub: a malformed batch of %s skipped: %s", channel, error)
+                continue
+            if not batch:
+                continue
+            if self._pending_events + len(batch) > self.max_pending_events:
+                log.warning("WebSocket hub: %d events waiting to be written; dropping a batch of %s",
+                            self._pending_events, channel)
+                continue
+            self._pending.setdefault(channel, []).append(batch)
+            self._pending_events += len(batch)
+            self._arrived.set()
 
     async def _fan_out(self) -> None:
         while True:
             await self._arrived.wait()
-            # A few passes of the loop: the other channels of the same relay
-            # batch, and any batch that came in during the last round, are on
-            # their way from the layer's socket to the reader.
-            for _ in range(_GATHER_PASSES):
-                await asyncio.sleep(0)
             self._arrived.clear()
             pending, self._pending, self._pending_events = self._pending, {}, 0
             for channel, batches in pending.items():
@@ -183,15 +183,13 @@ class FanoutHub:
                 except Exception:  # the next round must still run
                     log.exception("WebSocket hub: a round of %s failed", channel)
 
-    async def _renew(self, every: float) -> None:
+    async def _renew(self, channel_name: str, every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            async with self._lock:
-                for channel in self.members:
-                    try:
-                        await self.layer.group_add(group_for(channel), self._channel_name)
-                    except Exception:
-                        log.warning("WebSocket hub: could not renew %s", channel, exc_info=True)
+            try:
+                await self.layer.group_add(FANOUT_GROUP, channel_name)
+            except Exception:
+                log.warning("WebSocket hub: could not renew its membership of %s", FANOUT_GROUP, exc_info=True)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FanoutHub] = weakref.WeakKeyDictionary()

@@ -1,4 +1,4 @@
-"""`relay_streams`: Kafka events to WebSocket clients, through Channels groups.
+"""`relay_streams`: Kafka events to WebSocket clients, through a Channels group.
 
 A pipeline on the shared runner (streaming/runner.py) with its own consumer
 group. Per batch it:
@@ -6,15 +6,21 @@ group. Per batch it:
 1. groups the events by public channel (streaming/groups.py) and conflates
    what only needs its newest state: per symbol the latest quote, per candle
    bucket its latest update (`relay_batches`, pure);
-2. numbers each channel's events with one HINCRBY per channel in one Redis
-   round trip: the counters live in Redis, so a restarted relay (or a second
-   web process) continues the sequence and a client sees a gap as a jump;
-3. keeps each channel's newest event, with its number, as the channel's
-   snapshot (what /ws/stream sends on subscribe);
-4. sends ONE group_send per channel per batch, carrying the batch's events
-   as ready-made JSON text. Each web process's hub (streaming/hub.py) is the
-   group's one member there: it turns them into WebSocket frames once and
-   writes those to each of its clients.
+2. numbers each channel's events and keeps its newest one, with its number,
+   as the channel's snapshot (what /ws/stream sends on subscribe), all in one
+   Redis script call: the counters live in Redis, so a restarted relay
+   continues the sequence and a client sees a gap as a jump;
+3. sends the whole batch, every channel's events as ready-made JSON text, in
+   ONE group_send to FANOUT_GROUP. Each web process's hub (streaming/hub.py)
+   is that group's one member there: it takes the channels its clients
+   follow, turns their events into WebSocket frames once and writes those to
+   each of its clients.
+
+One message per batch, not one per channel: the relay makes one Redis round
+trip for the batch instead of one per channel (~80 with 10 symbols), and a
+hub receives a batch whole, so it writes each client once per batch. Every
+hub receives every channel; what its clients do not follow it skips, which
+costs it far less than the round trips cost the relay.
 
 store() writes nothing: the runner still stores the offsets in its
 transaction, so the relay resumes where it stopped. Delivery to clients is
@@ -29,14 +35,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 
 from channels.layers import get_channel_layer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming import metrics
-from streaming.groups import ALERTS_CHANNEL, candles_channel, group_for, quotes_channel, trades_channel
+from streaming.groups import ALERTS_CHANNEL, FANOUT_GROUP, candles_channel, quotes_channel, trades_channel
 from streaming.redis import redis_client
 from streaming.runner import Events
 from streaming.schemas import encode
@@ -44,16 +49,22 @@ from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 
-CHANNEL_KEY = "finstream:ws:{}"  # hash: seq (last number issued), last_seq + last (the newest event's envelope)
-MESSAGE_TYPE = "stream.batch"  # read by FanoutHub in streaming/hub.py
-EVENT_TYPES = {TRADES: "trade", QUOTES: "quote", CANDLES: "candle", ALERTS: "alert"}
+# Per channel, a hash: seq (the last number issued); last_seq, last_type and last_data (the newest
+# event relayed: its number, event type and data JSON).
+CHANNEL_KEY = "finstream:ws:{}"
+MESSAGE_TYPE = "stream.batch"  # {"type", "channels": {channel: [[seq, envelope JSON], ...]}}, read by streaming/hub.py
 
-_SET_LAST_IF_NEWER = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '0')
-if current < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'last_seq', ARGV[1], 'last', ARGV[2])
+# KEYS: the channels' hashes. ARGV: per key, its event count, then its newest event's type and data.
+# Returns each channel's last number. One script, so that numbering and the snapshot are one atomic
+# step: two relays during a rebalance cannot leave a snapshot older than its number.
+_NUMBER_AND_KEEP_NEWEST = """
+local numbers = {}
+for i, key in ipairs(KEYS) do
+  local last = redis.call('HINCRBY', key, 'seq', ARGV[3 * i - 2])
+  redis.call('HSET', key, 'last_seq', last, 'last_type', ARGV[3 * i - 1], 'last_data', ARGV[3 * i])
+  numbers[i] = last
 end
-return 0
+return numbers
 """
 
 
@@ -96,8 +107,8 @@ def events_count(events: Events) -> int:
 
 class RelayPipeline:
     """See the module docstring. `per_event=True` sends one group_send per
-    event instead of per channel and batch (`relay_streams --per-event`): only
-    for bench/websocket_fanout.py, which measures what batching buys."""
+    event instead of one per batch (`relay_streams --per-event`): only for
+    bench/websocket_fanout.py, which measures what batching buys."""
 
     name = "relay_streams"
     topics = (TRADES, QUOTES, CANDLES, ALERTS)
@@ -109,7 +120,7 @@ class RelayPipeline:
         # One loop for the life of the relay: channel layers keep their Redis
         # connections per event loop.
         self._loop = asyncio.new_event_loop()
-        self._set_last = None
+        self._number_script = None
 
     def prepare(self, events: Events) -> None:
         pass
@@ -134,16 +145,15 @@ class RelayPipeline:
 
     # --- steps ---------------------------------------------------------------------------
     def _number(self, batches: dict[str, list[tuple[str, bytes]]]) -> dict[str, list[tuple[int, str]]]:
-        client = redis_client()
+        if self._number_script is None:
+            self._number_script = redis_client().register_script(_NUMBER_AND_KEEP_NEWEST)
         channels = list(batches)
-        pipe = client.pipeline(transaction=False)
+        args: list[object] = []
         for channel in channels:
-            pipe.hincrby(CHANNEL_KEY.format(channel), "seq", len(batches[channel]))
-        last_numbers = pipe.execute()
+            kind, data = batches[channel][-1]
+            args += [len(batches[channel]), kind, data]
+        last_numbers = self._number_script(keys=[CHANNEL_KEY.format(channel) for channel in channels], args=args)
         numbered: dict[str, list[tuple[int, str]]] = {}
-        if self._set_last is None:
-            self._set_last = client.register_script(_SET_LAST_IF_NEWER)
-        pipe = client.pipeline(transaction=False)
         for channel, last in zip(channels, last_numbers):
             items = batches[channel]
             first = last - len(items) + 1
@@ -151,19 +161,16 @@ class RelayPipeline:
                 (first + index, envelope(type=kind, channel=channel, seq=first + index, data=data))
                 for index, (kind, data) in enumerate(items)
             ]
-            self._set_last(keys=[CHANNEL_KEY.format(channel)], args=[last, numbered[channel][-1][1]], client=pipe)
-        pipe.execute()
         return numbered
 
     async def _send(self, numbered: dict[str, list[tuple[int, str]]]) -> int:
-        sends = []
-        for channel, items in numbered.items():
-            group = group_for(channel)
-            chunks: Iterable[list] = ([item] for item in items) if self.per_event else [items]
-            for chunk in chunks:
-                sends.append(self.layer.group_send(
-                    group, {"type": MESSAGE_TYPE, "channel": channel, "events": [list(item) for item in chunk]}
-                ))
+        if not self.per_event:
+            await self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": numbered})
+            return 1
+        sends = [
+            self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": {channel: [item]}})
+            for channel, items in numbered.items() for item in items
+        ]
         await asyncio.gather(*sends)
         return len(sends)
 

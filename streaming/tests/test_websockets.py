@@ -18,6 +18,7 @@ from finstream.asgi import application
 from market.services import LATEST_QUOTE_KEY, latest_events_store, symbols_seed
 from streaming import metrics
 from streaming.consumers import MultiplexStreamConsumer
+from streaming.groups import FANOUT_GROUP
 from streaming.hub import hub
 from streaming.relay import RelayPipeline, relay_batches
 from streaming.schemas import Alert, Candle, Quote, Trade
@@ -216,7 +217,7 @@ def test_events_relayed_while_the_snapshot_is_read_follow_it_and_only_the_newer_
     run(scenario)
 
 
-def test_a_process_joins_each_group_once_for_all_its_clients_and_leaves_with_the_last(market, monkeypatch):
+def test_a_process_joins_the_fanout_group_once_for_all_its_clients_and_leaves_with_the_last(market, monkeypatch):
     layer = get_channel_layer()
     joined, left = [], []
     group_add, group_discard = layer.group_add, layer.group_discard
@@ -233,14 +234,19 @@ def test_a_process_joins_each_group_once_for_all_its_clients_and_leaves_with_the
     monkeypatch.setattr(layer, "group_discard", counting_discard)
 
     async def scenario():
-        clients = [await connect("/ws/trades/AAPL") for _ in range(3)]
-        await send(market, trades=[trade(1), trade(2)])
-        for client in clients:
+        clients = [await connect("/ws/trades/AAPL") for _ in range(3)] + [await connect("/ws/quotes/MSFT")]
+        await send(market, trades=[trade(1), trade(2)], quotes=[quote(1, "MSFT")])
+        for client in clients[:3]:
             assert [(await receive(client))["seq"] for _ in range(2)] == [1, 2]
-        assert joined == ["fs.trades.AAPL"]
-        for client in clients:
+        assert (await receive(clients[3]))["channel"] == "quotes.MSFT"
+        assert joined == [FANOUT_GROUP]
+        for client in clients[:3]:
             await client.disconnect()
-        await until(lambda: left == ["fs.trades.AAPL"] and hub().members == {})
+        await until(lambda: set(hub().members) == {"quotes.MSFT"})
+        await asyncio.sleep(0.1)
+        assert left == []  # a client is left: the hub still reads
+        await clients[3].disconnect()
+        await until(lambda: left == [FANOUT_GROUP] and hub().members == {})
 
     run(scenario)
 
@@ -346,6 +352,36 @@ def test_sequence_numbers_continue_across_a_relay_restart(market):
         finally:
             await asyncio.to_thread(restarted.close)
         assert [(await receive(client))["seq"] for _ in range(3)] == [1, 2, 3]
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_two_relays_at_once_never_issue_a_number_twice_and_the_snapshot_is_the_newest(market, redis_clean):
+    """As during a consumer group rebalance: numbering and the snapshot are one step in Redis."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming.relay import CHANNEL_KEY
+
+    async def scenario():
+        client = await connect("/ws/trades/AAPL")
+        relays = [market, RelayPipeline()]
+
+        def relay_batches_of(relay, offset):
+            for i in range(40):
+                relay_send(relay, trades=[trade(offset + 3 * i + k) for k in range(3)])
+
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                await asyncio.gather(*(asyncio.wrap_future(pool.submit(relay_batches_of, relay, 1000 * n))
+                                       for n, relay in enumerate(relays)))
+        finally:
+            await asyncio.to_thread(relays[1].close)
+        seqs = sorted([(await receive(client))["seq"] for _ in range(240)])
+        assert seqs == list(range(1, 241))
+        state = redis_clean.hgetall(CHANNEL_KEY.format("trades.AAPL"))
+        assert (state[b"seq"], state[b"last_seq"]) == (b"240", b"240")
+        assert json.loads(state[b"last_data"])["id"].startswith("t-AAPL-")
         await client.disconnect()
 
     run(scenario)
@@ -480,8 +516,7 @@ def test_the_hub_renews_memberships_that_redis_channel_layer_expires(redis_clean
         fanout, subscriber = FanoutHub(layer), Collecting()
         await fanout.join("trades.AAPL", subscriber)
         await asyncio.sleep(3)  # past the expiry: only a renewed membership still receives
-        await layer.group_send("fs.trades.AAPL", {"type": MESSAGE_TYPE, "channel": "trades.AAPL",
-                                                  "events": [[1, '{"seq":1}']]})
+        await layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": {"trades.AAPL": [[1, '{"seq":1}']]}})
         await until(lambda: subscriber.batches == [['{"seq":1}']])
         fanout.leave("trades.AAPL", subscriber)
         await until(lambda: fanout.members == {})
@@ -503,11 +538,11 @@ class _Recording:
             await self.while_busy()
 
 
-def _relay_message(first: int, count: int = 2) -> dict:
+def _relay_message(first: int, count: int = 2, channel: str = "trades.AAPL") -> dict:
     from streaming.relay import MESSAGE_TYPE
 
-    return {"type": MESSAGE_TYPE, "channel": "trades.AAPL",
-            "events": [[seq, f'{{"seq":{seq}}}'] for seq in range(first, first + count)]}
+    return {"type": MESSAGE_TYPE,
+            "channels": {channel: [[seq, f'{{"seq":{seq}}}'] for seq in range(first, first + count)]}}
 
 
 def test_batches_that_arrive_during_a_round_go_out_together_in_the_next_one_in_order(redis_clean):
@@ -519,12 +554,12 @@ def test_batches_that_arrive_during_a_round_go_out_together_in_the_next_one_in_o
 
         async def relay_three_more():  # while this round is still busy
             for first in (3, 5, 7):
-                await layer.group_send("fs.trades.AAPL", _relay_message(first))
+                await layer.group_send(FANOUT_GROUP, _relay_message(first))
             await until(lambda: fanout.waiting_events == 6)
 
         subscriber = _Recording(relay_three_more)
         await fanout.join("trades.AAPL", subscriber)
-        await layer.group_send("fs.trades.AAPL", _relay_message(1))
+        await layer.group_send(FANOUT_GROUP, _relay_message(1))
         await until(lambda: len(subscriber.deliveries) == 2)
         assert subscriber.deliveries == [[1, 2], [3, 4, 5, 6, 7, 8]]  # one write per client, not three
         fanout.leave("trades.AAPL", subscriber)
@@ -543,14 +578,14 @@ def test_the_hub_drops_batches_past_its_bound_and_goes_on(redis_clean, caplog):
 
         async def relay_three_more():
             for first in (3, 5, 7):
-                await layer.group_send("fs.trades.AAPL", _relay_message(first))
+                await layer.group_send(FANOUT_GROUP, _relay_message(first))
             await until(lambda: "dropping a batch of trades.AAPL" in caplog.text)
 
         subscriber = _Recording(relay_three_more)
         await fanout.join("trades.AAPL", subscriber)
-        await layer.group_send("fs.trades.AAPL", _relay_message(1))
+        await layer.group_send(FANOUT_GROUP, _relay_message(1))
         await until(lambda: len(subscriber.deliveries) == 2)
-        await layer.group_send("fs.trades.AAPL", _relay_message(9))
+        await layer.group_send(FANOUT_GROUP, _relay_message(9))
         await until(lambda: len(subscriber.deliveries) == 3)
         # 7-8 would have made 6 events waiting: dropped (the client sees 6 -> 9), and the hub goes on.
         assert subscriber.deliveries == [[1, 2], [3, 4, 5, 6], [9, 10]]
@@ -559,6 +594,30 @@ def test_the_hub_drops_batches_past_its_bound_and_goes_on(redis_clean, caplog):
 
     run(scenario)
     assert "dropping a batch of trades.AAPL" in caplog.text
+
+
+def test_one_relay_message_reaches_each_followed_channel_in_one_round_and_the_rest_is_skipped(redis_clean):
+    from streaming.hub import FanoutHub
+    from streaming.relay import MESSAGE_TYPE
+
+    async def scenario():
+        layer = get_channel_layer()
+        fanout = FanoutHub(layer)
+        trades, quotes = _Recording(lambda: asyncio.sleep(0)), _Recording(lambda: asyncio.sleep(0))
+        await fanout.join("trades.AAPL", trades)
+        await fanout.join("quotes.MSFT", quotes)
+        await layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": {
+            "trades.AAPL": [[1, "{}"], [2, "{}"]], "quotes.MSFT": [[7, "{}"]], "trades.TSLA": [[1, "{}"]],
+            "quotes.AAPL": "not even a batch: nobody here follows it, so it is never read"}})
+        await until(lambda: trades.deliveries and quotes.deliveries)
+        await asyncio.sleep(0.1)
+        assert (trades.deliveries, quotes.deliveries) == ([[1, 2]], [[7]])
+        assert set(fanout.members) == {"trades.AAPL", "quotes.MSFT"}
+        fanout.leave("trades.AAPL", trades)
+        fanout.leave("quotes.MSFT", quotes)
+        await until(lambda: fanout.members == {} and fanout._reader is None)
+
+    run(scenario)
 
 
 def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis_clean, caplog):
@@ -570,10 +629,12 @@ def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis
         subscriber = _Recording(lambda: asyncio.sleep(0))
         await fanout.join("trades.AAPL", subscriber)
         for malformed in ([[1]], [["1", "{}"]], [[3, "{}"], [2, "{}"]], "x"):
-            await layer.group_send("fs.trades.AAPL", {**_relay_message(1), "events": malformed})
-        await layer.group_send("fs.trades.AAPL", _relay_message(4))  # likely in the same round
+            await layer.group_send(FANOUT_GROUP, {**_relay_message(1), "channels": {"trades.AAPL": malformed}})
+        await layer.group_send(FANOUT_GROUP, {**_relay_message(1), "channels": [["trades.AAPL", [[1, "{}"]]]]})
+        await layer.group_send(FANOUT_GROUP, _relay_message(4))  # likely in the same round
         await until(lambda: subscriber.deliveries == [[4, 5]])
         assert caplog.text.count("a malformed batch of trades.AAPL skipped") == 4
+        assert caplog.text.count("a relay message without channels skipped") == 1
         fanout.leave("trades.AAPL", subscriber)
         await until(lambda: fanout.members == {})
 

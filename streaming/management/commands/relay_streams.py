@@ -6,8 +6,8 @@ from streaming.runner import RunnerOptions, run_pipeline
 
 
 class Command(BaseCommand):
-    help = ("Relay market.trades, market.quotes, market.candles and alerts to the WebSocket clients (Channels "
-            "groups), one group_send per channel per batch; runs until SIGTERM/SIGINT.")
+    help = ("Relay market.trades, market.quotes, market.candles and alerts to the WebSocket clients (the web "
+            "processes' hubs), one group_send per batch; runs until SIGTERM/SIGINT.")
 
     def add_arguments(self, parser):
         parser.add_argument("--per-event", action="store_true",
