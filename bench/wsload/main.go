@@ -69,6 +69,42 @@ type client struct {
 	arrivalUs []int32 // event time -> arrival, per message
 	readUs    []int32 // event time -> read, per message
 	second    []int32 // of each message: when it arrived, in seconds since ready
+	layout    layout
+	clock     eventClock
+}
+
+// layout is where the last message had its seq and its event time. A channel's
+// messages share their layout, so the next one is looked for there first and
+// searched for only when it is not: the clients stand in for other machines,
+// and the fewer cycles they take from the server, the less they skew it.
+type layout struct {
+	seqPrefix []byte // the envelope up to its seq: `{"type":"trade","channel":"trades.AAPL","seq":`
+	tsAt      int    // where `"ts":"` began, counted from the end of the seq
+}
+
+// eventClock reads event times, remembering the last whole second read: a
+// channel's events come in time order, so most share it with the one before
+// and only their fraction needs reading.
+type eventClock struct {
+	second  [19]byte // "YYYY-MM-DDTHH:MM:SS"
+	seconds int64    // since the epoch
+	known   bool
+}
+
+func (k *eventClock) micros(text []byte) (int64, bool) {
+	n := len(text)
+	if k.known && n >= 20 && n <= 30 && text[n-1] == 'Z' && string(text[:19]) == string(k.second[:]) {
+		if fraction, ok := fractionMicros(text[19 : n-1]); ok {
+			return k.seconds*1_000_000 + fraction, true
+		}
+	}
+	if !fastForm(text) {
+		return unixMicros(text)
+	}
+	copy(k.second[:], text[:19])
+	k.seconds, k.known = fastSeconds(text), true
+	fraction, _ := fractionMicros(text[19 : n-1])
+	return k.seconds*1_000_000 + fraction, true
 }
 
 var (
@@ -109,26 +145,47 @@ func (c *client) read(pending []byte) {
 // event's own comes later, inside "data") and its event time.
 func (c *client) count(message []byte, arrivedUs, readUs int64, second int32) {
 	atomic.AddInt64(&c.messages, 1) // read by "count" meanwhile
-	rest := message
-	if at := bytes.Index(rest, seqKey); at >= 0 {
-		rest = rest[at+len(seqKey):]
-		if seq, ok := leadingInt(rest); ok {
-			if c.lastSeq >= 0 && seq != c.lastSeq+1 {
-				c.gaps++
-			}
-			c.lastSeq = seq
+	rest, found := c.afterSeqKey(message)
+	if !found {
+		return
+	}
+	seq, ok := leadingInt(rest)
+	if !ok {
+		return
+	}
+	if c.lastSeq >= 0 && seq != c.lastSeq+1 {
+		c.gaps++
+	}
+	c.lastSeq = seq
+	at := c.layout.tsAt
+	if at < 0 || at > len(rest)-len(tsKey) || string(rest[at:at+len(tsKey)]) != string(tsKey) {
+		if at = bytes.Index(rest, tsKey); at < 0 {
+			return
+		}
+		c.layout.tsAt = at
+	}
+	rest = rest[at+len(tsKey):]
+	if end := bytes.IndexByte(rest, '"'); end > 0 {
+		if ts, ok := c.clock.micros(rest[:end]); ok {
+			c.arrivalUs = append(c.arrivalUs, micros32(arrivedUs-ts))
+			c.readUs = append(c.readUs, micros32(readUs-ts))
+			c.second = append(c.second, second)
 		}
 	}
-	if at := bytes.Index(rest, tsKey); at >= 0 {
-		rest = rest[at+len(tsKey):]
-		if end := bytes.IndexByte(rest, '"'); end > 0 {
-			if ts, ok := unixMicros(rest[:end]); ok {
-				c.arrivalUs = append(c.arrivalUs, micros32(arrivedUs-ts))
-				c.readUs = append(c.readUs, micros32(readUs-ts))
-				c.second = append(c.second, second)
-			}
-		}
+}
+
+// afterSeqKey is the message after its first `"seq":`.
+func (c *client) afterSeqKey(message []byte) ([]byte, bool) {
+	if prefix := c.layout.seqPrefix; len(prefix) > 0 && bytes.HasPrefix(message, prefix) {
+		return message[len(prefix):], true
 	}
+	at := bytes.Index(message, seqKey)
+	if at < 0 {
+		return nil, false
+	}
+	end := at + len(seqKey)
+	c.layout = layout{seqPrefix: append([]byte(nil), message[:end]...), tsAt: -1}
+	return message[end:], true
 }
 
 // micros32 is a latency in µs as stored: within int32 (±35 minutes), clamped beyond.
@@ -152,28 +209,50 @@ func leadingInt(text []byte) (int64, bool) {
 // unixMicros reads the event times FinStream writes, RFC 3339 in UTC
 // ("2026-11-26T08:33:19.957773Z"); anything else goes through time.Parse.
 func unixMicros(text []byte) (int64, bool) {
-	n := len(text)
 	if !fastForm(text) {
 		ts, err := time.Parse(time.RFC3339Nano, string(text))
 		return ts.UnixMicro(), err == nil
 	}
+	fraction, _ := fractionMicros(text[19 : len(text)-1])
+	return fastSeconds(text)*1_000_000 + fraction, true
+}
+
+// fastSeconds: the whole seconds since the epoch of a time in fastForm.
+func fastSeconds(text []byte) int64 {
 	number := func(from, to int) int64 { // digits: fastForm checked them
 		value, _ := leadingInt(text[from:to])
 		return value
 	}
+	days := daysFromCivil(number(0, 4), number(5, 7), number(8, 10))
+	return days*86400 + number(11, 13)*3600 + number(14, 16)*60 + number(17, 19)
+}
+
+// fractionMicros reads a fraction of a second as fastForm has it: nothing, or
+// "." and 1-9 digits (µs: digits past the sixth are dropped, as time.Parse's UnixMicro does).
+func fractionMicros(fraction []byte) (int64, bool) {
+	if len(fraction) == 0 {
+		return 0, true
+	}
+	if fraction[0] != '.' || len(fraction) < 2 || len(fraction) > 10 {
+		return 0, false
+	}
 	micros := int64(0)
-	if n > 20 {
-		digits := text[20 : n-1]
-		for i := 0; i < 6; i++ {
-			micros *= 10
-			if i < len(digits) {
-				micros += int64(digits[i] - '0')
+	for i := 1; i <= 6; i++ {
+		micros *= 10
+		if i < len(fraction) {
+			digit := fraction[i]
+			if digit < '0' || digit > '9' {
+				return 0, false
 			}
+			micros += int64(digit - '0')
 		}
 	}
-	days := daysFromCivil(number(0, 4), number(5, 7), number(8, 10))
-	seconds := days*86400 + number(11, 13)*3600 + number(14, 16)*60 + number(17, 19)
-	return seconds*1_000_000 + micros, true
+	for _, digit := range fraction[min(7, len(fraction)):] {
+		if digit < '0' || digit > '9' {
+			return 0, false
+		}
+	}
+	return micros, true
 }
 
 // fastForm: "YYYY-MM-DDTHH:MM:SS" then "Z", or "." and 1-9 digits then "Z".

@@ -129,3 +129,55 @@ func TestMessagesWithoutAKernelStampAreCountedAndTakeTheirReadTime(t *testing.T)
 		t.Fatalf("messages %d, unstamped %d, arrival %v, read %v", c.messages, c.unstamped, c.arrivalUs, c.readUs)
 	}
 }
+
+func TestTheEventClockAgreesWithUnixMicrosWhateverTheOrderOfTimes(t *testing.T) {
+	random := rand.New(rand.NewSource(2))
+	layouts := []string{"2006-01-02T15:04:05.000000Z", "2006-01-02T15:04:05.000Z", "2006-01-02T15:04:05Z",
+		"2006-01-02T15:04:05.999999999Z"}
+	var clock eventClock
+	at := time.Date(2026, 11, 26, 13, 0, 0, 0, time.UTC)
+	for i := 0; i < 100_000; i++ {
+		at = at.Add(time.Duration(random.Int63n(int64(300 * time.Millisecond))))
+		if random.Intn(50) == 0 { // now and then out of order, or years away
+			at = at.Add(-time.Duration(random.Int63n(int64(1000 * time.Hour))))
+		}
+		texts := []string{at.Format(layouts[i%len(layouts)])}
+		if i%97 == 0 { // not a time, sharing the remembered second: refused, and the clock goes on
+			second := texts[0][:19]
+			texts = append(texts, second+".Z", second+".12a4Z", second+".1234567890Z", second+"Z ")
+		}
+		for _, text := range texts {
+			want, wantOk := unixMicros([]byte(text))
+			got, ok := clock.micros([]byte(text))
+			if ok != wantOk || got != want {
+				t.Fatalf("%q: %d %v, want %d %v", text, got, ok, want, wantOk)
+			}
+		}
+	}
+}
+
+func TestSeqsAndEventTimesAreFoundWhereverTheMessageLayoutMoves(t *testing.T) {
+	c := &client{lastSeq: -1}
+	base := time.Date(2026, 11, 26, 13, 0, 0, 0, time.UTC)
+	messages := []struct {
+		text  string
+		delay time.Duration
+	}{
+		{`{"type":"trade","channel":"trades.AAPL","seq":1,"data":{"id":"t-9","ts":"2026-11-26T12:59:59.990000Z"}}`, 10 * time.Millisecond},
+		{`{"type":"trade","channel":"trades.AAPL","seq":2,"data":{"id":"t-10","ts":"2026-11-26T12:59:59.995000Z"}}`, 5 * time.Millisecond},
+		{`{"type":"trade","channel":"trades.AAPL","seq":4,"data":{"id":"t-11","ts":"2026-11-26T12:59:59.999Z"}}`, time.Millisecond},
+		{`{"channel":"trades.AAPL","type":"trade","seq":5,"data":{"ts":"2026-11-26T12:59:59Z","id":"t-12"}}`, time.Second},
+		{`{"type":"trade","channel":"trades.AAPL","seq":6,"data":{"id":"t-1","ts":"2026-11-26T12:59:59.5Z"}}`, 500 * time.Millisecond},
+	}
+	for _, m := range messages {
+		c.count([]byte(m.text), base.UnixMicro(), base.UnixMicro(), 0)
+	}
+	if c.messages != 5 || c.gaps != 1 || c.lastSeq != 6 || len(c.arrivalUs) != 5 {
+		t.Fatalf("messages %d, gaps %d, last seq %d, latencies %v", c.messages, c.gaps, c.lastSeq, c.arrivalUs)
+	}
+	for i, m := range messages {
+		if c.arrivalUs[i] != int32(m.delay.Microseconds()) {
+			t.Errorf("message %d: %d µs, want %d", i+1, c.arrivalUs[i], m.delay.Microseconds())
+		}
+	}
+}
