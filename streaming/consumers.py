@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
@@ -146,6 +147,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self.counted = False
         self.dropped = False
         self.daphne = DaphneSocket.behind(self.base_send)
+        self.max_backlog = settings.WS_MAX_BACKLOG_BYTES
         await super().websocket_connect(message)
 
     async def opened(self) -> None:
@@ -188,7 +190,8 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self.subscribed[channel] = max(self.subscribed[channel], after_seq)
         waiting = self.waiting.get(channel)
         while waiting:  # the hub appends here while a send below waits
-            await self.write(channel, waiting.pop(0))
+            if (sending := self.write(channel, waiting.pop(0))) is not None:
+                await sending
         self.waiting.pop(channel, None)
 
     async def refuse_unknown_symbol(self, symbol: str) -> None:
@@ -197,33 +200,57 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_UNKNOWN_SYMBOL, reason="unknown symbol")
 
     # --- from the hub --------------------------------------------------------------------
-    async def relay_batch(self, channel: str, batch: PreparedBatch) -> None:
+    # Not coroutines: the hub calls these once per client per round, and under daphne they finish
+    # without waiting. Only a write through ASGI send (another server, or a connection daphne's
+    # fast path cannot take) hands the hub something to await.
+    def relay_batch(self, channel: str, batch: PreparedBatch) -> Awaitable[None] | None:
         if self.dropped or channel not in self.subscribed:
-            return  # unsubscribed while this batch was in flight
+            return None  # unsubscribed while this batch was in flight
         waiting = self.waiting.get(channel)
         if waiting is not None:
             if len(waiting) < self.max_waiting_batches:
                 waiting.append(batch)
             else:
                 self.drop_slow_client(sum(len(text) for queued in waiting for text in queued.texts))
-            return
-        limit = settings.WS_MAX_BACKLOG_BYTES
-        backlog = self.daphne.backlog() if self.daphne is not None else queued_backlog(self.base_send)
-        if backlog is not None and backlog > limit:
+            return None
+        daphne = self.daphne
+        backlog = daphne.backlog() if daphne is not None else queued_backlog(self.base_send)
+        if backlog is not None and backlog > self.max_backlog:
             self.drop_slow_client(backlog)
-            return
-        await self.write(channel, batch)
-        # A round can hold several relay batches: what this one left unsent counts now, not a round later.
-        if self.daphne is not None and (backlog := self.daphne.backlog()) > limit:
+            return None
+        sending = self.write(channel, batch)
+        if daphne is None:
+            return sending
+        if sending is not None:
+            return self._then_check_backlog(sending)
+        self.check_backlog()
+        return None
+
+    def check_backlog(self) -> None:
+        """After a write under daphne: a round can hold several relay batches, and what this one
+        left unsent counts now, not a round later."""
+        if not self.dropped and (backlog := self.daphne.backlog()) > self.max_backlog:
             self.drop_slow_client(backlog)
 
-    async def write(self, channel: str, batch: PreparedBatch) -> None:
-        start = batch.start_after(self.subscribed.get(channel, 0))  # at or below: covered by the snapshot
+    async def _then_check_backlog(self, sending: Awaitable[None]) -> None:
+        await sending
+        self.check_backlog()
+
+    def write(self, channel: str, batch: PreparedBatch) -> Awaitable[None] | None:
+        """Write the batch's events the client has not had (at or below its seq: covered by the
+        snapshot); an awaitable when they must go through ASGI send."""
+        start = batch.start_after(self.subscribed.get(channel, 0))
         if start >= len(batch):
-            return
+            return None
         if self.daphne is None or not self.daphne.write(batch.frames_from(start)):
-            for text in batch.texts[start:]:
-                await self.send(text)
+            return self._send_texts(channel, batch, start)
+        if channel in self.subscribed:
+            self.subscribed[channel] = batch.last_seq
+        return None
+
+    async def _send_texts(self, channel: str, batch: PreparedBatch, start: int) -> None:
+        for text in batch.texts[start:]:
+            await self.send(text)
         if channel in self.subscribed:
             self.subscribed[channel] = batch.last_seq
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Awaitable
 from typing import Protocol
 
 from channels.layers import get_channel_layer
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    async def relay_batch(self, channel: str, batch: PreparedBatch) -> None:
-        """Deliver a batch. Must not wait on the client: the whole process's fan-out waits with it."""
+    def relay_batch(self, channel: str, batch: PreparedBatch) -> Awaitable[None] | None:
+        """Deliver a batch: at once, or by the awaitable it returns. Must not wait on the client:
+        the whole process's fan-out waits with it."""
 
 
 class FanoutHub:
@@ -95,7 +97,8 @@ class FanoutHub:
     async def deliver(self, channel: str, batch: PreparedBatch) -> None:
         for subscriber in tuple(self.members.get(channel, ())):
             try:
-                await subscriber.relay_batch(channel, batch)
+                if (sending := subscriber.relay_batch(channel, batch)) is not None:
+                    await sending
             except Exception:
                 log.exception("WebSocket hub: delivery to one client of %s failed", channel)
 

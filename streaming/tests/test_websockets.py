@@ -491,6 +491,46 @@ def test_a_client_that_does_not_read_is_dropped_with_4008(market, settings):
     assert dropped._value.get() == before + 1
 
 
+def test_under_daphne_the_write_that_takes_a_client_past_its_backlog_bound_closes_it_in_that_round():
+    from streaming.consumers import TradeStreamConsumer
+    from streaming.ws_frames import PreparedBatch
+
+    class UnreadConnection:
+        """daphne's side of a client that reads nothing: every byte written stays unsent."""
+
+        def __init__(self):
+            self.unsent = 0
+
+        def backlog(self):
+            return self.unsent
+
+        def write(self, frames):
+            self.unsent += len(frames)
+            return True
+
+    sent = []
+
+    async def base_send(message):
+        sent.append(message)
+
+    async def scenario():
+        consumer = TradeStreamConsumer()
+        consumer.base_send = base_send
+        consumer.subscribed, consumer.waiting, consumer.dropped = {"trades.AAPL": 0}, {}, False
+        consumer.daphne, consumer.max_backlog = UnreadConnection(), 1000
+        assert consumer.relay_batch("trades.AAPL", PreparedBatch([[1, "x" * 600]])) is None
+        assert not consumer.dropped and consumer.daphne.unsent == 604
+        assert consumer.relay_batch("trades.AAPL", PreparedBatch([[2, "x" * 600]])) is None
+        assert consumer.dropped  # 1,208 bytes unsent: closed now, before the next round adds to them
+        await consumer.closing
+        assert sent == [{"type": "websocket.close", "code": 4008,
+                         "reason": "too slow: reconnect and take a snapshot"}]
+        assert consumer.relay_batch("trades.AAPL", PreparedBatch([[3, "x"]])) is None
+        assert consumer.daphne.unsent == 1208
+
+    run(scenario)
+
+
 def test_relay_batches_number_nothing_twice_and_keep_trades_in_order():
     batches = relay_batches({TRADES: [trade(2), trade(1), trade(1, "MSFT")], QUOTES: [quote(1), quote(1, "MSFT")]})
     assert [json.loads(data)["id"] for _kind, data in batches["trades.AAPL"]] == ["t-AAPL-2", "t-AAPL-1"]
