@@ -3,8 +3,10 @@
 Two parts, both printing figures and ratios (nothing is written to a file):
 
 1. `layers`: how fast each channels-redis layer takes group_send calls, one
-   event per call (what a naive relay does) and one batch per call (what
-   streaming/relay.py does), with nobody listening: the relay's own ceiling.
+   event per call (what a naive relay does) and one batch per call to one
+   group (what streaming/relay.py does; --groups spreads the calls over
+   more), with a member per group that does not read: the relay's own
+   ceiling.
 2. `fanout`: the whole path, as the stack runs it, started here on the stack's
    Kafka, PostgreSQL and Redis with topics and a consumer group of its own:
    `manage.py simulate` at --rate trades/s -> Kafka -> the relay (on the
@@ -341,7 +343,7 @@ def main() -> None:
     layers = sub.add_parser("layers", help="group_send throughput of each channels-redis layer")
     layers.add_argument("--events", type=int, default=20000)
     layers.add_argument("--batch", type=int, default=200, help="events per group_send when batched")
-    layers.add_argument("--groups", type=int, default=10)
+    layers.add_argument("--groups", type=int, default=1, help="groups the calls rotate over")
     layers.add_argument("--members", type=int, default=1, help="channels in each group")
     fanout = sub.add_parser("fanout", help="simulator -> Kafka -> relay -> daphne -> N websocket clients")
     fanout.add_argument("--clients", type=int, default=1000)

@@ -129,8 +129,8 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
     """Subscriptions to public channels, and delivery of the relay's batches.
 
     The consumer has no channel of its own: the process's hub
-    (streaming/hub.py) is the only member of the groups, and hands each batch
-    to `relay_batch`. A channel's events wait in `waiting` from the moment it
+    (streaming/hub.py) is the only member of the relay's group, and hands each
+    batch of a channel the consumer follows to `relay_batch`. A channel's events wait in `waiting` from the moment it
     is joined until `go_live` (after the accept, or after the snapshot), so
     that nothing reaches a client before what must precede it.
     """
@@ -393,7 +393,7 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
                                                      "lists them", id=request_id, symbols=unknown))
             return
         # Join before reading the snapshots: an event published meanwhile
-        # waits in our channel and is sent after them (if it is newer).
+        # waits in `waiting` and is sent after them (if it is newer).
         await self.join([channel.name for channel in new])
         await self.send(json.dumps({"type": "subscribed", "channels": [c.name for c in channels], "id": request_id}))
         for channel in new:
@@ -408,10 +408,12 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         """(seq, event type, data JSON) of the channel's newest event: what the
         relay last sent, or where it has sent nothing yet, what the pipeline
         keeps (latest quote and trade in Redis, the newest stored candle)."""
-        counter, last_seq, last_type, last_data = await asyncio.to_thread(
-            redis_client().hmget, CHANNEL_KEY.format(channel.name), "seq", "last_seq", "last_type", "last_data")
-        if last_data is not None:
-            return int(last_seq), last_type.decode(), last_data.decode()
+        state = await asyncio.to_thread(redis_client().hmget, CHANNEL_KEY.format(channel.name),
+                                        "seq", "last_seq", "last")
+        counter, last_seq, last = state
+        if last is not None:
+            stored = json.loads(last)
+            return int(last_seq), stored["type"], json.dumps(stored["data"], separators=(",", ":"))
         seq = int(counter or 0)
         if channel.kind == "quotes":
             quote = await asyncio.to_thread(selectors.quote_latest, symbol=channel.symbol)

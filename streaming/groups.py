@@ -74,4 +74,3 @@ def channel_parse(text: object) -> Channel:
     if not is_valid_symbol(channel.symbol):
         raise BadChannel(f"{text[:40]!r}: {channel.symbol!r} is not a symbol")
     return channel
-

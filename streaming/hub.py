@@ -90,9 +90,7 @@ class FanoutHub:
         if not members:
             del self.members[channel]
             if not self.members:
-                task = asyncio.ensure_future(self._clean_up())
-                self._cleanups.add(task)
-                task.add_done_callback(self._cleanups.discard)
+                self._in_background(self._clean_up(), "the clean-up")
 
     async def deliver(self, channel: str, batch: PreparedBatch) -> None:
         for subscriber in tuple(self.members.get(channel, ())):
@@ -103,21 +101,47 @@ class FanoutHub:
                 log.exception("WebSocket hub: delivery to one client of %s failed", channel)
 
     @property
+    def reading(self) -> bool:
+        """In the group, reading: from the first join until the clean-up after the last leave."""
+        return self._reader is not None
+
+    @property
     def waiting_events(self) -> int:
         """Events collected for the next round."""
         return self._pending_events
 
     # --- inside ------------------------------------------------------------------------
     async def _start(self) -> None:
-        """Join the group on a channel of the hub's own (under the lock), and read it."""
-        self._channel_name = await self.layer.new_channel(prefix="hub.")
-        await self.layer.group_add(FANOUT_GROUP, self._channel_name)
-        self._reader = asyncio.ensure_future(self._read(self._channel_name))
+        """Join the group on a channel of the hub's own, and read it (under the lock)."""
+        channel_name = await self.layer.new_channel(prefix="hub.")
+        # Reading before joining: a member of the group that nobody reads would queue every batch
+        # for the life of the process.
+        reader = asyncio.ensure_future(self._read(channel_name))
+        try:
+            await asyncio.sleep(0)  # the reader is in receive(): cancelled, it lets the layer drop the channel
+            await self.layer.group_add(FANOUT_GROUP, channel_name)
+        except BaseException:  # Redis away, or the joining client gone (cancelled): leave nothing behind
+            reader.cancel()
+            self._in_background(self.layer.group_discard(FANOUT_GROUP, channel_name), "leaving after a failed join")
+            raise
+        self._channel_name, self._reader = channel_name, reader
         expiry = getattr(self.layer, "group_expiry", None)
         if expiry:
             if self._renewer is not None:
                 self._renewer.cancel()
-            self._renewer = asyncio.ensure_future(self._renew(self._channel_name, expiry / 4))
+            self._renewer = asyncio.ensure_future(self._renew(channel_name, expiry / 4))
+
+    def _in_background(self, work, what: str) -> None:
+        """Run `work` without waiting for it; a failure is logged."""
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+
+        def finished(task: asyncio.Task) -> None:
+            self._cleanups.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("WebSocket hub: %s failed: %r", what, task.exception())
+
+        task.add_done_callback(finished)
 
     async def _clean_up(self) -> None:
         """Nobody left (checked again under the lock: a join may have come since): stop reading, leave."""

@@ -11,16 +11,19 @@ group. Per batch it:
    Redis script call: the counters live in Redis, so a restarted relay
    continues the sequence and a client sees a gap as a jump;
 3. sends the whole batch, every channel's events as ready-made JSON text, in
-   ONE group_send to FANOUT_GROUP. Each web process's hub (streaming/hub.py)
-   is that group's one member there: it takes the channels its clients
-   follow, turns their events into WebSocket frames once and writes those to
-   each of its clients.
+   ONE group_send to FANOUT_GROUP (several for a batch of more than
+   MESSAGE_MAX_EVENTS). Each web process's hub (streaming/hub.py) is that
+   group's one member there: it takes the channels its clients follow, turns
+   their events into WebSocket frames once and writes those to each of its
+   clients.
 
 One message per batch, not one per channel: the relay makes one Redis round
-trip for the batch instead of one per channel (~80 with 10 symbols), and a
-hub receives a batch whole, so it writes each client once per batch. Every
-hub receives every channel; what its clients do not follow it skips, which
-costs it far less than the round trips cost the relay.
+trip for the batch instead of one per channel (two per symbol for trades and
+quotes, six more with candles), and a hub receives a batch whole, so it writes
+each client once per batch. Every hub receives every channel and skips what
+its clients do not follow. The relay and the web processes must run the same
+version: until 2026-11-26 the relay sent one message per channel, to a group
+per channel.
 
 store() writes nothing: the runner still stores the offsets in its
 transaction, so the relay resumes where it stopped. Delivery to clients is
@@ -49,19 +52,22 @@ from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
 
 log = logging.getLogger(__name__)
 
-# Per channel, a hash: seq (the last number issued); last_seq, last_type and last_data (the newest
-# event relayed: its number, event type and data JSON).
-CHANNEL_KEY = "finstream:ws:{}"
+CHANNEL_KEY = "finstream:ws:{}"  # hash: seq (last number issued), last_seq + last (the newest event's envelope)
 MESSAGE_TYPE = "stream.batch"  # {"type", "channels": {channel: [[seq, envelope JSON], ...]}}, read by streaming/hub.py
+# Events in one relay message. A batch taken while catching up (CONSUMER_BATCH_SIZE, up to 100,000
+# events) goes out as several messages, each far below what Redis lets a pub/sub subscriber fall
+# behind by before it cuts it off (client-output-buffer-limit pubsub, 32 MB by default).
+MESSAGE_MAX_EVENTS = 2000
 
-# KEYS: the channels' hashes. ARGV: per key, its event count, then its newest event's type and data.
-# Returns each channel's last number. One script, so that numbering and the snapshot are one atomic
-# step: two relays during a rebalance cannot leave a snapshot older than its number.
+# KEYS: the channels' hashes. ARGV: per key, its event count, then its newest event's envelope before
+# and after the seq. Returns each channel's last number. One script, so that numbering and the
+# snapshot are one atomic step: two relays during a rebalance cannot leave a snapshot older than its
+# number.
 _NUMBER_AND_KEEP_NEWEST = """
 local numbers = {}
 for i, key in ipairs(KEYS) do
   local last = redis.call('HINCRBY', key, 'seq', ARGV[3 * i - 2])
-  redis.call('HSET', key, 'last_seq', last, 'last_type', ARGV[3 * i - 1], 'last_data', ARGV[3 * i])
+  redis.call('HSET', key, 'last_seq', last, 'last', ARGV[3 * i - 1] .. string.format('%d', last) .. ARGV[3 * i])
   numbers[i] = last
 end
 return numbers
@@ -96,9 +102,29 @@ def relay_batches(events: Events) -> dict[str, list[tuple[str, bytes]]]:
     return dict(batches)
 
 
-def envelope(*, type: str, channel: str, seq: int, data: bytes) -> str:
-    """The JSON text a client receives for one event (docs/api.md)."""
-    return f'{{"type":"{type}","channel":"{channel}","seq":{seq},"data":{data.decode()}}}'
+def envelope_around_seq(*, type: str, channel: str, data: bytes) -> tuple[str, str]:
+    """The JSON text a client receives for one event (docs/api.md), before and after its seq."""
+    return f'{{"type":"{type}","channel":"{channel}","seq":', f',"data":{data.decode()}}}'
+
+
+def relay_messages(numbered: dict[str, list], max_events: int) -> list[dict[str, list]]:
+    """A numbered batch as the `channels` of relay messages of at most `max_events` events each:
+    sent in order, they carry every channel's events in order."""
+    messages: list[dict[str, list]] = []
+    current: dict[str, list] = {}
+    size = 0
+    for channel, items in numbered.items():
+        start = 0
+        while start < len(items):
+            take = min(len(items) - start, max_events - size)
+            current[channel] = items[start:start + take]
+            start, size = start + take, size + take
+            if size == max_events:
+                messages.append(current)
+                current, size = {}, 0
+    if current:
+        messages.append(current)
+    return messages
 
 
 def events_count(events: Events) -> int:
@@ -148,31 +174,26 @@ class RelayPipeline:
         if self._number_script is None:
             self._number_script = redis_client().register_script(_NUMBER_AND_KEEP_NEWEST)
         channels = list(batches)
+        envelopes: dict[str, list[tuple[str, str]]] = {}
         args: list[object] = []
         for channel in channels:
-            kind, data = batches[channel][-1]
-            args += [len(batches[channel]), kind, data]
+            envelopes[channel] = [envelope_around_seq(type=kind, channel=channel, data=data)
+                                  for kind, data in batches[channel]]
+            args += [len(envelopes[channel]), *envelopes[channel][-1]]
         last_numbers = self._number_script(keys=[CHANNEL_KEY.format(channel) for channel in channels], args=args)
         numbered: dict[str, list[tuple[int, str]]] = {}
         for channel, last in zip(channels, last_numbers):
-            items = batches[channel]
-            first = last - len(items) + 1
-            numbered[channel] = [
-                (first + index, envelope(type=kind, channel=channel, seq=first + index, data=data))
-                for index, (kind, data) in enumerate(items)
-            ]
+            first = last - len(envelopes[channel]) + 1
+            numbered[channel] = [(first + index, f"{before}{first + index}{after}")
+                                 for index, (before, after) in enumerate(envelopes[channel])]
         return numbered
 
     async def _send(self, numbered: dict[str, list[tuple[int, str]]]) -> int:
-        if not self.per_event:
-            await self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": numbered})
-            return 1
-        sends = [
-            self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": {channel: [item]}})
-            for channel, items in numbered.items() for item in items
-        ]
-        await asyncio.gather(*sends)
-        return len(sends)
+        """One group_send per message, in order: a channel's events may span two."""
+        messages = relay_messages(numbered, 1 if self.per_event else MESSAGE_MAX_EVENTS)
+        for channels in messages:
+            await self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": channels})
+        return len(messages)
 
     def _with_retries(self, action):
         """Redis away: retry with bounded back-off, then raise (the supervisor

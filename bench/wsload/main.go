@@ -79,7 +79,7 @@ type client struct {
 // and the fewer cycles they take from the server, the less they skew it.
 type layout struct {
 	seqPrefix []byte // the envelope up to its seq: `{"type":"trade","channel":"trades.AAPL","seq":`
-	tsAt      int    // where `"ts":"` began, counted from the end of the seq
+	tsAt      int    // where `"ts":"` began, counted from the end of seqPrefix (so it moves when the seq gains a digit)
 }
 
 // eventClock reads event times, remembering the last whole second read: a

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -361,10 +363,21 @@ def test_two_relays_at_once_never_issue_a_number_twice_and_the_snapshot_is_the_n
     """As during a consumer group rebalance: numbering and the snapshot are one step in Redis."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from streaming.hub import FanoutHub
     from streaming.relay import CHANNEL_KEY
 
+    class Collecting:
+        def __init__(self):
+            self.events: dict[int, str] = {}
+            self.delivered = 0
+
+        async def relay_batch(self, channel, batch):
+            self.events.update(zip(batch.seqs, batch.texts))
+            self.delivered += len(batch)
+
     async def scenario():
-        client = await connect("/ws/trades/AAPL")
+        fanout, subscriber = FanoutHub(get_channel_layer()), Collecting()
+        await fanout.join("trades.AAPL", subscriber)
         relays = [market, RelayPipeline()]
 
         def relay_batches_of(relay, offset):
@@ -377,12 +390,13 @@ def test_two_relays_at_once_never_issue_a_number_twice_and_the_snapshot_is_the_n
                                        for n, relay in enumerate(relays)))
         finally:
             await asyncio.to_thread(relays[1].close)
-        seqs = sorted([(await receive(client))["seq"] for _ in range(240)])
-        assert seqs == list(range(1, 241))
+        await until(lambda: subscriber.delivered >= 240)
+        assert sorted(subscriber.events) == list(range(1, 241)) and subscriber.delivered == 240
         state = redis_clean.hgetall(CHANNEL_KEY.format("trades.AAPL"))
         assert (state[b"seq"], state[b"last_seq"]) == (b"240", b"240")
-        assert json.loads(state[b"last_data"])["id"].startswith("t-AAPL-")
-        await client.disconnect()
+        assert state[b"last"].decode() == subscriber.events[240]  # the snapshot is the event numbered 240
+        fanout.leave("trades.AAPL", subscriber)
+        await until(lambda: not fanout.reading)
 
     run(scenario)
 
@@ -559,7 +573,7 @@ def test_the_hub_renews_memberships_that_redis_channel_layer_expires(redis_clean
         await layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": {"trades.AAPL": [[1, '{"seq":1}']]}})
         await until(lambda: subscriber.batches == [['{"seq":1}']])
         fanout.leave("trades.AAPL", subscriber)
-        await until(lambda: fanout.members == {})
+        await until(lambda: not fanout.reading)
         await layer.flush()
 
     run(scenario)
@@ -603,7 +617,7 @@ def test_batches_that_arrive_during_a_round_go_out_together_in_the_next_one_in_o
         await until(lambda: len(subscriber.deliveries) == 2)
         assert subscriber.deliveries == [[1, 2], [3, 4, 5, 6, 7, 8]]  # one write per client, not three
         fanout.leave("trades.AAPL", subscriber)
-        await until(lambda: fanout.members == {})
+        await until(lambda: not fanout.reading)
 
     run(scenario)
 
@@ -630,13 +644,13 @@ def test_the_hub_drops_batches_past_its_bound_and_goes_on(redis_clean, caplog):
         # 7-8 would have made 6 events waiting: dropped (the client sees 6 -> 9), and the hub goes on.
         assert subscriber.deliveries == [[1, 2], [3, 4, 5, 6], [9, 10]]
         fanout.leave("trades.AAPL", subscriber)
-        await until(lambda: fanout.members == {})
+        await until(lambda: not fanout.reading)
 
     run(scenario)
     assert "dropping a batch of trades.AAPL" in caplog.text
 
 
-def test_one_relay_message_reaches_each_followed_channel_in_one_round_and_the_rest_is_skipped(redis_clean):
+def test_one_relay_message_reaches_each_followed_channel_in_one_round_and_the_rest_is_skipped(redis_clean, caplog):
     from streaming.hub import FanoutHub
     from streaming.relay import MESSAGE_TYPE
 
@@ -652,12 +666,65 @@ def test_one_relay_message_reaches_each_followed_channel_in_one_round_and_the_re
         await until(lambda: trades.deliveries and quotes.deliveries)
         await asyncio.sleep(0.1)
         assert (trades.deliveries, quotes.deliveries) == ([[1, 2]], [[7]])
+        assert "quotes.AAPL" not in caplog.text  # not even looked at
         assert set(fanout.members) == {"trades.AAPL", "quotes.MSFT"}
         fanout.leave("trades.AAPL", trades)
         fanout.leave("quotes.MSFT", quotes)
-        await until(lambda: fanout.members == {} and fanout._reader is None)
+        await until(lambda: not fanout.reading)
 
     run(scenario)
+
+
+def test_a_join_whose_group_add_fails_leaves_no_member_behind_and_the_next_join_works(redis_clean, monkeypatch):
+    from streaming.hub import FanoutHub
+
+    layer = get_channel_layer()
+    members: set[str] = set()
+    group_add, group_discard = layer.group_add, layer.group_discard
+    failures = [ConnectionError("Redis went away")]
+
+    async def failing_once_after_joining(group, channel):  # the worst case: in the group, yet an error
+        await group_add(group, channel)
+        members.add(channel)
+        if failures:
+            raise failures.pop()
+
+    async def recording_discard(group, channel):
+        members.discard(channel)
+        await group_discard(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", failing_once_after_joining)
+    monkeypatch.setattr(layer, "group_discard", recording_discard)
+
+    async def scenario():
+        fanout, subscriber = FanoutHub(layer), _Recording(lambda: asyncio.sleep(0))
+        with pytest.raises(ConnectionError):
+            await fanout.join("trades.AAPL", subscriber)
+        await until(lambda: not members)  # nobody would have read that member: it is gone
+        assert not fanout.reading and fanout.members == {}
+        await fanout.join("trades.AAPL", subscriber)
+        assert fanout.reading and len(members) == 1
+        await layer.group_send(FANOUT_GROUP, _relay_message(1))
+        await until(lambda: subscriber.deliveries == [[1, 2]])
+        fanout.leave("trades.AAPL", subscriber)
+        await until(lambda: not fanout.reading and not members)
+
+    run(scenario)
+
+
+@given(st.dictionaries(st.sampled_from(["trades.AAPL", "quotes.AAPL", "trades.MSFT", "alerts"]),
+                       st.integers(min_value=0, max_value=30)),
+       st.integers(min_value=1, max_value=12))
+def test_relay_messages_carry_each_channels_events_in_order_and_at_most_the_bound_each(sizes, max_events):
+    from streaming.relay import relay_messages
+
+    numbered = {channel: [(seq, f"{channel}:{seq}") for seq in range(1, size + 1)] for channel, size in sizes.items()}
+    messages = relay_messages(numbered, max_events)
+    total = sum(sizes.values())
+    assert all(0 < sum(map(len, message.values())) <= max_events for message in messages)
+    assert len(messages) == -(-total // max_events)  # full messages but the last
+    for channel, items in numbered.items():
+        assert [item for message in messages for item in message.get(channel, [])] == items
 
 
 def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis_clean, caplog):
@@ -676,6 +743,6 @@ def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis
         assert caplog.text.count("a malformed batch of trades.AAPL skipped") == 4
         assert caplog.text.count("a relay message without channels skipped") == 1
         fanout.leave("trades.AAPL", subscriber)
-        await until(lambda: fanout.members == {})
+        await until(lambda: not fanout.reading)
 
     run(scenario)
