@@ -10,8 +10,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -710,21 +708,6 @@ def test_a_join_whose_group_add_fails_leaves_no_member_behind_and_the_next_join_
         await until(lambda: not fanout.reading and not members)
 
     run(scenario)
-
-
-@given(st.dictionaries(st.sampled_from(["trades.AAPL", "quotes.AAPL", "trades.MSFT", "alerts"]),
-                       st.integers(min_value=0, max_value=30)),
-       st.integers(min_value=1, max_value=12))
-def test_relay_messages_carry_each_channels_events_in_order_and_at_most_the_bound_each(sizes, max_events):
-    from streaming.relay import relay_messages
-
-    numbered = {channel: [(seq, f"{channel}:{seq}") for seq in range(1, size + 1)] for channel, size in sizes.items()}
-    messages = relay_messages(numbered, max_events)
-    total = sum(sizes.values())
-    assert all(0 < sum(map(len, message.values())) <= max_events for message in messages)
-    assert len(messages) == -(-total // max_events)  # full messages but the last
-    for channel, items in numbered.items():
-        assert [item for message in messages for item in message.get(channel, [])] == items
 
 
 def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis_clean, caplog):
