@@ -8,6 +8,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -217,21 +218,37 @@ def test_events_relayed_while_the_snapshot_is_read_follow_it_and_only_the_newer_
     run(scenario)
 
 
-def test_a_process_joins_the_fanout_group_once_for_all_its_clients_and_leaves_with_the_last(market, monkeypatch):
+@pytest.fixture
+def memberships(monkeypatch):
+    """The channel layer's group_add and group_discard calls, as (group, channel). Set
+    `fail_next_add` to an error for the next group_add to raise once it has joined (the worst
+    case: in the group, yet an error)."""
     layer = get_channel_layer()
-    joined, left = [], []
+    record = SimpleNamespace(added=[], discarded=[], fail_next_add=None)
     group_add, group_discard = layer.group_add, layer.group_discard
 
-    async def counting_add(group, channel):
-        joined.append(group)
+    async def recording_add(group, channel):
         await group_add(group, channel)
+        record.added.append((group, channel))
+        if record.fail_next_add is not None:
+            error, record.fail_next_add = record.fail_next_add, None
+            raise error
 
-    async def counting_discard(group, channel):
-        left.append(group)
+    async def recording_discard(group, channel):
+        record.discarded.append((group, channel))
         await group_discard(group, channel)
 
-    monkeypatch.setattr(layer, "group_add", counting_add)
-    monkeypatch.setattr(layer, "group_discard", counting_discard)
+    monkeypatch.setattr(layer, "group_add", recording_add)
+    monkeypatch.setattr(layer, "group_discard", recording_discard)
+    return record
+
+
+def test_a_process_joins_the_fanout_group_once_for_all_its_clients_and_leaves_with_the_last(market, memberships):
+    def joined():
+        return [group for group, _ in memberships.added]
+
+    def left():
+        return [group for group, _ in memberships.discarded]
 
     async def scenario():
         clients = [await connect("/ws/trades/AAPL") for _ in range(3)] + [await connect("/ws/quotes/MSFT")]
@@ -239,14 +256,14 @@ def test_a_process_joins_the_fanout_group_once_for_all_its_clients_and_leaves_wi
         for client in clients[:3]:
             assert [(await receive(client))["seq"] for _ in range(2)] == [1, 2]
         assert (await receive(clients[3]))["channel"] == "quotes.MSFT"
-        assert joined == [FANOUT_GROUP]
+        assert joined() == [FANOUT_GROUP]
         for client in clients[:3]:
             await client.disconnect()
         await until(lambda: set(hub().members) == {"quotes.MSFT"})
         await asyncio.sleep(0.1)
-        assert left == []  # a client is left: the hub still reads
+        assert left() == []  # a client is left: the hub still reads
         await clients[3].disconnect()
-        await until(lambda: left == [FANOUT_GROUP] and hub().members == {})
+        await until(lambda: left() == [FANOUT_GROUP] and hub().members == {})
 
     run(scenario)
 
@@ -673,39 +690,27 @@ def test_one_relay_message_reaches_each_followed_channel_in_one_round_and_the_re
     run(scenario)
 
 
-def test_a_join_whose_group_add_fails_leaves_no_member_behind_and_the_next_join_works(redis_clean, monkeypatch):
+def test_a_join_whose_group_add_fails_leaves_no_member_behind_and_the_next_join_works(redis_clean, memberships):
     from streaming.hub import FanoutHub
 
     layer = get_channel_layer()
-    members: set[str] = set()
-    group_add, group_discard = layer.group_add, layer.group_discard
-    failures = [ConnectionError("Redis went away")]
+    memberships.fail_next_add = ConnectionError("Redis went away")
 
-    async def failing_once_after_joining(group, channel):  # the worst case: in the group, yet an error
-        await group_add(group, channel)
-        members.add(channel)
-        if failures:
-            raise failures.pop()
-
-    async def recording_discard(group, channel):
-        members.discard(channel)
-        await group_discard(group, channel)
-
-    monkeypatch.setattr(layer, "group_add", failing_once_after_joining)
-    monkeypatch.setattr(layer, "group_discard", recording_discard)
+    def members():
+        return {channel for _, channel in memberships.added} - {channel for _, channel in memberships.discarded}
 
     async def scenario():
         fanout, subscriber = FanoutHub(layer), _Recording(lambda: asyncio.sleep(0))
         with pytest.raises(ConnectionError):
             await fanout.join("trades.AAPL", subscriber)
-        await until(lambda: not members)  # nobody would have read that member: it is gone
+        await until(lambda: not members())  # nobody would have read that member: it is gone
         assert not fanout.reading and fanout.members == {}
         await fanout.join("trades.AAPL", subscriber)
-        assert fanout.reading and len(members) == 1
+        assert fanout.reading and len(members()) == 1
         await layer.group_send(FANOUT_GROUP, _relay_message(1))
         await until(lambda: subscriber.deliveries == [[1, 2]])
         fanout.leave("trades.AAPL", subscriber)
-        await until(lambda: not fanout.reading and not members)
+        await until(lambda: not fanout.reading and not members())
 
     run(scenario)
 
