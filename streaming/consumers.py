@@ -130,9 +130,10 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
 
     The consumer has no channel of its own: the process's hub
     (streaming/hub.py) is the only member of the relay's group, and hands each
-    batch of a channel the consumer follows to `relay_batch`. A channel's events wait in `waiting` from the moment it
-    is joined until `go_live` (after the accept, or after the snapshot), so
-    that nothing reaches a client before what must precede it.
+    batch of a channel the consumer follows to `relay_batch`. A channel's
+    events wait in `waiting` from the moment it is joined until `go_live`
+    (after the accept, or after the snapshot), so that nothing reaches a
+    client before what must precede it.
     """
 
     endpoint = ""
@@ -213,28 +214,32 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
             else:
                 self.drop_slow_client(sum(len(text) for queued in waiting for text in queued.texts))
             return None
-        daphne = self.daphne
-        backlog = daphne.backlog() if daphne is not None else queued_backlog(self.base_send)
-        if backlog is not None and backlog > self.max_backlog:
-            self.drop_slow_client(backlog)
+        if self.drop_if_too_slow():
             return None
         sending = self.write(channel, batch)
-        if daphne is None:
+        # Under daphne the backlog is checked after the write too: a round can hold several relay
+        # batches, and what this one left unsent counts now, not a round later.
+        if self.daphne is None:
             return sending
         if sending is not None:
-            return self._then_check_backlog(sending)
-        self.check_backlog()
+            return self._then_drop_if_too_slow(sending)
+        self.drop_if_too_slow()
         return None
 
-    def check_backlog(self) -> None:
-        """After a write under daphne: a round can hold several relay batches, and what this one
-        left unsent counts now, not a round later."""
-        if not self.dropped and (backlog := self.daphne.backlog()) > self.max_backlog:
-            self.drop_slow_client(backlog)
+    def drop_if_too_slow(self) -> bool:
+        """Drop the client if the server holds more than `max_backlog` bytes unsent for it (where the
+        server shows it); True when it is dropped."""
+        if self.dropped:
+            return True
+        backlog = self.daphne.backlog() if self.daphne is not None else queued_backlog(self.base_send)
+        if backlog is None or backlog <= self.max_backlog:
+            return False
+        self.drop_slow_client(backlog)
+        return True
 
-    async def _then_check_backlog(self, sending: Awaitable[None]) -> None:
+    async def _then_drop_if_too_slow(self, sending: Awaitable[None]) -> None:
         await sending
-        self.check_backlog()
+        self.drop_if_too_slow()
 
     def write(self, channel: str, batch: PreparedBatch) -> Awaitable[None] | None:
         """Write the batch's events the client has not had (at or below its seq: covered by the
