@@ -43,4 +43,4 @@ USER 10001:10001
 EXPOSE 8000
 # The web process by default; docker-compose.yml and the ECS task definitions
 # give every other process its own command.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "finstream.asgi:application"]
+CMD ["python", "-m", "finstream.serve", "--bind", "0.0.0.0", "--port", "8000"]

@@ -247,6 +247,10 @@ def _throttle_rate(name: str) -> str:
     return value
 
 
+# DRF counts requests in Django's cache: Redis, so that the web processes (finstream/serve.py) share one
+# count per client instead of each allowing the whole rate.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "KEY_PREFIX": "finstream:cache"}}
 API_THROTTLE_ANON = _throttle_rate("API_THROTTLE_ANON")
 API_THROTTLE_USER = _throttle_rate("API_THROTTLE_USER")
 _throttles = {"anon": API_THROTTLE_ANON, "user": API_THROTTLE_USER}

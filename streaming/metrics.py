@@ -79,7 +79,8 @@ DETECTION_DELAY = Histogram(
 
 # --- WebSockets and the relay (docs/api.md) -------------------------------------------
 WEBSOCKET_CONNECTIONS = Gauge(
-    "finstream_websocket_connections", "Open WebSocket connections of this web process, by endpoint.", ["endpoint"],
+    "finstream_websocket_connections", "Open WebSocket connections, by endpoint.", ["endpoint"],
+    multiprocess_mode="livesum",  # under finstream.serve: the sum over the web processes that are running
 )
 WEBSOCKET_DROPPED_CLIENTS = Counter(
     "finstream_websocket_dropped_clients",

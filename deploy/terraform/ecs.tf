@@ -29,6 +29,8 @@ locals {
   # health_port/health_path: what the container health check fetches (0: none).
   processes = {
     web = {
+      # One daphne per task, not python -m finstream.serve: a task has half a core, and the
+      # service scales by tasks behind the ALB (web_desired_count).
       command       = ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "finstream.asgi:application"]
       metrics_port  = 0
       health_port   = 8000

@@ -271,8 +271,9 @@ def test_the_fast_quote_and_summary_renderers_agree_with_the_documented_serializ
     assert summary_json(rows) == SummaryRowSerializer(rows, many=True).data
 
 
-def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(django_db_setup):
+def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(django_db_setup, redis_clean):
     # DRF fixes its throttle classes at import, so a process started with the setting is the honest test.
+    # The counters live in Redis (shared by the web processes): redis_clean forgets an earlier run's.
     import os
     import subprocess
     import sys

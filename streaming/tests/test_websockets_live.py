@@ -42,12 +42,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def daphne(django_db_setup):
-    """daphne on a free port, on the test database and Redis, heartbeats every 0.2 s."""
-    port = free_port()
+def server_env() -> dict[str, str]:
+    """The environment of a web server on the test database and Redis, heartbeats every 0.2 s."""
     database = connection.settings_dict
-    env = {
+    return {
         **os.environ,
         "TIMESCALE_URL": f"postgresql://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:"
                          f"{database['PORT']}/{database['NAME']}",
@@ -58,9 +56,15 @@ def daphne(django_db_setup):
         "WS_MAX_BACKLOG_BYTES": str(SLOW_CLIENT_BACKLOG),
         "METRICS_PORT": "0",
     }
+
+
+@pytest.fixture
+def daphne(django_db_setup):
+    """daphne on a free port, with server_env()."""
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "finstream.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     output: list[bytes] = []
     threading.Thread(target=lambda: output.extend(server.stdout), daemon=True).start()

@@ -1,0 +1,176 @@
+"""The web server: `python -m finstream.serve`, several daphne processes on one port.
+
+One daphne process is one Python thread writing to every WebSocket client it
+holds, so one process uses at most one core. Each process here gets a
+listening socket of its own on the same port (SO_REUSEPORT), and the kernel
+spreads new connections over them; every process runs its own hub
+(streaming/hub.py), which receives each relay batch and writes it to that
+process's clients, so the processes' rounds of writes run side by side on
+separate cores.
+
+The processes share their Prometheus metrics through prometheus_client's
+multiprocess mode: /metrics, whichever process answers it, reports the sum
+over all of them (PROMETHEUS_MULTIPROC_DIR, a fresh directory per run).
+
+A process that dies is replaced by a new one on a new socket, while the others
+go on serving; its own clients lose their connection and reconnect. One that
+dies within STARTUP_SECONDS of starting stops the server (exit 1): a process
+that cannot start will not start the next time either, and the supervisor
+(supervisord, or the container's restart policy) reports it. SIGTERM or SIGINT
+stops every process and waits for them (exit 0); if this process is killed,
+the kernel stops them (Linux's parent-death signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from prometheus_client import multiprocess
+
+APPLICATION = "finstream.asgi:application"
+STARTUP_SECONDS = 10.0
+MAX_PROCESSES = 64
+
+
+def _count(text: str, *, name: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be a whole number, not {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> argparse.Namespace:
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="python -m finstream.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", default="8000", type=lambda text: _count(text, name="--port", low=1, high=65535),
+                        help="port to listen on (default 8000)")
+    parser.add_argument("--processes", default=environ.get("WEB_PROCESSES") or "2",
+                        type=lambda text: _count(text, name="--processes (WEB_PROCESSES)", low=1,
+                                                 high=MAX_PROCESSES),
+                        help="daphne processes (default WEB_PROCESSES, or 2)")
+    return parser.parse_args(argv)
+
+
+def bound_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A socket bound to host:port; `shared`, other processes' sockets may listen there too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bound = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        bound.bind((host, port))
+    except BaseException:
+        bound.close()
+        raise
+    return bound
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int):
+    """For a child, before it runs daphne: SIGTERM when `parent` dies, however it dies. A daphne
+    process left behind would keep serving on the port, and the next server could not start."""
+    def set_up() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before that took effect
+            os._exit(1)
+    return set_up
+
+
+class WebServer:
+    def __init__(self, host: str, port: int, processes: int) -> None:
+        self.host, self.port, self.processes = host, port, processes
+        self.metrics_dir = tempfile.mkdtemp(prefix="finstream-web-metrics-")
+        self.children: dict[int, tuple[subprocess.Popen, float]] = {}  # pid -> (process, started at)
+        self.stopping = False
+
+    def start_process(self) -> None:
+        listener = bound_socket(self.host, self.port, shared=True)
+        try:
+            listener.listen(1024)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "--proxy-headers", APPLICATION],
+                pass_fds=(listener.fileno(),), env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir},
+                preexec_fn=_die_with(os.getpid()),
+            )
+        finally:
+            # The child holds the socket now. Were this process to keep it too, the kernel would go on
+            # handing connections to it after the child died, and nobody would accept them.
+            listener.close()
+        self.children[child.pid] = (child, time.monotonic())
+        if self.stopping:  # a stop signal came while it started
+            os.kill(child.pid, signal.SIGTERM)
+
+    def stop(self, signum=None, _frame=None) -> None:
+        self.stopping = True
+        # os.kill, not Popen.send_signal: that would reap a process that has exited, which only
+        # run()'s os.wait() may do (a child not yet reaped keeps its pid, so this never hits another).
+        for pid in self.children:
+            os.kill(pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        """Serve until stopped (0) or a process fails at start-up (1)."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        try:
+            for _ in range(self.processes):
+                self.start_process()
+            print(f"serving http://{self.host}:{self.port} with {self.processes} daphne process(es): pids "
+                  f"{', '.join(map(str, self.children))}", flush=True)
+            failed = False
+            while self.children:
+                pid, status = os.wait()
+                child, started = self.children.pop(pid, (None, 0.0))
+                if child is None:
+                    continue
+                child.returncode = os.waitstatus_to_exitcode(status)
+                multiprocess.mark_process_dead(pid, self.metrics_dir)  # its connections no longer count
+                if self.stopping:
+                    continue
+                if time.monotonic() - started < STARTUP_SECONDS:
+                    print(f"daphne process {pid} exited {child.returncode} within {STARTUP_SECONDS:.0f} s of "
+                          f"starting: stopping the server", file=sys.stderr, flush=True)
+                    failed = True
+                    self.stop()
+                    continue
+                print(f"daphne process {pid} exited {child.returncode}: starting another", file=sys.stderr,
+                      flush=True)
+                self.start_process()
+            return 1 if failed else 0
+        finally:
+            self.stop()
+            for child, _ in self.children.values():
+                child.wait()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        # Not shared: a port another server listens on, even one that shares it (an earlier
+        # finstream.serve still running), is refused here instead of being silently split with it.
+        bound_socket(args.bind, args.port, shared=False).close()
+    except OSError as error:
+        print(f"cannot listen on {args.bind}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    return WebServer(args.bind, args.port, args.processes).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
