@@ -133,13 +133,17 @@ KAFKA_CONSUMER_GROUP_PREFIX = env_str("KAFKA_CONSUMER_GROUP_PREFIX", "finstream"
 KAFKA_TOPIC_PARTITIONS = env_int("KAFKA_TOPIC_PARTITIONS", 4, minimum=1, maximum=1000)
 # How long a producer holds messages to send them together. Every message
 # waits up to this before any consumer can see it, WebSocket clients included;
-# shorter costs the broker more requests (bench/RESULTS.md, issue 7).
-KAFKA_PRODUCER_LINGER_MS = env_int("KAFKA_PRODUCER_LINGER_MS", 20, minimum=0, maximum=5_000)
+# shorter costs the broker more requests: 5 ms (librdkafka's own default) took
+# ~10 ms off the WebSocket p99 for ~12 % of a core of the broker's at 10k
+# trades/s (bench/RESULTS.md, issue 7). At full speed batches fill before it.
+KAFKA_PRODUCER_LINGER_MS = env_int("KAFKA_PRODUCER_LINGER_MS", 5, minimum=0, maximum=5_000)
 CONSUMER_BATCH_SIZE = env_int("CONSUMER_BATCH_SIZE", 20000, minimum=1, maximum=100_000)
 CONSUMER_BATCH_WAIT_MS = env_int("CONSUMER_BATCH_WAIT_MS", 200, minimum=1, maximum=60_000)
 # The relay's batch wait is part of every WebSocket client's latency; the
-# stores' is not, and longer batches make their COPYs cheaper.
-RELAY_BATCH_WAIT_MS = env_int("RELAY_BATCH_WAIT_MS", 50, minimum=1, maximum=60_000)
+# stores' is not, and longer batches make their COPYs cheaper. Each relay
+# batch is one write to every client, so a shorter wait costs the web
+# processes more writes (bench/RESULTS.md, issue 7).
+RELAY_BATCH_WAIT_MS = env_int("RELAY_BATCH_WAIT_MS", 40, minimum=1, maximum=60_000)
 # Consecutive undecodable messages after which a consumer stops instead of
 # dead-lettering everything: that many in a row means a bad deploy, not bad luck.
 CONSUMER_MAX_CONSECUTIVE_POISON = env_int("CONSUMER_MAX_CONSECUTIVE_POISON", 1000, minimum=1)
