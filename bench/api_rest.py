@@ -6,7 +6,8 @@ candles for --days days up to now from generate_series (each candle standing
 for --trades-per-candle trades: 10 symbols x 60 days x 1440 minutes x 20 is
 17M trades' worth), their 1h candles, the latest trade and quote of every
 symbol in Redis and the 24h statistics (market_stats_refresh, as beat runs it).
-Then starts two daphnes on that database, one with the hot reads of
+Then starts two web servers (`python -m finstream.serve`, --processes daphnes
+each) on that database, one with the hot reads of
 market/api/hot.py (the default) and one with API_HOT_READS=0, and runs wrk on:
 
     /api/v1/market-summary      target >= 2000 req/s
@@ -14,7 +15,7 @@ market/api/hot.py (the default) and one with API_HOT_READS=0, and runs wrk on:
     /api/v1/candles/AAPL?interval=1m&limit=500   target >= 500 req/s
 
 and prints req/s, latency p50/p99 and the ratio to the target; the market
-summary and quotes also through Django alone (the second daphne), as the
+summary and quotes also through Django alone (the second server), as the
 ratio the hot reads buy. Nothing is
 written to a file. Needs `wrk` (apt-get install wrk) and the stack's
 PostgreSQL and Redis (`make up`, or a test stack's TIMESCALE_URL/REDIS_URL).
@@ -29,7 +30,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +43,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
+
+from bench.procstat import free_port  # noqa: E402 - needs ROOT on the path
 
 TARGETS = [
     ("health (floor)", "/health", None),
@@ -181,7 +183,7 @@ def main() -> None:
     parser.add_argument("--trades-per-candle", type=int, default=20)
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--processes", type=int, default=1,
-                        help="daphne processes sharing one listening socket (daphne --fd), as a scale-out")
+                        help="daphne processes of each server, sharing its port (finstream.serve), as a scale-out")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -193,8 +195,8 @@ def main() -> None:
     env = {**os.environ, "TIMESCALE_URL": url, "DJANGO_DEBUG": "0", "API_THROTTLE_ANON": "", "API_THROTTLE_USER": "",
            "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "20"),
            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
-    with daphne(env={**env, "API_HOT_READS": "1"}, processes=args.processes) as port, \
-            daphne(env={**env, "API_HOT_READS": "0"}, processes=args.processes) as django_port:
+    with web_server(env={**env, "API_HOT_READS": "1"}, processes=args.processes) as port, \
+            web_server(env={**env, "API_HOT_READS": "0"}, processes=args.processes) as django_port:
         print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s against daphne ({args.processes} "
               f"process(es) each, DEBUG off), {os.cpu_count()} CPUs; hot reads on (:{port}) and off (:{django_port})")
         floor = None
@@ -221,19 +223,14 @@ def measure(url: str, args) -> dict:
 
 
 @contextlib.contextmanager
-def daphne(*, env: dict, processes: int):
-    """`processes` daphnes sharing one listening socket; yields its port once every one answers."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    port = listener.getsockname()[1]
-    servers = [subprocess.Popen([sys.executable, "-m", "daphne", "--fd", str(listener.fileno()),
-                                 "--access-log", os.devnull, "finstream.asgi:application"],
-                                cwd=ROOT, env=env, pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for _ in range(processes)]
+def web_server(*, env: dict, processes: int):
+    """`python -m finstream.serve` with `processes` daphnes (access log off); yields its port once it answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "finstream.serve", "--port", str(port), "--processes",
+                               str(processes), "--", "--access-log", os.devnull],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):  # the socket listens already: wait for an answer
+        for _ in range(300):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                     pass
@@ -243,15 +240,9 @@ def daphne(*, env: dict, processes: int):
         time.sleep(2)
         yield port
     finally:
-        listener.close()
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:  # requests wrk left in flight keep it waiting
-                server.kill()
-                server.wait(10)
+        server.terminate()  # it stops its daphnes, which give requests in flight up to 10 s
+        server.wait(60)
+
 
 if __name__ == "__main__":
     main()

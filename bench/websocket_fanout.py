@@ -42,6 +42,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -153,6 +154,18 @@ def _wait_listening(port: int, process: subprocess.Popen, what: str) -> None:
         time.sleep(0.1)
 
 
+def _served_by(server_log) -> list[int]:
+    """The daphne pids finstream.serve reports once it has started them all."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        server_log.seek(0)
+        for line in server_log:
+            if line.startswith("serving "):
+                return [int(pid) for pid in line.split("pids", 1)[1].replace(",", " ").split()]
+        time.sleep(0.1)
+    raise SystemExit("finstream.serve did not report its processes")
+
+
 def _wait_until_delivered(clients: subprocess.Popen, *, quiet: float = 1.0, limit: float = 60.0) -> None:
     """Until the clients' count has not moved for `quiet` seconds: daphne may still be writing
     what the relay sent before it stopped."""
@@ -209,8 +222,10 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
     symbols_seed(tickers=symbols)
     env = {**os.environ, "CHANNEL_LAYER": args.layer, "DJANGO_DEBUG": "0", "DATABASE_POOL_SIZE": "10",
            "KAFKA_TOPIC_PREFIX": prefix, "KAFKA_CONSUMER_GROUP_PREFIX": prefix + "group",
-           "RELAY_BATCH_WAIT_MS": str(args.relay_wait_ms), "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true",
+           "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true",
+           **({"RELAY_BATCH_WAIT_MS": str(args.relay_wait_ms)} if args.relay_wait_ms is not None else {}),
            **({"KAFKA_PRODUCER_LINGER_MS": str(args.linger_ms)} if args.linger_ms is not None else {}),
+           **({"WEB_PROCESSES": str(args.web_processes)} if args.web_processes is not None else {}),
            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench-only-secret-key-" + "x" * 40)}
     subprocess.run([sys.executable, "manage.py", "kafka_topics"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL)
@@ -218,18 +233,17 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
     try:
         relay = _manage("relay_streams", *(["--per-event"] if per_event else []), env=env)
         processes.append(relay)
-        # Web processes as a deployment runs them behind a load balancer: client i goes to process i mod N.
-        ports = [free_port() for _ in range(args.web_processes)]
-        daphnes = [subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                     "--access-log", os.devnull, "finstream.asgi:application"],
-                                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                   for port in ports]
-        processes += daphnes
-        for port, daphne in zip(ports, daphnes):
-            _wait_listening(port, daphne, "daphne")
+        # The web server as the stack runs it: daphne processes sharing one port (finstream/serve.py).
+        port = free_port()
+        server_log = tempfile.TemporaryFile(mode="w+")
+        server = subprocess.Popen([sys.executable, "-m", "finstream.serve", "--port", str(port)],
+                                  cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.DEVNULL)
+        processes.append(server)
+        _wait_listening(port, server, "finstream.serve")
+        daphnes = _served_by(server_log)
         # The clients stand in for other machines: at a lower priority they take the CPU the server
         # leaves, not the CPU it needs (their wait for a core still counts in the latency on read).
-        clients = subprocess.Popen(["nice", "-n", str(args.client_nice), str(wsload), "-url", ",".join(f"ws://127.0.0.1:{port}" for port in ports),
+        clients = subprocess.Popen(["nice", "-n", str(args.client_nice), str(wsload), "-url", f"ws://127.0.0.1:{port}",
                                     "-clients", str(args.clients), "-symbols", ",".join(symbols)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         processes.append(clients)
@@ -238,10 +252,10 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
         if not ready or ready[0] != "ready":
             raise SystemExit(f"wsload: {ready}")
         counters = _trade_counters(symbols)
-        measured = {"daphne": [p.pid for p in daphnes], "relay": [relay.pid], "clients": [clients.pid],
+        measured = {"daphne": daphnes, "relay": [relay.pid], "clients": [clients.pid],
                     **_stack_pids()}
         cpu = {name: sum(map(cpu_seconds, pids)) for name, pids in measured.items()}
-        rss_start = max(rss_mib(daphne.pid) for daphne in daphnes)
+        rss_start = max(map(rss_mib, daphnes))
         machine = machine_busy()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
@@ -251,7 +265,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
         rss = []
         while simulator.poll() is None:
             time.sleep(1)
-            rss.append(max(rss_mib(daphne.pid) for daphne in daphnes))
+            rss.append(max(map(rss_mib, daphnes)))
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # only the simulator was reaped meanwhile
         simulator_cpu = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
         time.sleep(args.tail)  # what is still on its way
@@ -273,7 +287,7 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
             followers[symbols[index % len(symbols)]] += 1
         return {**summary, "published": _published_trades(prefix), "relayed": sum(relayed.values()),
                 "expected": sum(relayed[symbol] * followers[symbol] for symbol in symbols),
-                "elapsed": elapsed, "cpu": cpu, "rss_start": rss_start, "rss_end": max(rss_mib(daphne.pid) for daphne in daphnes),
+                "elapsed": elapsed, "cpu": cpu, "rss_start": rss_start, "rss_end": max(map(rss_mib, daphnes)),
                 "rss_max": max(rss, default=rss_start)}
     finally:
         for process in reversed(processes):
@@ -289,9 +303,11 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
 def bench_fanout(args) -> None:
     wsload = _build_wsload()
     linger = "the setting's" if args.linger_ms is None else f"{args.linger_ms} ms"
+    relay_wait = "the setting's" if args.relay_wait_ms is None else f"{args.relay_wait_ms} ms"
+    web_processes = "the stack's" if args.web_processes is None else args.web_processes
     print(f"fan-out: simulator at {args.rate} trades/s for {args.duration} s over {args.symbols} symbols (producer "
-          f"linger {linger}) -> Kafka -> relay_streams (batch wait {args.relay_wait_ms} ms) -> {args.layer} channel "
-          f"layer -> {args.web_processes} daphne process(es) -> {args.clients} clients on /ws/trades/{{symbol}} (Go, "
+          f"linger {linger}) -> Kafka -> relay_streams (batch wait {relay_wait}) -> {args.layer} channel "
+          f"layer -> {web_processes} daphne process(es) on one port -> {args.clients} clients on /ws/trades/{{symbol}} (Go, "
           f"bench/wsload, nice {args.client_nice}), all on this machine")
     figures = {}
     prefixes = []
@@ -353,13 +369,15 @@ def main() -> None:
     fanout.add_argument("--tail", type=float, default=2.0, help="seconds to wait for the last events after it")
     fanout.add_argument("--warmup", type=float, default=5.0,
                         help="seconds of the simulator's start left out of the steady-state latency")
-    fanout.add_argument("--relay-wait-ms", type=int, default=50, help="the relay's batch wait (RELAY_BATCH_WAIT_MS)")
+    fanout.add_argument("--relay-wait-ms", type=int,
+                        help="the relay's batch wait (RELAY_BATCH_WAIT_MS; default: the setting's)")
     fanout.add_argument("--linger-ms", type=int,
                         help="the simulator's producer linger (KAFKA_PRODUCER_LINGER_MS; default: the setting's)")
     fanout.add_argument("--client-nice", type=int, default=10,
                         help="niceness of the client process (0: the same priority as the server)")
     fanout.add_argument("--layer", choices=("pubsub", "redis"), default="pubsub")
-    fanout.add_argument("--web-processes", type=int, default=1, help="daphne processes, clients spread evenly")
+    fanout.add_argument("--web-processes", type=int,
+                        help="daphne processes sharing the port (WEB_PROCESSES; default: finstream.serve's)")
     fanout.add_argument("--only", choices=("batched", "per-event"))
     args = parser.parse_args()
     {"layers": bench_layers, "fanout": bench_fanout}[args.part](args)

@@ -52,8 +52,12 @@ def _count(text: str, *, name: str, low: int, high: int) -> int:
 
 
 def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> argparse.Namespace:
+    """The options; what follows `--` goes to each daphne as it is (`daphne_args`)."""
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="python -m finstream.serve", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    own, daphne_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(prog="python -m finstream.serve [options] [-- daphne options]",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", default="8000", type=lambda text: _count(text, name="--port", low=1, high=65535),
                         help="port to listen on (default 8000)")
@@ -61,7 +65,9 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
                         type=lambda text: _count(text, name="--processes (WEB_PROCESSES)", low=1,
                                                  high=MAX_PROCESSES),
                         help="daphne processes (default WEB_PROCESSES, or 2)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(own)
+    args.daphne_args = daphne_args
+    return args
 
 
 def bound_socket(host: str, port: int, *, shared: bool) -> socket.socket:
@@ -94,8 +100,8 @@ def _die_with(parent: int):
 
 
 class WebServer:
-    def __init__(self, host: str, port: int, processes: int) -> None:
-        self.host, self.port, self.processes = host, port, processes
+    def __init__(self, host: str, port: int, processes: int, daphne_args: list[str]) -> None:
+        self.host, self.port, self.processes, self.daphne_args = host, port, processes, daphne_args
         self.metrics_dir = tempfile.mkdtemp(prefix="finstream-web-metrics-")
         self.children: dict[int, tuple[subprocess.Popen, float]] = {}  # pid -> (process, started at)
         self.stopping = False
@@ -105,7 +111,8 @@ class WebServer:
         try:
             listener.listen(1024)
             child = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "--proxy-headers", APPLICATION],
+                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "--proxy-headers", *self.daphne_args,
+                 APPLICATION],
                 pass_fds=(listener.fileno(),), env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir},
                 preexec_fn=_die_with(os.getpid()),
             )
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"cannot listen on {args.bind}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return 2
-    return WebServer(args.bind, args.port, args.processes).run()
+    return WebServer(args.bind, args.port, args.processes, args.daphne_args).run()
 
 
 if __name__ == "__main__":

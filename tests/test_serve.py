@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -42,6 +41,12 @@ def test_bad_options_are_refused_with_what_is_allowed(argv, message, capsys):
         serve.parse_args(argv, environ={})
     assert exit.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_what_follows_a_double_dash_goes_to_daphne():
+    args = serve.parse_args(["--port", "9000", "--", "--access-log", "/dev/null"], environ={})
+    assert (args.port, args.daphne_args) == (9000, ["--access-log", "/dev/null"])
+    assert serve.parse_args(["--port", "9000"], environ={}).daphne_args == []
 
 
 def test_the_process_count_comes_from_web_processes_unless_given():
