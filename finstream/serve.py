@@ -13,12 +13,14 @@ multiprocess mode: /metrics, whichever process answers it, reports the sum
 over all of them (PROMETHEUS_MULTIPROC_DIR, a fresh directory per run).
 
 A process that dies is replaced by a new one on a new socket, while the others
-go on serving; its own clients lose their connection and reconnect. One that
-dies within STARTUP_SECONDS of starting stops the server (exit 1): a process
-that cannot start will not start the next time either, and the supervisor
-(supervisord, or the container's restart policy) reports it. SIGTERM or SIGINT
-stops every process and waits for them (exit 0); if this process is killed,
-the kernel stops them (Linux's parent-death signal).
+go on serving; its own clients lose their connection and reconnect (so do
+connections it had not yet accepted). One that dies within STARTUP_SECONDS of
+starting stops the server (exit 1): a process that cannot start will not start
+the next time either, and the supervisor (supervisord, or the container's
+restart policy) reports it. SIGTERM or SIGINT stops every process and waits
+for them (exit 0), killing those still running after STOP_SECONDS (daphne
+waits for its requests and connections to finish); if this process is
+killed, the kernel kills them (Linux's parent-death signal).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from prometheus_client import multiprocess
 
 APPLICATION = "finstream.asgi:application"
 STARTUP_SECONDS = 10.0
+STOP_SECONDS = 20  # within supervisord's stopwaitsecs (30) and docker's default grace (10 s: compose sets more)
+METRICS_DIR_PREFIX = "finstream-web-metrics-"
 MAX_PROCESSES = 64
 
 
@@ -89,11 +93,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with(parent: int):
-    """For a child, before it runs daphne: SIGTERM when `parent` dies, however it dies. A daphne
+    """For a child, before it runs daphne: killed when `parent` dies, however it dies. A daphne
     process left behind would keep serving on the port, and the next server could not start."""
     def set_up() -> None:
         if sys.platform.startswith("linux"):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # it died before that took effect
             os._exit(1)
     return set_up
@@ -102,7 +106,10 @@ def _die_with(parent: int):
 class WebServer:
     def __init__(self, host: str, port: int, processes: int, daphne_args: list[str]) -> None:
         self.host, self.port, self.processes, self.daphne_args = host, port, processes, daphne_args
-        self.metrics_dir = tempfile.mkdtemp(prefix="finstream-web-metrics-")
+        _remove_stale_metrics_dirs()
+        self.metrics_dir = os.path.join(tempfile.gettempdir(), f"{METRICS_DIR_PREFIX}{os.getpid()}")
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        os.mkdir(self.metrics_dir)
         self.children: dict[int, tuple[subprocess.Popen, float]] = {}  # pid -> (process, started at)
         self.stopping = False
 
@@ -125,11 +132,26 @@ class WebServer:
             os.kill(child.pid, signal.SIGTERM)
 
     def stop(self, signum=None, _frame=None) -> None:
+        if not self.stopping:
+            signal.signal(signal.SIGALRM, self._kill)
+            signal.alarm(STOP_SECONDS)
         self.stopping = True
+        self._signal_children(signal.SIGTERM)
+
+    def _kill(self, signum=None, _frame=None) -> None:
+        print(f"daphne processes still running {STOP_SECONDS} s after SIGTERM: killing them", file=sys.stderr,
+              flush=True)
+        self._signal_children(signal.SIGKILL)
+
+    def _signal_children(self, signum: int) -> None:
         # os.kill, not Popen.send_signal: that would reap a process that has exited, which only
-        # run()'s os.wait() may do (a child not yet reaped keeps its pid, so this never hits another).
-        for pid in self.children:
-            os.kill(pid, signal.SIGTERM)
+        # run() may do. A child stays in self.children until run() has reaped it, and until then
+        # its pid is not reused, so this never signals another process.
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     def run(self) -> int:
         """Serve until stopped (0) or a process fails at start-up (1)."""
@@ -142,8 +164,11 @@ class WebServer:
                   f"{', '.join(map(str, self.children))}", flush=True)
             failed = False
             while self.children:
-                pid, status = os.wait()
+                # Which child exited, without reaping it: a signal handler that runs meanwhile must
+                # find it still in self.children, its pid still its own.
+                pid = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT).si_pid
                 child, started = self.children.pop(pid, (None, 0.0))
+                status = os.waitpid(pid, 0)[1]
                 if child is None:
                     continue
                 child.returncode = os.waitstatus_to_exitcode(status)
@@ -164,7 +189,17 @@ class WebServer:
             self.stop()
             for child, _ in self.children.values():
                 child.wait()
+            signal.alarm(0)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+def _remove_stale_metrics_dirs() -> None:
+    """Metrics directories of servers that were killed (they remove their own when they stop)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name.removeprefix(METRICS_DIR_PREFIX)
+        if name.startswith(METRICS_DIR_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

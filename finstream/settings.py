@@ -252,14 +252,15 @@ def _throttle_rate(name: str) -> str:
 
 
 # DRF counts requests in Django's cache: Redis, so that the web processes (finstream/serve.py) share one
-# count per client instead of each allowing the whole rate.
+# count per client instead of each allowing the whole rate (finstream/throttling.py).
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                      "KEY_PREFIX": "finstream:cache"}}
+                      "KEY_PREFIX": "finstream:cache",
+                      "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}}
 API_THROTTLE_ANON = _throttle_rate("API_THROTTLE_ANON")
 API_THROTTLE_USER = _throttle_rate("API_THROTTLE_USER")
 _throttles = {"anon": API_THROTTLE_ANON, "user": API_THROTTLE_USER}
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
-    f"rest_framework.throttling.{'Anon' if scope == 'anon' else 'User'}RateThrottle"
+    f"finstream.throttling.{'Anon' if scope == 'anon' else 'User'}RateThrottle"
     for scope, rate in _throttles.items() if rate
 ]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {scope: rate for scope, rate in _throttles.items() if rate}

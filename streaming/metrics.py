@@ -1,7 +1,8 @@
 """Prometheus metrics of the pipeline, with the spec's names.
 
 Long-running commands serve them on METRICS_PORT (see `serve_metrics`); the
-web process exports the same registry at `/metrics` through django-prometheus.
+web exports them at `/metrics` through django-prometheus, summed over its
+processes (finstream/serve.py).
 """
 
 from __future__ import annotations

@@ -74,14 +74,21 @@ class Server:
             [sys.executable, "-m", "finstream.serve", "--port", str(self.port), "--processes", str(processes)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self.started = time.monotonic()
+        self.serving_since: float | None = None
         self.output: list[str] = []
-        threading.Thread(target=lambda: self.output.extend(line.decode() for line in self.process.stdout),
-                         daemon=True).start()
+        self.reader = threading.Thread(
+            target=lambda: self.output.extend(line.decode() for line in self.process.stdout), daemon=True)
+        self.reader.start()
 
     @property
     def log(self) -> str:
         return "".join(self.output)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        """Its exit code, once all it printed has been read."""
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout)  # ends when the last copy of the pipe (the children's too) closes
+        return code
 
     def wait_serving(self) -> None:
         def serving():
@@ -89,6 +96,7 @@ class Server:
             with socket.socket() as probe:
                 return "serving" in self.log and probe.connect_ex(("127.0.0.1", self.port)) == 0
         wait_for(serving, timeout=60, what="finstream.serve listening")
+        self.serving_since = time.monotonic()  # its processes started before it said so
 
     def connections_per_process(self) -> dict[int, int]:
         """Established connections to the port, by the daphne process that holds them."""
@@ -122,7 +130,7 @@ class Server:
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        return self.wait_exit()
 
 
 @pytest.fixture
@@ -166,7 +174,7 @@ def test_two_processes_share_the_port_and_every_client_gets_the_relay_batches(re
             await every_client_receives(clients, 1, 3)
 
             # A process that dies after start-up is replaced; the other one's clients never notice.
-            await asyncio.sleep(max(0.0, serve.STARTUP_SECONDS + 0.5 - (time.monotonic() - server.started)))
+            await asyncio.sleep(max(0.0, serve.STARTUP_SECONDS + 3 - (time.monotonic() - server.serving_since)))
             victim = min(held, key=held.get)
             os.kill(victim, signal.SIGKILL)
             wait_for(lambda: "starting another" in server.log and len(server.children()) == 2
@@ -199,7 +207,7 @@ def test_two_processes_share_the_port_and_every_client_gets_the_relay_batches(re
 @pytest.mark.django_db(transaction=True)
 def test_a_process_that_fails_at_start_up_stops_the_server(server_factory):
     server = server_factory(2, CHANNEL_LAYER="nonsense")  # settings refuse it: daphne exits at import
-    assert server.process.wait(timeout=120) == 1
+    assert server.wait_exit(timeout=120) == 1
     assert "within 10 s of starting: stopping the server" in server.log
     assert "CHANNEL_LAYER='nonsense'" in server.log
 

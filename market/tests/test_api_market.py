@@ -271,9 +271,10 @@ def test_the_fast_quote_and_summary_renderers_agree_with_the_documented_serializ
     assert summary_json(rows) == SummaryRowSerializer(rows, many=True).data
 
 
-def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(django_db_setup, redis_clean):
-    # DRF fixes its throttle classes at import, so a process started with the setting is the honest test.
-    # The counters live in Redis (shared by the web processes): redis_clean forgets an earlier run's.
+def _four_reads_throttled_at_three_a_minute(**env: str) -> tuple[list[int], dict, str | None]:
+    """Four reads in a process started with API_THROTTLE_ANON=3/min (DRF fixes its throttle classes at
+    import, so a process started with the setting is the honest test): statuses, the last body and
+    its Retry-After."""
     import os
     import subprocess
     import sys
@@ -287,11 +288,27 @@ def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(dja
             "print(json.dumps([[r.status_code for r in rs], rs[-1].json(), rs[-1].headers.get('Retry-After')]))")
     env = {**os.environ, "API_THROTTLE_ANON": "3/min", "TIMESCALE_URL":
            f"postgresql://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT']}/"
-           f"{database['NAME']}"}
+           f"{database['NAME']}", **env}
     result = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    statuses, body, retry_after = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(django_db_setup, redis_clean):
+    # The counts live in Redis (shared by the web processes): redis_clean forgets an earlier run's.
+    statuses, body, retry_after = _four_reads_throttled_at_three_a_minute()
     assert statuses == [200, 200, 200, 429]
     assert body["error"]["code"] == "throttled" and body["error"]["message"]
     assert int(retry_after) > 0
+
+
+def test_with_redis_unreachable_throttled_reads_are_let_through_uncounted(django_db_setup):
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        statuses, body, _ = _four_reads_throttled_at_three_a_minute(
+            REDIS_URL=f"redis://127.0.0.1:{closed.getsockname()[1]}/0")
+    assert statuses == [200, 200, 200, 200]
+    assert "error" not in body
