@@ -249,13 +249,16 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
             return None
         if self.daphne is None or not self.daphne.write(batch.frames_from(start)):
             return self._send_texts(channel, batch, start)
-        if channel in self.subscribed:
-            self.subscribed[channel] = batch.last_seq
+        self._sent(channel, batch)
         return None
 
     async def _send_texts(self, channel: str, batch: PreparedBatch, start: int) -> None:
         for text in batch.texts[start:]:
             await self.send(text)
+        self._sent(channel, batch)
+
+    def _sent(self, channel: str, batch: PreparedBatch) -> None:
+        """The client has had the batch: its next one starts after it (unless it left the channel meanwhile)."""
         if channel in self.subscribed:
             self.subscribed[channel] = batch.last_seq
 
