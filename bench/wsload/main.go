@@ -103,8 +103,7 @@ func (k *eventClock) micros(text []byte) (int64, bool) {
 	}
 	copy(k.second[:], text[:19])
 	k.seconds, k.known = fastSeconds(text), true
-	fraction, _ := fractionMicros(text[19 : n-1])
-	return k.seconds*1_000_000 + fraction, true
+	return fastMicros(text, k.seconds), true
 }
 
 var (
@@ -213,8 +212,13 @@ func unixMicros(text []byte) (int64, bool) {
 		ts, err := time.Parse(time.RFC3339Nano, string(text))
 		return ts.UnixMicro(), err == nil
 	}
-	fraction, _ := fractionMicros(text[19 : len(text)-1])
-	return fastSeconds(text)*1_000_000 + fraction, true
+	return fastMicros(text, fastSeconds(text)), true
+}
+
+// fastMicros: a time in fastForm whose whole seconds are `seconds`, in µs since the epoch.
+func fastMicros(text []byte, seconds int64) int64 {
+	fraction, _ := fractionMicros(text[19 : len(text)-1]) // fastForm checked it
+	return seconds*1_000_000 + fraction
 }
 
 // fastSeconds: the whole seconds since the epoch of a time in fastForm.
