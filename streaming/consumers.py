@@ -73,21 +73,24 @@ class DaphneSocket:
         transport = self.protocol.transport
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
-    def write(self, frames: bytes) -> bool:
-        """Write frames as they are; False when they must go through ASGI's
-        send instead (a compressed connection, or one mid-message).
+    def write(self, frames: bytes) -> int | None:
+        """Write frames as they are; returns how many bytes the server then holds unsent for the
+        client, or None when they must go through ASGI's send instead (a compressed connection,
+        or one mid-message).
 
         When nothing is queued before them (the usual case: a client that
-        keeps up), they go straight into the socket. Twisted's own write would
-        register the socket for writability and unregister it once sent, two
-        epoll_ctl calls and a loop pass per write: half of what a process
-        spent serving 1,000 clients. What the socket does not take goes to the
-        transport, and everything after it follows it there, in order."""
+        keeps up), they go straight into the socket, and when it takes them
+        all, nothing is left unsent: 0, without looking at the buffers again.
+        Twisted's own write would register the socket for writability and
+        unregister it once sent, two epoll_ctl calls and a loop pass per
+        write: half of what a process spent serving 1,000 clients. What the
+        socket does not take goes to the transport, and everything after it
+        follows it there, in order."""
         protocol = self.protocol
         if protocol.state != protocol.STATE_OPEN:
-            return True  # closing: the client will not read them, and sendMessage would raise
+            return 0  # closing: the client will not read them, and sendMessage would raise
         if protocol._perMessageCompress is not None or protocol.send_state != protocol.SEND_STATE_GROUND:
-            return False
+            return None
         transport = protocol.transport
         if not protocol.send_queue and not self.backlog() and transport.connected and not transport.disconnecting:
             try:
@@ -95,10 +98,10 @@ class DaphneSocket:
             except OSError:  # full (EAGAIN), or broken: the transport's write finds out which
                 sent = 0
             if sent == len(frames):
-                return True
+                return 0
             frames = frames[sent:]
         protocol.sendData(frames)  # autobahn's write: after anything it has queued
-        return True
+        return self.backlog()
 
 
 def queued_backlog(send) -> int | None:
@@ -190,7 +193,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
             return
         self.subscribed[channel] = max(self.subscribed[channel], after_seq)
         waiting = self.waiting.get(channel)
-        while waiting:  # the hub appends here while a send below waits
+        while waiting and not self.dropped:  # the hub appends here while a send below waits
             if (sending := self.write(channel, waiting.pop(0))) is not None:
                 await sending
         self.waiting.pop(channel, None)
@@ -214,16 +217,14 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
             else:
                 self.drop_slow_client(sum(len(text) for queued in waiting for text in queued.texts))
             return None
-        if self.drop_if_too_slow():
-            return None
-        sending = self.write(channel, batch)
-        # Under daphne the backlog is checked after the write too: a round can hold several relay
-        # batches, and what this one left unsent counts now, not a round later.
         if self.daphne is None:
-            return sending
-        if sending is not None:
+            # Another server's backlog is its output queue, which grows only as the client falls
+            # behind: checked before each write.
+            return None if self.drop_if_too_slow() else self.write(channel, batch)
+        # Under daphne, write() checks what each write leaves unsent, so a client is dropped by the
+        # write that takes it past the bound, in that round; nothing else adds to its backlog.
+        if (sending := self.write(channel, batch)) is not None:
             return self._then_drop_if_too_slow(sending)
-        self.drop_if_too_slow()
         return None
 
     def drop_if_too_slow(self) -> bool:
@@ -243,14 +244,19 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
 
     def write(self, channel: str, batch: PreparedBatch) -> Awaitable[None] | None:
         """Write the batch's events the client has not had (at or below its seq: covered by the
-        snapshot); an awaitable when they must go through ASGI send."""
+        snapshot); an awaitable when they must go through ASGI send. Under daphne, a write that
+        leaves more than `max_backlog` bytes unsent drops the client."""
         start = batch.start_after(self.subscribed.get(channel, 0))
         if start >= len(batch):
             return None
-        if self.daphne is None or not self.daphne.write(batch.frames_from(start)):
-            return self._send_texts(channel, batch, start)
-        self._sent(channel, batch)
-        return None
+        if self.daphne is not None:
+            unsent = self.daphne.write(batch.frames_from(start))
+            if unsent is not None:
+                self._sent(channel, batch)
+                if unsent > self.max_backlog and not self.dropped:
+                    self.drop_slow_client(unsent)
+                return None
+        return self._send_texts(channel, batch, start)
 
     async def _send_texts(self, channel: str, batch: PreparedBatch, start: int) -> None:
         for text in batch.texts[start:]:

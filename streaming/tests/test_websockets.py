@@ -530,12 +530,9 @@ def test_under_daphne_the_write_that_takes_a_client_past_its_backlog_bound_close
         def __init__(self):
             self.unsent = 0
 
-        def backlog(self):
-            return self.unsent
-
         def write(self, frames):
             self.unsent += len(frames)
-            return True
+            return self.unsent
 
     sent = []
 
