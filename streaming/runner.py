@@ -28,7 +28,7 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -406,11 +406,12 @@ def preflight() -> None:
 
 
 def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = None,
-                 options: RunnerOptions | None = None) -> None:
-    """What a consumer command does: preflight, signals, metrics, then the loop until stopped."""
+                 options: RunnerOptions | None = None, consumer_overrides: Mapping[str, object] | None = None) -> None:
+    """What a consumer command does: preflight, signals, metrics, then the loop until stopped.
+    `consumer_overrides` are librdkafka settings over streaming.kafka.consumer_config's."""
     preflight()
     tracing.configure(pipeline.name)
-    runner = ConsumerRunner(pipeline, options)
+    runner = ConsumerRunner(pipeline, options, **(consumer_overrides or {}))
     runner.install_signal_handlers()
     metrics.serve_metrics(settings.METRICS_PORT)
     if on_start:
