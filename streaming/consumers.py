@@ -73,14 +73,15 @@ class DaphneSocket:
         transport = self.protocol.transport
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
-    def write(self, frames: bytes) -> int | None:
-        """Write frames as they are; returns how many bytes the server then holds unsent for the
-        client, or None when they must go through ASGI's send instead (a compressed connection,
+    def write(self, frames: bytes, limit: int) -> int | None:
+        """Write frames as they are, unless the server already holds more than `limit` bytes unsent
+        for the client; returns how many it holds unsent then (over `limit`: the client is to be
+        dropped), or None when they must go through ASGI's send instead (a compressed connection,
         or one mid-message).
 
         When nothing is queued before them (the usual case: a client that
         keeps up), they go straight into the socket, and when it takes them
-        all, nothing is left unsent: 0, without looking at the buffers again.
+        all nothing is left unsent: 0, without looking at the buffers again.
         Twisted's own write would register the socket for writability and
         unregister it once sent, two epoll_ctl calls and a loop pass per
         write: half of what a process spent serving 1,000 clients. What the
@@ -92,7 +93,10 @@ class DaphneSocket:
         if protocol._perMessageCompress is not None or protocol.send_state != protocol.SEND_STATE_GROUND:
             return None
         transport = protocol.transport
-        if not protocol.send_queue and not self.backlog() and transport.connected and not transport.disconnecting:
+        backlog = self.backlog()
+        if backlog > limit:
+            return backlog
+        if not backlog and not protocol.send_queue and transport.connected and not transport.disconnecting:
             try:
                 sent = transport.socket.send(frames)
             except OSError:  # full (EAGAIN), or broken: the transport's write finds out which
@@ -221,8 +225,9 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
             # Another server's backlog is its output queue, which grows only as the client falls
             # behind: checked before each write.
             return None if self.drop_if_too_slow() else self.write(channel, batch)
-        # Under daphne, write() checks what each write leaves unsent, so a client is dropped by the
-        # write that takes it past the bound, in that round; nothing else adds to its backlog.
+        # Under daphne, write() sees the backlog as it writes: a client is dropped by the write that
+        # takes it past the bound, in that round, or by the next one when its own messages (a
+        # heartbeat, a reply) did.
         if (sending := self.write(channel, batch)) is not None:
             return self._then_drop_if_too_slow(sending)
         return None
@@ -244,18 +249,20 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
 
     def write(self, channel: str, batch: PreparedBatch) -> Awaitable[None] | None:
         """Write the batch's events the client has not had (at or below its seq: covered by the
-        snapshot); an awaitable when they must go through ASGI send. Under daphne, a write that
-        leaves more than `max_backlog` bytes unsent drops the client."""
+        snapshot); an awaitable when they must go through ASGI send. Under daphne, a client the
+        server holds more than `max_backlog` bytes unsent for, before or after the write, is dropped."""
         start = batch.start_after(self.subscribed.get(channel, 0))
         if start >= len(batch):
             return None
         if self.daphne is not None:
-            unsent = self.daphne.write(batch.frames_from(start))
-            if unsent is not None:
+            unsent = self.daphne.write(batch.frames_from(start), self.max_backlog)
+            if unsent is None:
+                return self._send_texts(channel, batch, start)
+            if unsent <= self.max_backlog:
                 self._sent(channel, batch)
-                if unsent > self.max_backlog and not self.dropped:
-                    self.drop_slow_client(unsent)
-                return None
+            elif not self.dropped:
+                self.drop_slow_client(unsent)
+            return None
         return self._send_texts(channel, batch, start)
 
     async def _send_texts(self, channel: str, batch: PreparedBatch, start: int) -> None:

@@ -530,8 +530,9 @@ def test_under_daphne_the_write_that_takes_a_client_past_its_backlog_bound_close
         def __init__(self):
             self.unsent = 0
 
-        def write(self, frames):
-            self.unsent += len(frames)
+        def write(self, frames, limit):
+            if self.unsent <= limit:
+                self.unsent += len(frames)
             return self.unsent
 
     sent = []
@@ -555,6 +556,70 @@ def test_under_daphne_the_write_that_takes_a_client_past_its_backlog_bound_close
         assert consumer.daphne.unsent == 1208
 
     run(scenario)
+
+
+class _Transport:
+    """Twisted's side of a connection: what it holds unsent, and a socket taking `takes` bytes a send."""
+
+    def __init__(self, *, held: int = 0, takes: int | None = None):
+        self.dataBuffer, self.offset, self._tempDataLen = b"x" * held, 0, 0
+        self.connected, self.disconnecting = True, False
+        self.sent: list[bytes] = []
+        transport = self
+
+        class Socket:
+            def send(self, data):
+                taken = len(data) if takes is None else min(takes, len(data))
+                transport.sent.append(data[:taken])
+                return taken
+
+        self.socket = Socket()
+
+
+class _Protocol:
+    """autobahn's side: its states, and sendData queueing on the transport."""
+
+    STATE_OPEN, STATE_CLOSING, SEND_STATE_GROUND = 1, 2, 0
+
+    def __init__(self, transport, *, state=1, compress=None, send_state=0):
+        self.transport, self.state, self._perMessageCompress, self.send_state = transport, state, compress, send_state
+        self.send_queue = []
+
+    def sendData(self, data):
+        self.transport._tempDataLen += len(data)
+
+
+def test_a_daphne_write_goes_straight_into_a_socket_with_nothing_queued_and_reports_what_is_left():
+    from streaming.consumers import DaphneSocket
+
+    whole = _Transport()
+    assert DaphneSocket(_Protocol(whole)).write(b"abcdef", 100) == 0 and whole.sent == [b"abcdef"]
+    partly = _Transport(takes=2)
+    assert DaphneSocket(_Protocol(partly)).write(b"abcdef", 100) == 4  # the rest queued behind
+    queued = _Transport(held=10)
+    assert DaphneSocket(_Protocol(queued)).write(b"abcdef", 100) == 16 and queued.sent == []  # after what waits
+    full = _Transport(held=101)
+    assert DaphneSocket(_Protocol(full)).write(b"abcdef", 100) == 101 and full._tempDataLen == 0  # past it: nothing
+    assert DaphneSocket(_Protocol(_Transport(), compress=object())).write(b"abcdef", 100) is None  # through ASGI
+    assert DaphneSocket(_Protocol(_Transport(), send_state=3)).write(b"abcdef", 100) is None  # mid-message
+    closing = _Transport()
+    assert DaphneSocket(_Protocol(closing, state=2)).write(b"abcdef", 100) == 0 and closing.sent == []
+
+
+def test_relay_streams_lets_the_broker_gather_its_batches(monkeypatch, settings):
+    from django.core.management import call_command
+
+    from streaming.management.commands import relay_streams
+    from streaming.relay import POLL_SECONDS
+
+    settings.RELAY_BATCH_WAIT_MS = 40
+    started = {}
+    monkeypatch.setattr(relay_streams, "run_pipeline",
+                        lambda pipeline, **kwargs: started.update(kwargs, pipeline=pipeline))
+    call_command("relay_streams")
+    started["pipeline"].close()
+    assert started["options"].batch_wait == POLL_SECONDS
+    assert started["consumer_overrides"]["fetch.wait.max.ms"] == 40
 
 
 def test_relay_batches_number_nothing_twice_and_keep_trades_in_order():
