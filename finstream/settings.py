@@ -138,12 +138,13 @@ KAFKA_TOPIC_PARTITIONS = env_int("KAFKA_TOPIC_PARTITIONS", 4, minimum=1, maximum
 # trades/s (bench/RESULTS.md, issue 7). At full speed batches fill before it.
 KAFKA_PRODUCER_LINGER_MS = env_int("KAFKA_PRODUCER_LINGER_MS", 5, minimum=0, maximum=5_000)
 CONSUMER_BATCH_SIZE = env_int("CONSUMER_BATCH_SIZE", 20000, minimum=1, maximum=100_000)
-CONSUMER_BATCH_WAIT_MS = env_int("CONSUMER_BATCH_WAIT_MS", 200, minimum=1, maximum=60_000)
+# How long the broker gathers a consumer's batch (streaming/runner.py); at most
+# 10 s, since requests on a held fetch's connection wait behind it.
+CONSUMER_BATCH_WAIT_MS = env_int("CONSUMER_BATCH_WAIT_MS", 200, minimum=1, maximum=10_000)
 # The relay's batch wait is part of every WebSocket client's latency; the
 # stores' is not, and longer batches make their COPYs cheaper. Each relay
 # batch is one write to every client, so a shorter wait costs the web
-# processes more writes (bench/RESULTS.md, issue 7). The broker does the
-# waiting (streaming/relay.py), within librdkafka's socket timeout.
+# processes more writes (bench/RESULTS.md, issue 7).
 RELAY_BATCH_WAIT_MS = env_int("RELAY_BATCH_WAIT_MS", 40, minimum=1, maximum=10_000)
 # Consecutive undecodable messages after which a consumer stops instead of
 # dead-lettering everything: that many in a row means a bad deploy, not bad luck.

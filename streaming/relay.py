@@ -17,17 +17,8 @@ group. Per batch it:
    their events into WebSocket frames once and writes those to each of its
    clients.
 
-The broker gathers each batch: the relay's consumer asks it to hold every
-fetch until RELAY_BATCH_WAIT_MS has passed (`relay_consumer_config`), and the
-relay takes what a fetch brought within POLL_SECONDS of its arrival. One
-fetch a batch instead of one per producer request: the broker answers a
-fetch as soon as anything arrives otherwise, ~200 times a second at 10k
-trades/s, and those answers were a quarter of its CPU (bench/RESULTS.md,
-issue 7). A backlog of a partition's fetch or more is answered at once.
-While a fetch is held, other requests on its connection to that broker wait
-behind it (Kafka answers a connection's requests in order), which is why
-the wait is bounded at 10 s. With several brokers each answers on its own
-cycle, and the relay sends a batch per answer.
+The broker gathers each batch, as for every consumer on the runner: it holds
+the relay's fetches for RELAY_BATCH_WAIT_MS.
 
 One message per batch, not one per channel: the relay makes one Redis round
 trip for the batch instead of one per channel (two per symbol for trades and
@@ -70,20 +61,6 @@ MESSAGE_TYPE = "stream.batch"  # {"type", "channels": {channel: [[seq, envelope 
 # events) goes out as several messages, each far below what Redis lets a pub/sub subscriber fall
 # behind by before it cuts it off (client-output-buffer-limit pubsub, 32 MB by default).
 MESSAGE_MAX_EVENTS = 2000
-
-# Far more than the default 40 ms brings at live rates (10k trades/s: ~120 kB), so that the wait ends a
-# fetch; no more than a broker counts from one partition (librdkafka's max.partition.fetch.bytes), so
-# that a backlog ends it at once. A wait of seconds at that rate ends at this instead.
-FETCH_MIN_BYTES = 1024 * 1024
-# How soon the relay takes the events of a fetch once they are in: the runner's batch wait. Shorter
-# costs more wake-ups of the relay (each a consume call that finds nothing, ~20 µs).
-POLL_SECONDS = 0.005
-
-
-def relay_consumer_config(batch_wait_ms: int) -> dict[str, object]:
-    """librdkafka settings that make the broker gather a relay batch for `batch_wait_ms`."""
-    return {"fetch.wait.max.ms": batch_wait_ms, "fetch.min.bytes": FETCH_MIN_BYTES}
-
 
 # KEYS: the channels' hashes. ARGV: per key, its event count, then its newest event's envelope before
 # and after the seq. Returns each channel's last number. One script, so that numbering and the

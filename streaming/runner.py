@@ -3,7 +3,8 @@
 A pipeline says which topics it reads and what to do with a decoded batch; the
 runner does the rest, one `step()` at a time:
 
-1. consume a batch (CONSUMER_BATCH_SIZE messages or CONSUMER_BATCH_WAIT_MS);
+1. consume a batch: what the broker gathered for CONSUMER_BATCH_WAIT_MS, up to
+   CONSUMER_BATCH_SIZE messages (see "Batches" below);
 2. decode each message with its topic's schema; what fails is poison;
 3. send poison to the dead-letter topic and flush (many in a row: stop);
 4. `pipeline.prepare(events)` outside any transaction (e.g. create partitions);
@@ -15,6 +16,18 @@ runner does the rest, one `step()` at a time:
 PostgreSQL holds the offsets: on assignment the runner seeks each partition to
 the offset stored with the data. A crash anywhere re-reads exactly the
 messages whose effect was not committed.
+
+Batches: the broker gathers them. The consumer asks it to hold each fetch
+until the batch wait has passed (fetch.wait.max.ms), unless FETCH_MIN_BYTES
+are there sooner, and the runner takes what a fetch brought within
+POLL_SECONDS of its arrival. With librdkafka's fetch.min.bytes=1, the broker
+answers a fetch for every producer request that reaches it (~200 a second at
+10k trades/s, for each consumer): with the stack's four consumers that was
+a third of the broker's CPU, and a sixth of the store consumers' own
+(bench/RESULTS.md, issue 7). While a fetch is held, other requests on its
+connection wait behind it (a broker answers a connection's requests in
+order): hence the wait is bounded at 10 s. With several brokers, each
+answers on its own cycle and a batch holds what one answered.
 
 Failures: poison is dead-lettered; a database that is away is retried with
 bounded back-off and then the runner exits non-zero with the batch's offsets
@@ -28,7 +41,7 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -89,6 +102,16 @@ class TooMuchPoison(RuntimeError):
     pass
 
 
+# More than a batch wait brings at the simulator's 10k trades/s (trades and quotes: ~600 kB in the
+# stores' 200 ms), so that the wait ends a fetch (at higher rates this does, sooner: still a few
+# fetches a second); no more than a broker counts from one partition (librdkafka's
+# max.partition.fetch.bytes), so that a backlog ends it at once.
+FETCH_MIN_BYTES = 1024 * 1024
+# How soon the runner takes a fetch's messages once they are in. Shorter costs more wake-ups (each
+# a consume call that finds nothing, ~20 µs).
+POLL_SECONDS = 0.005
+
+
 class DatabaseUnavailable(RuntimeError):
     pass
 
@@ -111,13 +134,14 @@ class ConsumerRunner:
         self.group_id = self.options.group_id or f"{settings.KAFKA_CONSUMER_GROUP_PREFIX}.{pipeline.name}"
         self._topic_base = {topic(base): base for base in pipeline.topics}
         self._decoders = {name: decoder_for(TOPIC_SCHEMAS[base]) for name, base in self._topic_base.items()}
-        self._consumer = Consumer(consumer_config(self.group_id, **consumer_overrides))
+        fetch = {"fetch.wait.max.ms": max(1, round(self.options.batch_wait * 1000)),
+                 "fetch.min.bytes": FETCH_MIN_BYTES}
+        self._consumer = Consumer(consumer_config(self.group_id, **{**fetch, **consumer_overrides}))
         self._log_context = {"consumer": pipeline.name, "consumer_group": self.group_id}  # JSON log fields
         self._dead_letters: EventPublisher | None = None
         self._stop_requested = False
         self._consecutive_poison = 0
         self._last_heartbeat = 0.0
-        self._window_end: float | None = None
         self._last_lag_update = 0.0
         # Each assigned partition and the offset reading starts at: PostgreSQL's, else the group's
         # in Kafka (None until asked), else OFFSET_BEGINNING.
@@ -214,15 +238,9 @@ class ConsumerRunner:
 
     # --- one iteration -------------------------------------------------------------
     def step(self) -> int:
-        """Consume, store and publish one batch; returns how many messages it held."""
-        # A batch window opens when the previous consume returns: the time spent storing that batch
-        # counts toward it. Messages that arrived meanwhile have waited already; waiting a whole
-        # batch_wait more would make every message wait processing + batch_wait.
-        wait = self.options.batch_wait
-        if self._window_end is not None:
-            wait = max(0.0, self._window_end - time.monotonic())
-        messages = self._consumer.consume(self.options.batch_size, wait)
-        self._window_end = time.monotonic() + self.options.batch_wait
+        """Consume, store and publish one batch; returns how many messages it held (0 when no fetch
+        brought any within POLL_SECONDS)."""
+        messages = self._consumer.consume(self.options.batch_size, POLL_SECONDS)
         self._beat()
         if not messages:
             return 0
@@ -406,12 +424,11 @@ def preflight() -> None:
 
 
 def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = None,
-                 options: RunnerOptions | None = None, consumer_overrides: Mapping[str, object] | None = None) -> None:
-    """What a consumer command does: preflight, signals, metrics, then the loop until stopped.
-    `consumer_overrides` are librdkafka settings over streaming.kafka.consumer_config's."""
+                 options: RunnerOptions | None = None) -> None:
+    """What a consumer command does: preflight, signals, metrics, then the loop until stopped."""
     preflight()
     tracing.configure(pipeline.name)
-    runner = ConsumerRunner(pipeline, options, **(consumer_overrides or {}))
+    runner = ConsumerRunner(pipeline, options)
     runner.install_signal_handlers()
     metrics.serve_metrics(settings.METRICS_PORT)
     if on_start:

@@ -3,6 +3,7 @@ with their offsets, duplicates counted once, restarts resuming from the offsets
 PostgreSQL holds, poison dead-lettered."""
 
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +19,7 @@ from streaming.kafka import EventPublisher, consumer_config
 from streaming.models import ConsumerOffset
 from streaming.runner import ConsumerRunner, RunnerOptions, TooMuchPoison
 from streaming.schemas import Trade, encode
-from streaming.testing import consume_until, read_topic
+from streaming.testing import IdlePipeline, consume_until, read_topic, wait_for
 from streaming.topics import DEAD_LETTERS, TRADES, topic
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -155,32 +156,40 @@ def test_each_changed_candle_is_published_once_per_batch_with_its_stored_state(k
     assert day.open == trades[0].price and day.close == trades[-1].price
 
 
-class ConsumeTimeouts:
-    """The runner's real consumer, noting the timeout of each consume()."""
+def test_the_broker_gathers_a_batch_for_the_batch_wait(kafka_topics):
+    # Ten small flushes 50 ms apart. The broker holds a runner's fetch for its whole batch wait
+    # (2 s here), so they arrive in one batch, or two if a fetch's wait ends among them; with a
+    # 1 ms wait each flush comes as it is sent.
+    published = 0
 
-    def __init__(self, consumer) -> None:
-        self.consumer, self.timeouts = consumer, []
+    def batch_sizes(batch_wait: float, group: str) -> list[int]:
+        nonlocal published
+        runner = ConsumerRunner(IdlePipeline(name="batch_wait_probe", topics=(TRADES,)),
+                                RunnerOptions(batch_size=1000, batch_wait=batch_wait, group_id=group))
+        try:
+            runner.subscribe()
+            publish_trades(make_trades(1))  # once it is read, the runner is assigned and at the end
+            published += 1
+            consume_until(runner, published)
 
-    def consume(self, num_messages, timeout):
-        self.timeouts.append(timeout)
-        return self.consumer.consume(num_messages, timeout)
+            def trickle() -> None:
+                publisher = EventPublisher(name="test")
+                for trade in make_trades(50):
+                    publisher.publish(topic(TRADES), trade.symbol, encode(trade))
+                    if trade.seq % 5 == 0:
+                        publisher.flush()
+                        time.sleep(0.05)
 
-    def __getattr__(self, name):
-        return getattr(self.consumer, name)
+            publisher = threading.Thread(target=trickle)
+            publisher.start()
+            sizes: list[int] = []
+            wait_for(lambda: (sizes.append(runner.step()), sum(sizes) >= 50)[1], timeout=30, interval=0,
+                     what="the trickle read")
+            publisher.join()
+            published += 50
+            return [size for size in sizes if size]
+        finally:
+            runner.close()
 
-
-def test_time_spent_between_consumes_counts_toward_the_next_batch_window(kafka_topics, redis_clean):
-    publish_trades(make_trades(10))
-    runner = ConsumerRunner(TradesPipeline(), RunnerOptions(batch_size=1000, batch_wait=1.0))
-    runner.subscribe()
-    runner._consumer = recorder = ConsumeTimeouts(runner._consumer)
-    runner.step()
-    time.sleep(0.4)  # as storing a batch would take
-    runner.step()
-    time.sleep(1.1)  # longer than a window: what is queued is taken at once
-    runner.step()
-    runner.close()
-    first, second, third = recorder.timeouts
-    assert first == 1.0
-    assert second <= 0.6
-    assert third == 0.0
+    assert len(batch_sizes(2.0, "batch-wait-probe-long")) <= 3
+    assert len(batch_sizes(0.001, "batch-wait-probe-short")) >= 5

@@ -606,20 +606,18 @@ def test_a_daphne_write_goes_straight_into_a_socket_with_nothing_queued_and_repo
     assert DaphneSocket(_Protocol(closing, state=2)).write(b"abcdef", 100) == 0 and closing.sent == []
 
 
-def test_relay_streams_lets_the_broker_gather_its_batches(monkeypatch, settings):
+def test_relay_streams_batches_for_the_relay_batch_wait_not_the_stores(monkeypatch, settings):
     from django.core.management import call_command
 
     from streaming.management.commands import relay_streams
-    from streaming.relay import POLL_SECONDS
 
-    settings.RELAY_BATCH_WAIT_MS = 40
+    settings.RELAY_BATCH_WAIT_MS, settings.CONSUMER_BATCH_WAIT_MS = 40, 200
     started = {}
     monkeypatch.setattr(relay_streams, "run_pipeline",
                         lambda pipeline, **kwargs: started.update(kwargs, pipeline=pipeline))
     call_command("relay_streams")
     started["pipeline"].close()
-    assert started["options"].batch_wait == POLL_SECONDS
-    assert started["consumer_overrides"]["fetch.wait.max.ms"] == 40
+    assert started["options"].batch_wait == 0.04
 
 
 def test_relay_batches_number_nothing_twice_and_keep_trades_in_order():

@@ -22,10 +22,10 @@ from django.db import connection
 
 from market.services import symbols_seed
 from streaming.kafka import EventPublisher
-from streaming.relay import POLL_SECONDS, RelayPipeline, relay_consumer_config
+from streaming.relay import RelayPipeline
 from streaming.runner import ConsumerRunner, RunnerOptions
 from streaming.schemas import encode
-from streaming.testing import IdlePipeline, consume_until, metric_sum, wait_for
+from streaming.testing import consume_until, metric_sum, wait_for
 from streaming.tests.test_websockets import alert, candle, quote, trade
 from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES, topic
 
@@ -150,46 +150,6 @@ def test_live_events_reach_real_clients_through_kafka_the_relay_and_daphne(kafka
         asyncio.run(scenario())
     finally:
         runner.close()
-
-
-def test_the_broker_gathers_a_relay_batch_for_the_batch_wait(kafka_topics):
-    # Ten small flushes 50 ms apart. A relay consumer's fetch is held by the broker for the whole
-    # wait (2 s here), so they arrive in one batch, or two if a fetch's wait ends among them; a
-    # consumer with the stores' settings gets each flush as it comes.
-    published = 0
-
-    def batch_sizes(group: str, consumer_overrides: dict) -> list[int]:
-        nonlocal published
-        runner = ConsumerRunner(IdlePipeline(name="relay_wait_probe", topics=(TRADES,)),
-                                RunnerOptions(batch_size=1000, batch_wait=POLL_SECONDS, group_id=group),
-                                **consumer_overrides)
-        try:
-            runner.subscribe()
-            publish({TRADES: [trade(published + 1)]})  # once read, the runner is assigned and at the end
-            published += 1
-            consume_until(runner, published)
-
-            def trickle() -> None:
-                producer = EventPublisher(name="test")
-                for flush in range(10):
-                    for i in range(5):
-                        producer.publish(topic(TRADES), "AAPL", encode(trade(published + 1 + flush * 5 + i)))
-                    producer.flush()
-                    threading.Event().wait(0.05)
-
-            publisher = threading.Thread(target=trickle)
-            publisher.start()
-            sizes: list[int] = []
-            wait_for(lambda: (sizes.append(runner.step()), sum(sizes) >= 50)[1], timeout=TIMEOUT, interval=0,
-                     what="the trickle read")
-            publisher.join()
-            published += 50
-            return [size for size in sizes if size]
-        finally:
-            runner.close()
-
-    assert len(batch_sizes("relay-wait-probe-relay", relay_consumer_config(2000))) <= 3
-    assert len(batch_sizes("relay-wait-probe-stores", {})) >= 5
 
 
 def test_a_client_that_stops_reading_is_dropped_with_4008_by_the_real_server(redis_clean, daphne):

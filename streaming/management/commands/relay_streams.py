@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from streaming.relay import POLL_SECONDS, RelayPipeline, relay_consumer_config
+from streaming.relay import RelayPipeline
 from streaming.runner import RunnerOptions, run_pipeline
 
 
@@ -15,5 +15,5 @@ class Command(BaseCommand):
                                  "buys, bench/websocket_fanout.py)")
 
     def handle(self, *args, **options):
-        run_pipeline(RelayPipeline(per_event=options["per_event"]), options=RunnerOptions(batch_wait=POLL_SECONDS),
-                     consumer_overrides=relay_consumer_config(settings.RELAY_BATCH_WAIT_MS))
+        run_pipeline(RelayPipeline(per_event=options["per_event"]),
+                     options=RunnerOptions(batch_wait=settings.RELAY_BATCH_WAIT_MS / 1000))
