@@ -254,10 +254,8 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         start = batch.start_after(self.subscribed.get(channel, 0))
         if start >= len(batch):
             return None
-        if self.daphne is not None:
-            unsent = self.daphne.write(batch.frames_from(start), self.max_backlog)
-            if unsent is None:
-                return self._send_texts(channel, batch, start)
+        if self.daphne is not None and (unsent := self.daphne.write(batch.frames_from(start), self.max_backlog)) \
+                is not None:
             if unsent <= self.max_backlog:
                 self._sent(channel, batch)
             elif not self.dropped:
