@@ -19,8 +19,8 @@ messages whose effect was not committed.
 
 Batches: the broker gathers them. The consumer asks it to hold each fetch
 until the batch wait has passed (fetch.wait.max.ms), unless FETCH_MIN_BYTES
-are there sooner, and the runner takes what a fetch brought within
-POLL_SECONDS of its arrival. With librdkafka's fetch.min.bytes=1, the broker
+are there sooner, and the runner takes what a fetch brought as soon as it
+arrives (GATHER_SECONDS). With librdkafka's fetch.min.bytes=1, the broker
 answers a fetch for every producer request that reaches it (~200 a second at
 10k trades/s, for each consumer): with the stack's four consumers that was
 a third of the broker's CPU, and a sixth of the store consumers' own
@@ -107,9 +107,12 @@ class TooMuchPoison(RuntimeError):
 # fetches a second); no more than a broker counts from one partition (librdkafka's
 # max.partition.fetch.bytes), so that a backlog ends it at once.
 FETCH_MIN_BYTES = 1024 * 1024
-# How soon the runner takes a fetch's messages once they are in. Shorter costs more wake-ups (each
-# a consume call that finds nothing, ~20 µs).
-POLL_SECONDS = 0.005
+# How long an idle step() waits for a fetch to bring messages. It returns as soon as one is in;
+# longer only delays a stop request, shorter costs empty wake-ups.
+IDLE_POLL_SECONDS = 0.1
+# Once a fetch's first message is in, how long the runner waits for the rest of that fetch: the
+# client hands over a response's partitions one after another, microseconds apart.
+GATHER_SECONDS = 0.001
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -239,11 +242,16 @@ class ConsumerRunner:
     # --- one iteration -------------------------------------------------------------
     def step(self) -> int:
         """Consume, store and publish one batch; returns how many messages it held (0 when no fetch
-        brought any within POLL_SECONDS)."""
-        messages = self._consumer.consume(self.options.batch_size, POLL_SECONDS)
+        brought any within IDLE_POLL_SECONDS)."""
+        # consume() returns only once it has batch_size messages or its timeout has passed: the
+        # first message is awaited on its own, so that a batch is taken the moment it is in.
+        first = self._consumer.poll(IDLE_POLL_SECONDS)
         self._beat()
-        if not messages:
+        if first is None:
             return 0
+        messages = [first]
+        if self.options.batch_size > 1:
+            messages += self._consumer.consume(self.options.batch_size - 1, GATHER_SECONDS)
         batch: defaultdict[str, list[Any]] = defaultdict(list)
         poison: list[Poison] = []
         next_offsets: dict[tuple[str, int], int] = {}
