@@ -54,6 +54,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.consumer_clock import FirstMessageClock  # noqa: E402 - needs ROOT on the path
 START = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # event time of the tape: from 30 minutes before the US open
 
 
@@ -210,22 +211,6 @@ def _spawn(args: argparse.Namespace, mode: str, limit: int, group: str) -> Run:
     return run
 
 
-class _FirstMessageClock:
-    """A Consumer that remembers when consume() first returned messages."""
-
-    def __init__(self, consumer) -> None:
-        self._consumer = consumer
-        self.first_message_at = 0.0
-
-    def consume(self, *args, **kwargs):
-        messages = self._consumer.consume(*args, **kwargs)
-        if messages and not self.first_message_at:
-            self.first_message_at = time.monotonic()
-        return messages
-
-    def __getattr__(self, name):
-        return getattr(self._consumer, name)
-
 
 def _child(args: argparse.Namespace) -> int:
     import logging
@@ -245,7 +230,7 @@ def _child(args: argparse.Namespace) -> int:
     if args.batch_size:
         options.batch_size = args.batch_size
     runner = ConsumerRunner(pipeline, options)
-    clock = _FirstMessageClock(runner._consumer)
+    clock = FirstMessageClock(runner._consumer)
     runner._consumer = clock
     runner.subscribe()
     done = 0

@@ -78,7 +78,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.procstat import cpu_seconds, rss_mib  # noqa: E402 - needs ROOT on the path
+from bench.consumer_clock import FirstMessageClock  # noqa: E402 - needs ROOT on the path
+from bench.procstat import cpu_seconds, rss_mib  # noqa: E402
 
 VAR = ROOT / "var" / "bench"
 QUIX_VENV = ROOT / "var" / "bench-quix-venv"
@@ -341,9 +342,9 @@ class Bench:
 
         group = f"bench-{self.stamp}-ours-{attempt}"
         runner = ConsumerRunner(TradesPipeline(), RunnerOptions(group_id=group, batch_size=self.batch_size))
-        # The first consume() that returns messages marks "first message"; the
+        # The first message the consumer returns marks "first message"; the
         # consumer object is wrapped only to see that moment.
-        clock = _FirstMessageClock(runner._consumer)
+        clock = FirstMessageClock(runner._consumer)
         runner._consumer = clock
         runner.subscribe()
         gc.freeze()  # as run_pipeline() does before its loop
@@ -590,22 +591,6 @@ class Bench:
               f"load average {os.getloadavg()[0]:.1f}")
         return 0 if code == 0 else 1
 
-
-class _FirstMessageClock:
-    """A Consumer that remembers when consume() first returned messages."""
-
-    def __init__(self, consumer) -> None:
-        self._consumer = consumer
-        self.first_message_at: float = 0.0
-
-    def consume(self, *args, **kwargs):
-        messages = self._consumer.consume(*args, **kwargs)
-        if messages and not self.first_message_at:
-            self.first_message_at = time.monotonic()
-        return messages
-
-    def __getattr__(self, name):
-        return getattr(self._consumer, name)
 
 
 def _backend_pid() -> int:
