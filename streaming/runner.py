@@ -19,8 +19,8 @@ messages whose effect was not committed.
 
 Batches: the broker gathers them. The consumer asks it to hold each fetch
 until the batch wait has passed (fetch.wait.max.ms), unless FETCH_MIN_BYTES
-are there sooner, and the runner takes what a fetch brought as soon as it
-arrives (GATHER_SECONDS). With librdkafka's fetch.min.bytes=1, the broker
+are there sooner. The runner waits for a fetch's first message (up to
+IDLE_POLL_SECONDS) and takes the rest of it within GATHER_SECONDS. With librdkafka's fetch.min.bytes=1, the broker
 answers a fetch for every producer request that reaches it (~200 a second at
 10k trades/s, for each consumer): with the stack's four consumers that was
 a third of the broker's CPU, and a sixth of the store consumers' own
@@ -149,6 +149,7 @@ class ConsumerRunner:
         # Each assigned partition and the offset reading starts at: PostgreSQL's, else the group's
         # in Kafka (None until asked), else OFFSET_BEGINNING.
         self._assigned: dict[tuple[str, int], int | None] = {}
+        self._rebalances = 0  # assignments and revocations so far: step() checks none ran in its gather
         self._next_start_lookup = 0.0
         self._watermarks = {base: EventTimeWatermark() for base in pipeline.topics}
         self._processed = {
@@ -202,6 +203,7 @@ class ConsumerRunner:
 
     # --- rebalance -----------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalances += 1
         close_old_connections()
         stored = offsets_load(group=self.group_id, topics=[tp.topic for tp in partitions])
         for tp in partitions:
@@ -232,8 +234,9 @@ class ConsumerRunner:
                 self._assigned[key] = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Nothing to flush: a batch is committed before the next consume(), and
-        # rebalance callbacks only run inside consume().
+        # Nothing to flush: rebalance callbacks run inside poll() and consume(), and a batch is
+        # committed before the next poll(). A callback during step()'s gather is handled there.
+        self._rebalances += 1
         for tp in partitions:
             self._assigned.pop((tp.topic, tp.partition), None)
             self._watermarks[self._topic_base[tp.topic]].forget([(tp.topic, tp.partition)])
@@ -251,7 +254,18 @@ class ConsumerRunner:
             return 0
         messages = [first]
         if self.options.batch_size > 1:
-            messages += self._consumer.consume(self.options.batch_size - 1, GATHER_SECONDS)
+            rebalances = self._rebalances
+            gathered = self._consumer.consume(self.options.batch_size - 1, GATHER_SECONDS)
+            if self._rebalances == rebalances:
+                messages += gathered
+            else:
+                # The gather ran a rebalance. `first` may be from a partition revoked since (its new
+                # owner reads it from PostgreSQL) or sought back to PostgreSQL's offset (and read
+                # again in this gather): either way it is not this batch's. librdkafka has dropped
+                # whatever else it had fetched for the old assignment.
+                messages = gathered
+                if not messages:
+                    return 0
         batch: defaultdict[str, list[Any]] = defaultdict(list)
         poison: list[Poison] = []
         next_offsets: dict[tuple[str, int], int] = {}

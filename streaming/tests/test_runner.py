@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from django.db import connection
 
 from finstream.logs import JsonFormatter
 from market.models import Candle, Trade as TradeRow
@@ -17,6 +18,7 @@ from market.pipelines import TradesPipeline
 from streaming.dead_letters import HEADER_ERROR, HEADER_OFFSET, HEADER_TOPIC
 from streaming.kafka import EventPublisher, consumer_config
 from streaming.models import ConsumerOffset
+from streaming import runner as runner_module
 from streaming.runner import ConsumerRunner, RunnerOptions, TooMuchPoison
 from streaming.schemas import Trade, encode
 from streaming.testing import IdlePipeline, consume_until, read_topic, wait_for
@@ -193,3 +195,54 @@ def test_the_broker_gathers_a_batch_for_the_batch_wait(kafka_topics):
 
     assert len(batch_sizes(2.0, "batch-wait-probe-long")) <= 3
     assert len(batch_sizes(0.001, "batch-wait-probe-short")) >= 5
+
+
+def test_a_rebalance_during_a_batch_gather_neither_loses_nor_repeats_a_message(kafka_topics, redis_clean,
+                                                                                monkeypatch):
+    # The runner takes a batch's first message, then gathers the rest. Stretched here to 6 s, the
+    # gather spans a second runner's joining the group: the first message's partition is then
+    # either revoked (the newcomer reads it) or sought back to where PostgreSQL has it (read
+    # again in the gather). Either way it must be stored once.
+    monkeypatch.setattr(runner_module, "GATHER_SECONDS", 6.0)
+    stored: list[str] = []
+
+    class RecordingPipeline(IdlePipeline):
+        def store(self, events) -> None:
+            stored.extend(trade.id for trade in events[TRADES])
+
+    def make(group_member: str) -> ConsumerRunner:
+        runner = ConsumerRunner(RecordingPipeline(name=f"rebalance_probe_{group_member}", topics=(TRADES,)),
+                                RunnerOptions(batch_size=1000, batch_wait=0.05, group_id="rebalance-probe"))
+        runner.subscribe()
+        return runner
+
+    first = make("first")
+    wait_for(lambda: (first.step(), bool(first._assigned))[1], timeout=30, interval=0, what="an assignment")
+    trades = make_trades(40, symbols=("AAPL", "MSFT", "NVDA", "TSLA", "JPM", "V"))
+    publish_trades(trades)
+    stop = threading.Event()
+
+    def second_member() -> None:
+        time.sleep(1.0)  # the first runner is in its gather by then
+        runner = make("second")
+        try:
+            while not stop.is_set():
+                runner.step()
+        finally:
+            runner.close()
+            connection.close()
+
+    joining = threading.Thread(target=second_member)
+    joining.start()
+    try:
+        rebalances = first._rebalances
+        first.step()
+        assert first._rebalances > rebalances, "the rebalance came after the gather: nothing was tested"
+        wait_for(lambda: (first.step(), len(stored) >= len(trades))[1], timeout=60, interval=0,
+                 what="every trade stored")
+        time.sleep(1.0)  # anything stored twice would be by now
+    finally:
+        stop.set()
+        joining.join()
+        first.close()
+    assert sorted(stored) == sorted(trade.id for trade in trades)
