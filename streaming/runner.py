@@ -20,14 +20,15 @@ messages whose effect was not committed.
 Batches: the broker gathers them. The consumer asks it to hold each fetch
 until the batch wait has passed (fetch.wait.max.ms), unless FETCH_MIN_BYTES
 are there sooner. The runner waits for a fetch's first message (up to
-IDLE_POLL_SECONDS) and takes the rest of it within GATHER_SECONDS. With librdkafka's fetch.min.bytes=1, the broker
-answers a fetch for every producer request that reaches it (~200 a second at
-10k trades/s, for each consumer): with the stack's four consumers that was
-a third of the broker's CPU, and a sixth of the store consumers' own
-(bench/RESULTS.md, issue 7). While a fetch is held, other requests on its
-connection wait behind it (a broker answers a connection's requests in
-order): hence the wait is bounded at 10 s. With several brokers, each
-answers on its own cycle and a batch holds what one answered.
+IDLE_POLL_SECONDS) and takes the rest of it within GATHER_SECONDS. With
+librdkafka's fetch.min.bytes=1, the broker answers a fetch for every producer
+request that reaches it (~200 a second at 10k trades/s, for each consumer):
+with the stack's four consumers that was a third of the broker's CPU, and a
+sixth of the store consumers' own (bench/RESULTS.md, issue 7). While a fetch
+is held, other requests on its connection wait behind it (a broker answers a
+connection's requests in order): hence the wait is bounded at 10 s. With
+several brokers, each answers on its own cycle and a batch holds what one
+answered.
 
 Failures: poison is dead-lettered; a database that is away is retried with
 bounded back-off and then the runner exits non-zero with the batch's offsets

@@ -15,10 +15,10 @@ from django.db import connection
 from finstream.logs import JsonFormatter
 from market.models import Candle, Trade as TradeRow
 from market.pipelines import TradesPipeline
+from streaming import runner as runner_module
 from streaming.dead_letters import HEADER_ERROR, HEADER_OFFSET, HEADER_TOPIC
 from streaming.kafka import EventPublisher, consumer_config
 from streaming.models import ConsumerOffset
-from streaming import runner as runner_module
 from streaming.runner import ConsumerRunner, RunnerOptions, TooMuchPoison
 from streaming.schemas import Trade, encode
 from streaming.testing import IdlePipeline, consume_until, read_topic, wait_for
@@ -212,7 +212,7 @@ def test_a_rebalance_during_a_batch_gather_neither_loses_nor_repeats_a_message(k
 
     def make(group_member: str) -> ConsumerRunner:
         runner = ConsumerRunner(RecordingPipeline(name=f"rebalance_probe_{group_member}", topics=(TRADES,)),
-                                RunnerOptions(batch_size=1000, batch_wait=0.05, group_id="rebalance-probe"))
+                                RunnerOptions(batch_size=1000, batch_wait=0.05, group_id=f"{kafka_topics}rebalance"))
         runner.subscribe()
         return runner
 
