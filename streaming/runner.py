@@ -132,15 +132,14 @@ class RunnerOptions:
 class ConsumerRunner:
     LATENCY_SAMPLES_PER_BATCH = 64
 
-    def __init__(self, pipeline: Pipeline, options: RunnerOptions | None = None, **consumer_overrides: object) -> None:
+    def __init__(self, pipeline: Pipeline, options: RunnerOptions | None = None) -> None:
         self.pipeline = pipeline
         self.options = options or RunnerOptions()
         self.group_id = self.options.group_id or f"{settings.KAFKA_CONSUMER_GROUP_PREFIX}.{pipeline.name}"
         self._topic_base = {topic(base): base for base in pipeline.topics}
         self._decoders = {name: decoder_for(TOPIC_SCHEMAS[base]) for name, base in self._topic_base.items()}
-        fetch = {"fetch.wait.max.ms": max(1, round(self.options.batch_wait * 1000)),
-                 "fetch.min.bytes": FETCH_MIN_BYTES}
-        self._consumer = Consumer(consumer_config(self.group_id, **{**fetch, **consumer_overrides}))
+        self._consumer = Consumer(consumer_config(self.group_id, **{
+            "fetch.wait.max.ms": max(1, round(self.options.batch_wait * 1000)), "fetch.min.bytes": FETCH_MIN_BYTES}))
         self._log_context = {"consumer": pipeline.name, "consumer_group": self.group_id}  # JSON log fields
         self._dead_letters: EventPublisher | None = None
         self._stop_requested = False
