@@ -211,7 +211,6 @@ def _spawn(args: argparse.Namespace, mode: str, limit: int, group: str) -> Run:
     return run
 
 
-
 def _child(args: argparse.Namespace) -> int:
     import logging
 

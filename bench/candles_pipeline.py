@@ -592,7 +592,6 @@ class Bench:
         return 0 if code == 0 else 1
 
 
-
 def _backend_pid() -> int:
     from django.db import connection
 

@@ -12,9 +12,11 @@ Two parts, both printing figures and ratios (nothing is written to a file):
    `manage.py simulate` at --rate trades/s -> Kafka -> the relay (on the
    shared runner; the broker holds its fetches --relay-wait-ms, the batch
    wait) -> the channel layer -> the web processes (finstream.serve) ->
-   --clients WebSocket clients on /ws/trades/{symbol}, spread over the symbols. The clients are bench/wsload (Go, a minimal client of its own,
-   built here with `go build`, at nice --client-nice): at 10k trades/s and 1,000 clients they read ~1M
-   messages/s, which Python clients on the same two cores cannot. Latency is
+   --clients WebSocket clients on /ws/trades/{symbol}, spread over the
+   symbols. The clients are bench/wsload (Go, a minimal client of its own,
+   built here with `go build`, at nice --client-nice): at 10k trades/s and
+   1,000 clients they read ~1M messages/s, which Python clients on the same
+   two cores cannot. Latency is
    each trade's event time (`data.ts`, stamped by the simulator) -> its
    arrival in the client's socket (kernel timestamp) and -> its read by the
    client. Reports messages received against those expected (the relay's
