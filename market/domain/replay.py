@@ -49,11 +49,13 @@ EPOCH_UNITS: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
 
 # Candidate column names per role, in order of preference, lower case.
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "timestamp": ("timestamp", "time", "ts", "datetime", "date_time", "trade_time", "event_time"),
+    "timestamp": ("timestamp", "time", "ts", "datetime", "date_time", "trade_time", "event_time",
+                  "sip_timestamp", "participant_timestamp", "transact_time", "ts_event"),
     "price": ("price", "trade_price", "px", "last", "last_price"),
     "size": ("size", "qty", "quantity", "volume", "amount", "shares", "trade_size"),
     "symbol": ("symbol", "ticker", "sym", "instrument"),
     "side": ("side", "aggressor", "aggressor_side", "taker_side", "direction"),
+    "buyer_is_maker": ("is_buyer_maker", "buyer_is_maker", "isbuyermaker", "buyer_maker"),
     "bid": ("bid", "bid_price", "bid_px", "bidprice"),
     "ask": ("ask", "ask_price", "ask_px", "askprice", "offer", "offer_price"),
     "bid_size": ("bid_size", "bid_qty", "bidsize", "bid_sz"),
@@ -62,8 +64,18 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
 
 SIDES: dict[str, Literal["buy", "sell"]] = {
     **dict.fromkeys(("buy", "b", "bid", "buyer", "bought", "1", "+1"), "buy"),
-    **dict.fromkeys(("sell", "s", "ask", "offer", "seller", "sold", "-1"), "sell"),
+    **dict.fromkeys(("sell", "s", "ask", "a", "offer", "seller", "sold", "-1"), "sell"),
 }
+# Side values that say the side is not known (Databento's N): inferred, as an empty cell is.
+UNKNOWN_SIDES = frozenset(("n", "none", "unknown"))
+# A buyer_is_maker column (Binance's is_buyer_maker): the buyer's order was resting, so the taker sold.
+BUYER_IS_MAKER: dict[str, Literal["buy", "sell"]] = {
+    **dict.fromkeys(("true", "t", "1", "yes", "y"), "sell"),
+    **dict.fromkeys(("false", "f", "0", "no", "n"), "buy"),
+}
+# Magnitude tells an epoch number's unit only from here on (1973-03-03 in seconds): a smaller number
+# read by its magnitude is far more likely a time of day or a date (93001, 20260105) than a 1970 time.
+_MIN_GUESSED_EPOCH = 10**8
 
 _US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 _MIN_US = epoch_us(datetime.min.replace(tzinfo=UTC))
@@ -88,6 +100,7 @@ class ColumnMapping:
     size: str | None = None
     symbol: str | None = None
     side: str | None = None
+    buyer_is_maker: str | None = None
     bid: str | None = None
     ask: str | None = None
     bid_size: str | None = None
@@ -95,36 +108,52 @@ class ColumnMapping:
 
 
 def _clean(name: str) -> str:
-    return name.strip().lstrip("\ufeff").strip().lower()
+    return name.strip().lstrip("\ufeff").strip()
 
 
 def mapping_from_header(header: Sequence[str], overrides: Mapping[str, str | None] | None = None) -> ColumnMapping:
-    """Resolve each role to a column of ``header`` (case-insensitively).
+    """Resolve each role to a column of ``header``.
 
+    Names match case-insensitively, an exact match first: of ``S`` and ``s``,
+    ``S`` is the column named ``S``, and a name that two columns share, in any
+    case, without one of them matching it exactly, is refused as ambiguous.
     ``overrides`` maps a role to a column name, or to ``None`` to ignore a
     column the defaults would pick (e.g. a ``side`` column that means
     something else). Raises ``ReplayError`` naming what is missing and the
     header found.
     """
+    positions = _column_positions(header, overrides)
+    return ColumnMapping(**{role: None if i is None else header[i] for role, i in positions.items()})
+
+
+def _column_positions(header: Sequence[str], overrides: Mapping[str, str | None] | None) -> dict[str, int | None]:
+    """Each role's index in ``header`` (None: no such column); see ``mapping_from_header``."""
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(DEFAULT_COLUMNS))
     if unknown:
         raise ReplayError(f"unknown column role(s) {unknown}: the roles are {', '.join(DEFAULT_COLUMNS)}")
-    by_name = {}
-    for name in header:
-        by_name.setdefault(_clean(name), name)
-    found: dict[str, str | None] = {}
+    exact = [_clean(name) for name in header]
+    folded = [name.lower() for name in exact]
+
+    def position(name: str, role: str) -> int | None:
+        name = _clean(name)
+        matches = [i for i, column in enumerate(exact) if column == name]
+        if not matches:
+            matches = [i for i, column in enumerate(folded) if column == name.lower()]
+        if len(matches) > 1:
+            raise ReplayError(f"{len(matches)} columns of the header {list(header)} are named {name!r}: "
+                              f"map the one meant for {role} by its exact name (--column {role}=NAME)")
+        return matches[0] if matches else None
+
+    found: dict[str, int | None] = {}
     for role, candidates in DEFAULT_COLUMNS.items():
         if role in overrides:
             wanted = overrides[role]
-            if wanted is None:
-                found[role] = None
-                continue
-            if _clean(wanted) not in by_name:
+            found[role] = None if wanted is None else position(wanted, role)
+            if wanted is not None and found[role] is None:
                 raise ReplayError(f"column {wanted!r} given for {role} is not in the header {list(header)}")
-            found[role] = by_name[_clean(wanted)]
         else:
-            found[role] = next((by_name[c] for c in candidates if c in by_name), None)
+            found[role] = next((i for c in candidates if (i := position(c, role)) is not None), None)
 
     def missing(role: str) -> str:
         return f"no {role} column (looked for {', '.join(DEFAULT_COLUMNS[role])})"
@@ -141,9 +170,35 @@ def mapping_from_header(header: Sequence[str], overrides: Mapping[str, str | Non
     if problems:
         raise ReplayError(
             f"cannot replay this CSV: {'; '.join(problems)}. Header found: {list(header)}. "
-            "Rename the columns or map them with column overrides, e.g. timestamp=<column name>."
+            f"{_header_hint(header)}Map the columns by name: --column ROLE=NAME, e.g. --column timestamp=<name>."
         )
-    return ColumnMapping(**found)  # type: ignore[arg-type]
+    return found
+
+
+def _header_hint(header: Sequence[str]) -> str:
+    """What a header that names no column usually means, if it looks like it."""
+    if len(header) == 1:
+        for delimiter, called in ((";", "';'"), ("\t", "'\\t'"), ("|", "'|'")):
+            if delimiter in header[0]:
+                return f"It is one field: are the fields delimited by {called}? (--delimiter {called}) "
+    cells = [_clean(cell) for cell in header if cell.strip()]
+    if cells and 2 * sum(map(_looks_like_a_value, cells)) >= len(cells):
+        return ("Its first line looks like data, not a header: if the file has no header row, name its columns "
+                "(--columns NAME,NAME,...). ")
+    return ""
+
+
+def _looks_like_a_value(cell: str) -> bool:
+    try:
+        Decimal(cell)
+        return True
+    except InvalidOperation:
+        pass
+    try:
+        datetime.fromisoformat(cell)
+        return True
+    except ValueError:
+        return cell.lower() in ("true", "false")
 
 
 def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None) -> datetime:
@@ -157,6 +212,9 @@ def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
     if not s:
         raise ReplayError("the timestamp is empty")
     if epoch_unit is None and (":" in s or "T" in s or s.count("-") >= 2):
+        if ":" not in s and "T" not in s:
+            raise ReplayError(f"timestamp {s!r} is a date without a time of day: give both, as ISO-8601 "
+                              "(a file with the time in a column of its own needs them joined first)")
         try:
             value = datetime.fromisoformat(s)
             if value.tzinfo is None:
@@ -181,10 +239,14 @@ def _epoch_microseconds(s: str, unit: EpochUnit | None) -> int:
     except (ValueError, InvalidOperation):
         raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
     if unit is None:
+        if number < _MIN_GUESSED_EPOCH:
+            raise ReplayError(
+                f"timestamp {s!r} is too small to be read as an epoch time by its magnitude (before 1973): "
+                "a time of day or a date alone is not a timestamp (give both, ISO-8601); for an epoch time "
+                "that early, give its unit (--epoch-unit)")
         # Below 1e11 is seconds (until the year 5138), below 1e14 milliseconds,
         # below 1e17 microseconds, nanoseconds above.
-        magnitude = abs(number)
-        unit = "s" if magnitude < 10**11 else "ms" if magnitude < 10**14 else "us" if magnitude < 10**17 else "ns"
+        unit = "s" if number < 10**11 else "ms" if number < 10**14 else "us" if number < 10**17 else "ns"
     exponent = _US_PER_UNIT_EXP[unit]
     if isinstance(number, int):
         us = number * 10**exponent if exponent >= 0 else number // 10**-exponent
@@ -223,23 +285,41 @@ _RULES: dict[str, tuple[Decimal, bool]] = {
 }
 
 
-def _number(text: str, name: str, cache: dict[str, Number]) -> Number:
-    """The number of ``text`` as the field ``name``, checked against the contract and remembered in ``cache``
-    (one per field): prices and sizes repeat a lot, so each spelling is parsed and checked once.
+def _number(text: str, name: str, cache: dict[str, Number], exponent: int = 0) -> Number:
+    """The number of ``text`` as the field ``name``, times 10**exponent, checked against the contract and
+    remembered in ``cache`` (one per field): prices and sizes repeat a lot, so each spelling is parsed and
+    checked once.
 
     The id hashes values, not their spelling: 230.10 and 230.1 are one price,
     both spelled 230.1 in the hash.
     """
     value = _decimal(text, name)
+    if exponent:
+        # Fixed-point 262400000000 at 1e-9 is 262.4, written so: not 262.400000000, nor 2.6E+3 for 2600.
+        value = Decimal(format(value.scaleb(exponent).normalize(_CANONICAL_CONTEXT), "f"))
     maximum, allow_zero = _RULES[name]
     try:
         check_decimal(name, value, maximum=maximum, allow_zero=allow_zero)
     except ValueError as exc:  # positive, at most 8 places, ...
-        raise ReplayError(str(exc)) from None
+        hint = ""
+        if value > maximum and maximum == MAX_PRICE and not exponent:
+            hint = " (for fixed-point prices, such as Databento's in units of 1e-9, give the scale: --price-scale 1e-9)"
+        raise ReplayError(f"{exc}{hint}") from None
     if len(cache) >= _NUMBER_CACHE_SIZE:
         cache.clear()
     cache[text] = result = (value, _canonical(value, name), str(value))
     return result
+
+
+def price_scale_exponent(scale: str | Decimal) -> int:
+    """The exponent of a price scale that is a power of ten ("1e-9", "0.0001", "1"), or a ReplayError."""
+    try:
+        value = Decimal(scale).normalize(_CANONICAL_CONTEXT)
+    except (InvalidOperation, ValueError):
+        value = Decimal(0)
+    if not value.is_finite() or value.as_tuple()[:2] != (0, (1,)):
+        raise ReplayError(f"price scale {str(scale)!r} is not a power of ten, such as 1e-9, 0.0001 or 1")
+    return int(value.as_tuple().exponent)
 
 
 # Wide enough for every value the contract accepts; independent of the caller's context.
@@ -302,9 +382,10 @@ class ReplayParser:
         default_symbol: str | None = None,
         epoch_unit: EpochUnit | None = None,
         overrides: Mapping[str, str | None] | None = None,
+        price_scale: str | Decimal | None = None,
     ) -> None:
         if default_symbol is not None:
-            default_symbol = default_symbol.strip().upper()
+            default_symbol = _symbol(default_symbol)
             if not is_valid_symbol(default_symbol):
                 raise ReplayError(
                     f"symbol {default_symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16 characters"
@@ -314,6 +395,8 @@ class ReplayParser:
         self.default_symbol = default_symbol
         self.epoch_unit = epoch_unit
         self.overrides = dict(overrides or {})
+        # None: not given, and a file that looks like it needs one is refused (see _use_header).
+        self.price_exponent = None if price_scale is None else price_scale_exponent(price_scale)
         self.mapping: ColumnMapping | None = None
         self.errors = 0
         self._symbols: dict[str, _SymbolState] = {}
@@ -342,16 +425,18 @@ class ReplayParser:
         lines: Iterable[str],
         *,
         delimiter: str = ",",
+        header: Sequence[str] | None = None,
         on_error: Callable[[ReplayError], None] | None = None,
     ) -> Iterator[Trade | Quote]:
-        """Messages from the text lines of a CSV file with a header row; lazy, one row at a time.
+        """Messages from the text lines of a CSV file; lazy, one row at a time.
 
-        Line numbers in errors are the file's (1 is the header). Without
-        ``on_error`` the first bad row raises ``ReplayError``; with it, each
-        bad row is passed to it and skipped. A bad header always raises.
+        The file's first row is its header, unless ``header`` names the
+        columns of a file without one. Line numbers in errors are the file's.
+        Without ``on_error`` the first bad row raises ``ReplayError``; with it,
+        each bad row is passed to it and skipped. A bad header always raises.
         """
         reader = csv.reader(lines, delimiter=delimiter)
-        return self._parse(reader, on_error, reader, _StructForm())
+        return self._parse(reader, on_error, reader, _StructForm(), header)
 
     def wire_messages(
         self,
@@ -360,6 +445,7 @@ class ReplayParser:
         trades_topic: str,
         quotes_topic: str,
         delimiter: str = ",",
+        header: Sequence[str] | None = None,
         on_error: Callable[[ReplayError], None] | None = None,
     ) -> Iterator[WireMessage]:
         """``parse_lines`` as ready-to-publish wire messages, keyed by symbol, each value byte for byte
@@ -367,7 +453,7 @@ class ReplayParser:
         The structs are never built: that and their validation would cost more than Kafka takes to accept
         the message."""
         reader = csv.reader(lines, delimiter=delimiter)
-        return self._parse(reader, on_error, reader, _WireForm(trades_topic, quotes_topic))
+        return self._parse(reader, on_error, reader, _WireForm(trades_topic, quotes_topic), header)
 
     def parse_rows(
         self,
@@ -376,7 +462,7 @@ class ReplayParser:
         on_error: Callable[[ReplayError], None] | None = None,
     ) -> Iterator[Trade | Quote]:
         """Like ``parse_lines`` for rows already split into fields; the first row is the header, line 1."""
-        return self._parse(rows, on_error, None, _StructForm())
+        return self._parse(rows, on_error, None, _StructForm(), None)
 
     def _parse(
         self,
@@ -384,8 +470,9 @@ class ReplayParser:
         on_error: Callable[[ReplayError], None] | None,
         reader: Any | None,  # a csv reader, for the line numbers of the file
         form: _Form,
+        header: Sequence[str] | None,
     ) -> Iterator:
-        message: Callable[[Sequence[str]], Any] | None = None
+        message = None if header is None else self._use_header(header, form)
         rows_read = 0  # the line number when there is no reader: one row per line
         iterator = iter(rows)
         while True:
@@ -420,30 +507,36 @@ class ReplayParser:
         on_error(error)
 
     def _use_header(self, header: Sequence[str], form: _Form) -> Callable[[Sequence[str]], Any]:
-        mapping = mapping_from_header(header, self.overrides)
-        if mapping.symbol is None and self.default_symbol is None:
+        positions = _column_positions(header, self.overrides)
+        if positions["symbol"] is None and self.default_symbol is None:
             raise ReplayError(
                 f"the CSV has no symbol column (looked for {', '.join(DEFAULT_COLUMNS['symbol'])}; "
                 f"header found: {list(header)}): give the symbol of its rows (--symbol)"
             )
-        cleaned = [_clean(name) for name in header]
-
-        def index(name: str | None) -> int | None:
-            return None if name is None else cleaned.index(_clean(name))
-
-        self.mapping = mapping
-        self._bid_i = index(mapping.bid)
-        self._ask_i = index(mapping.ask)
-        self._bid_size_i = index(mapping.bid_size)
-        self._ask_size_i = index(mapping.ask_size)
+        names = {_clean(name).lower() for name in header}
+        if {"rtype", "ts_event", "bid_px_00"} <= names:
+            raise ReplayError(
+                "this looks like a Databento book file (MBP or BBO: its header has bid_px_00): its rows are book "
+                "updates as much as trades, and are not replayed; replay a file of its trades schema instead")
+        if self.price_exponent is None and {"rtype", "ts_event"} <= names:
+            raise ReplayError(
+                "this looks like a Databento CSV (its header has rtype and ts_event): say how its prices are "
+                "written, --price-scale 1e-9 for fixed-point integers (Databento's default) or --price-scale 1 "
+                "for decimals (exported with pretty_px)")
+        self.mapping = ColumnMapping(**{role: None if i is None else header[i] for role, i in positions.items()})
+        self._bid_i = positions["bid"]
+        self._ask_i = positions["ask"]
+        self._bid_size_i = positions["bid_size"]
+        self._ask_size_i = positions["ask_size"]
         return self._row_parser(
             form,
             width=len(header),
-            ts_i=cleaned.index(_clean(mapping.timestamp)),
-            symbol_i=index(mapping.symbol),
-            price_i=index(mapping.price),
-            size_i=index(mapping.size),
-            side_i=index(mapping.side),
+            ts_i=positions["timestamp"],  # type: ignore[arg-type]
+            symbol_i=positions["symbol"],
+            price_i=positions["price"],
+            size_i=positions["size"],
+            side_i=positions["side"],
+            maker_i=positions["buyer_is_maker"],
         )
 
     def _row_parser(
@@ -456,6 +549,7 @@ class ReplayParser:
         price_i: int | None,
         size_i: int | None,
         side_i: int | None,
+        maker_i: int | None,
     ) -> Callable[[Sequence[str]], Any]:
         """The function that turns one row into a message of ``form``, for this header.
 
@@ -467,6 +561,7 @@ class ReplayParser:
         prices, sizes = numbers["price"], numbers["size"]
         default_symbol = self.default_symbol
         epoch_unit = self.epoch_unit
+        price_exponent = self.price_exponent or 0
         quote = self._quote
         trade_of = form.trade
         new_digest = _new_digest
@@ -479,13 +574,14 @@ class ReplayParser:
         by_symbol_text: dict[str, tuple[str, _SymbolState]] = {}
 
         def symbol_and_state(text: str) -> tuple[str, _SymbolState]:
-            symbol = text.strip().upper() or default_symbol
+            symbol = _symbol(text) or default_symbol
             if symbol is None:
                 raise ReplayError("the symbol is empty: fill it in, or give a default symbol (--symbol)")
             state = symbols.get(symbol)
             if state is None:
                 if not is_valid_symbol(symbol):
-                    raise ReplayError(f"symbol {symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16")
+                    raise ReplayError(
+                        f"symbol {symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16 characters")
                 state = symbols[symbol] = _SymbolState()
             if len(by_symbol_text) >= 10_000:
                 by_symbol_text.clear()
@@ -515,7 +611,7 @@ class ReplayParser:
                     if has_bid and row[bid_i].strip():
                         return quote(row, symbol, state, ts_us, numbers, form.quote)
                     raise ReplayError("the row has neither a price (a trade) nor a bid and an ask (a quote)")
-                price = _number(price_text, "price", prices)
+                price = _number(price_text, "price", prices, price_exponent)
             size_text = row[size_i]  # type: ignore[index]
             size = sizes.get(size_text) or _number(size_text, "size", sizes)
             side_text = row[side_i] if side_i is not None else ""
@@ -524,15 +620,20 @@ class ReplayParser:
             if side is None:
                 if side_text := side_text.strip():
                     side = SIDES.get(side_text) or SIDES.get(side_text.lower())
+                    if side is None and side_text.lower() not in UNKNOWN_SIDES:
+                        raise ReplayError(f"side {side_text!r} is not one of {', '.join(SIDES)} (or empty, "
+                                          f"or one of {', '.join(sorted(UNKNOWN_SIDES))}, to infer it)")
+                if side is None and maker_i is not None and (maker_text := row[maker_i].strip()):
+                    side = BUYER_IS_MAKER.get(maker_text.lower())
                     if side is None:
-                        raise ReplayError(
-                            f"side {side_text!r} is not one of {', '.join(SIDES)} (or empty to infer it)")
-                elif state.last_price is None or value > state.last_price:
-                    side = "buy"
-                elif value < state.last_price:
-                    side = "sell"
-                else:
-                    side = state.last_side
+                        raise ReplayError(f"buyer_is_maker {maker_text!r} is neither true nor false")
+                if side is None:
+                    if state.last_price is None or value > state.last_price:
+                        side = "buy"
+                    elif value < state.last_price:
+                        side = "sell"
+                    else:
+                        side = state.last_side
 
             # The row is good: only now does it move the state, so a skipped bad row leaves no trace.
             # Identical rows are counted by their canonical spellings: equal for equal values, and a
@@ -554,13 +655,14 @@ class ReplayParser:
         if self._ask_i is None or not row[self._ask_i].strip():
             raise ReplayError("the row has a bid but no ask (a quote needs both) and no price (a trade)")
 
-        def number(index: int | None, name: str) -> Number:
+        def number(index: int | None, name: str, exponent: int = 0) -> Number:
             if index is None or not row[index].strip():
                 return _ZERO  # a missing size is unknown depth: zero
             text = row[index]
-            return numbers[name].get(text) or _number(text, name, numbers[name])
+            return numbers[name].get(text) or _number(text, name, numbers[name], exponent)
 
-        bid, ask = number(self._bid_i, "bid"), number(self._ask_i, "ask")
+        price_exponent = self.price_exponent or 0
+        bid, ask = number(self._bid_i, "bid", price_exponent), number(self._ask_i, "ask", price_exponent)
         bid_size, ask_size = number(self._bid_size_i, "bid_size"), number(self._ask_size_i, "ask_size")
         k = state.occurrence(ts_us, ("quote", bid[1], ask[1], bid_size[1], ask_size[1]))
         text = "|".join((symbol, str(ts_us), bid[1], ask[1], bid_size[1], ask_size[1], str(k)))
@@ -568,6 +670,11 @@ class ReplayParser:
         digest = _new_digest()
         digest.update(text.encode())
         return quote_of("rq-", digest.hexdigest(), symbol, ts_us, bid, ask, bid_size, ask_size)
+
+
+def _symbol(text: str) -> str:
+    """A symbol as the contract spells it: upper case, and a pair's ``/`` a ``-`` (``btc/usd`` is ``BTC-USD``)."""
+    return text.strip().upper().replace("/", "-")
 
 
 def _is_blank(row: Sequence[str]) -> bool:
@@ -620,10 +727,13 @@ def parse_csv(
     default_symbol: str | None = None,
     epoch_unit: EpochUnit | None = None,
     overrides: Mapping[str, str | None] | None = None,
+    price_scale: str | Decimal | None = None,
     delimiter: str = ",",
+    header: Sequence[str] | None = None,
     on_error: Callable[[ReplayError], None] | None = None,
 ) -> Iterator[Trade | Quote]:
     """Shorthand for ``ReplayParser(...).parse_lines(lines, ...)`` when the counters are not needed."""
-    parser = ReplayParser(default_symbol=default_symbol, epoch_unit=epoch_unit, overrides=overrides)
-    return parser.parse_lines(lines, delimiter=delimiter, on_error=on_error)
+    parser = ReplayParser(default_symbol=default_symbol, epoch_unit=epoch_unit, overrides=overrides,
+                          price_scale=price_scale)
+    return parser.parse_lines(lines, delimiter=delimiter, header=header, on_error=on_error)
 

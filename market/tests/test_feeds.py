@@ -165,6 +165,66 @@ def test_replay_of_a_gzip_file_and_a_bad_row_with_skip_bad(tmp_path, kafka_topic
     assert {t.price for t in trades} == {Decimal("10.5"), Decimal("10.25")}
 
 
+def test_replay_reads_compressed_headerless_and_non_utf8_files(tmp_path, kafka_topics):
+    import bz2
+    import lzma
+    import zipfile
+
+    # Binance's aggTrades: no header row, epoch microseconds, is_buyer_maker; shipped as a zip of one file.
+    binance = tmp_path / "BTCUSDT-aggTrades-2026-01-05.zip"
+    with zipfile.ZipFile(binance, "w") as archive:
+        archive.writestr("BTCUSDT-aggTrades-2026-01-05.csv",
+                         "3512880114,91843.20,0.0452,5702118930,5702118931,1767623400150437,True,True\n")
+    call_command("replay", str(binance), "--speed", "max", "--symbol", "BTCUSDT", "--columns",
+                 "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,best_match")
+    # A European export: semicolons, Windows' code page, a column to ignore; bzip2.
+    european = tmp_path / "trades.csv.bz2"
+    european.write_bytes(bz2.compress("Zeit;Symbol;Kurs;Stück;Side\n2026-01-05T14:30:00Z;SAP;230.5;7;x\n"
+                                      .encode("cp1252")))
+    call_command("replay", str(european), "--speed", "max", "--encoding", "cp1252", "--delimiter", ";",
+                 "--column", "timestamp=Zeit", "--column", "price=Kurs", "--column", "size=Stück", "--column", "side=")
+    # Tab-separated, xz.
+    tabbed = tmp_path / "trades.tsv.xz"
+    tabbed.write_bytes(lzma.compress(b"timestamp\tsymbol\tprice\tsize\n2026-01-05T14:30:01Z\tEUR/USD\t1.17\t1000\n"))
+    call_command("replay", str(tabbed), "--speed", "max", "--delimiter", "\\t")
+
+    trades = sorted(trades_on_broker(), key=lambda t: t.ts)
+    assert [(t.symbol, t.price, t.size, t.side) for t in trades] == [
+        ("SAP", Decimal("230.5"), Decimal(7), "buy"),
+        ("BTCUSDT", Decimal("91843.20"), Decimal("0.0452"), "sell"),  # the buyer was the maker: the taker sold
+        ("EUR-USD", Decimal("1.17"), Decimal(1000), "buy"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "message"),
+    [
+        ("ts;price;size\n".encode("cp1252") + "1767623400;1;1 Stück\n".encode("cp1252"), [],
+         "not UTF-8 text .* --encoding cp1252"),
+        (b"ts,price,size\n", ["--encoding", "klingon"], "--encoding 'klingon': not an encoding"),
+        (b"ts,price,size\n", ["--delimiter", ";;"], "--delimiter ';;': give one character"),
+        (b"ts,price,size\n", ["--column", "price"], "--column 'price': use ROLE=NAME"),
+        (b"ts,price,size\n", ["--price-scale", "3"], "price scale '3' is not a power of ten"),
+        (bytes.fromhex("28b52ffd") + b"\x00" * 20, [], "zstd-compressed: unpack it first"),
+        (bytes.fromhex("1f8b0800000000000003") + b"\x01\x02", [], "cannot be read"),
+        ("zip of two", [], "a zip archive of 2 files"),
+        (b"93001,1,1\n", ["--columns", "time,price,size"], r"line 1: timestamp '93001' is too small"),
+    ],
+)
+def test_replay_refuses_what_it_cannot_read_with_a_clear_error(tmp_path, content, options, message):
+    path = tmp_path / "recorded"
+    if content == "zip of two":
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("a.csv", "ts,price,size\n")
+            archive.writestr("b.csv", "ts,price,size\n")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CommandError, match=message):
+        call_command("replay", str(path), "--speed", "max", "--symbol", "AAPL", *options)
+
+
 def test_a_paced_feed_sends_each_message_once_due_in_few_batches(kafka_topics):
     start_ms = 1_700_000_000_000
     messages = [(topic(TRADES), "AAPL", b"{}", start_ms + i) for i in range(300)]  # one a millisecond

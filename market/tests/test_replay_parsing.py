@@ -255,7 +255,7 @@ def test_a_file_without_a_symbol_column_needs_a_default_symbol():
     trades = parse_text(text, default_symbol="btc-usd")
     assert trades[0].symbol == "BTC-USD"
     with pytest.raises(ReplayError, match="not valid"):
-        ReplayParser(default_symbol="BTC/USD")
+        ReplayParser(default_symbol="BTC USD")
 
 
 def test_an_empty_symbol_cell_takes_the_default_symbol_or_is_a_bad_row():
@@ -550,3 +550,128 @@ def test_wire_messages_check_rows_as_parse_lines_does():
     good = parse_text(quotes, on_error=errors.append)
     assert len(good) == 2 and len(errors) == 1
     assert wire_of(quotes) == (encoded(good), [str(e) for e in errors])
+
+
+# Files as data vendors publish them (docs/replay.md, "Files from data vendors").
+
+
+def test_a_column_named_in_another_case_is_matched_exactly_first():
+    # Alpaca: t, p, s (size) and S (symbol).
+    text = "t,x,p,s,c,i,z,S\n2026-01-05T14:30:01.398374736Z,V,262.38,10,@,5298,C,AAPL\n"
+    overrides = {"timestamp": "t", "price": "p", "size": "s", "symbol": "S"}
+    [trade] = parse_text(text, overrides=overrides)
+    assert (trade.symbol, trade.size, trade.price) == ("AAPL", Decimal(10), Decimal("262.38"))
+    # Where neither of two columns is named exactly so, which one is meant cannot be known.
+    with pytest.raises(ReplayError, match=r"2 columns of the header .* are named 'Price': .*--column price=NAME"):
+        mapping_from_header(["time", "symbol", "PRICE", "price ", "size"], {"price": "Price"})
+
+
+def test_databento_and_binance_sides_are_understood():
+    text = (
+        "timestamp,symbol,price,size,side\n"
+        "2026-01-05T14:30:00Z,AAPL,10,1,A\n"  # Databento: a sell aggressor
+        "2026-01-05T14:30:01Z,AAPL,11,1,N\n"  # not known: the tick rule, an uptick
+        "2026-01-05T14:30:02Z,AAPL,10,1,none\n"
+    )
+    assert [t.side for t in parse_text(text)] == ["sell", "buy", "sell"]
+    binance = (
+        "id,price,qty,quote_qty,time,is_buyer_maker\n"
+        "1,91850.1,0.003,275.5503,1767623400146,false\n"
+        "2,91850.0,0.010,918.5,1767623400147,true\n"
+        "3,91850.2,0.010,918.5,1767623400148,True\n"
+        "4,91850.3,0.010,918.5,1767623400149,\n"  # no value: the tick rule, an uptick
+    )
+    trades = parse_text(binance, default_symbol="BTCUSDT")
+    assert [t.side for t in trades] == ["buy", "sell", "sell", "buy"]
+    with pytest.raises(ReplayError, match="line 2: buyer_is_maker 'maybe' is neither true nor false"):
+        parse_text(binance.replace("false", "maybe"), default_symbol="BTCUSDT")
+    # A side column, where there is one, says the side.
+    both = "timestamp,symbol,price,size,side,is_buyer_maker\n2026-01-05T14:30:00Z,X,1,1,buy,true\n"
+    assert parse_text(both)[0].side == "buy"
+
+
+@pytest.mark.parametrize("text", ["93001", "20260105", "0", "-5", "99999999.5"])
+def test_a_small_number_is_not_taken_for_an_epoch_time_by_its_magnitude(text):
+    with pytest.raises(ReplayError, match=r"too small .* \(--epoch-unit\)"):
+        parse_timestamp(text)
+    assert parse_timestamp("93001", epoch_unit="s") == EPOCH + timedelta(seconds=93001)
+
+
+def test_a_date_without_a_time_of_day_is_refused():
+    with pytest.raises(ReplayError, match="'2026-01-05' is a date without a time of day"):
+        parse_timestamp("2026-01-05")
+
+
+def test_vendor_timestamp_columns_are_found_the_exchange_time_first():
+    assert mapping_from_header(["ticker", "participant_timestamp", "price", "sip_timestamp", "size"]).timestamp \
+        == "sip_timestamp"
+    assert mapping_from_header(["ts_recv", "ts_event", "price", "size"]).timestamp == "ts_event"
+    assert mapping_from_header(["agg_trade_id", "price", "quantity", "transact_time"]).timestamp == "transact_time"
+
+
+def test_a_file_without_a_header_row_is_read_with_the_column_names_given():
+    text = (
+        "3512880114,91843.20000000,0.04520000,5702118930,5702118931,1767623400150437,True,True\n"
+        "3512880115,91843.18000000,0.00012000,5702118932,5702118934,1767623400384546,False,True\n"
+        "3512880116,x,0.1,1,1,1767623400384546,False,True\n"
+    )
+    with pytest.raises(ReplayError, match=r"first line looks like data, not a header.*--columns NAME,NAME"):
+        parse_text(text, default_symbol="BTCUSDT")
+    header = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
+              "is_buyer_maker", "is_best_match"]
+    errors = []
+    trades = parse_text(text, default_symbol="BTCUSDT", header=header, on_error=errors.append)
+    assert [(t.price, t.side, t.ts) for t in trades] == [
+        (Decimal("91843.20000000"), "sell", datetime(2026, 1, 5, 14, 30, 0, 150437, tzinfo=UTC)),
+        (Decimal("91843.18000000"), "buy", datetime(2026, 1, 5, 14, 30, 0, 384546, tzinfo=UTC)),
+    ]
+    assert [e.line for e in errors] == [3]  # the file's own line numbers: its first line is a row
+
+
+def test_a_header_read_as_one_field_suggests_the_delimiter():
+    with pytest.raises(ReplayError, match=r"one field: are the fields delimited by ';'\? \(--delimiter ';'\)"):
+        parse_text("timestamp;symbol;price;size\n2026-01-05T14:30:00Z;AAPL;1;1\n")
+    assert parse_text("timestamp;symbol;price;size\n2026-01-05T14:30:00Z;AAPL;1;1\n", delimiter=";")[0].size == 1
+
+
+def test_fixed_point_prices_are_scaled_exactly():
+    text = (
+        "timestamp,symbol,price,size,bid,ask\n"
+        "2026-01-05T14:30:00Z,AAPL,262400000000,5,,\n"
+        "2026-01-05T14:30:00Z,ES,6951750000000,100,,\n"
+        "2026-01-05T14:30:01Z,AAPL,,,262390000000,262410000000\n"
+    )
+    messages = parse_text(text, price_scale="1e-9")
+    assert [str(m.price) for m in messages[:2]] == ["262.4", "6951.75"]  # not 262.400000000, nor 6.95175E+3
+    assert (messages[1].size, messages[2].bid, messages[2].ask) == (100, Decimal("262.39"), Decimal("262.41"))
+    parser = ReplayParser(price_scale="0.0001")
+    wire = list(parser.wire_messages(io.StringIO(text.replace(",ES,6951750000000", ",ES,69517500")),
+                                     trades_topic="t", quotes_topic="q"))
+    assert b'"price":"26240000.0"' not in wire[0][2] and b'"price":"26240000"' in wire[0][2]
+    with pytest.raises(ReplayError, match="price must be at most .* --price-scale 1e-9"):
+        parse_text(text.replace("262400000000", "1"))  # ES's 6951750000000 unscaled
+    for scale in ("3", "1e-9x", "0", "-1", "nan", "20"):
+        with pytest.raises(ReplayError, match="not a power of ten"):
+            ReplayParser(price_scale=scale)
+
+
+def test_databento_files_need_their_price_scale_and_book_files_are_refused():
+    header = "ts_recv,ts_event,rtype,publisher_id,instrument_id,action,side,depth,price,size,flags,ts_in_delta," \
+             "sequence,symbol\n"
+    row = "1767623400188398595,1767623400188052535,0,2,14932,T,A,0,262400000000,5,130,16554,10482113,AAPL\n"
+    with pytest.raises(ReplayError, match="looks like a Databento CSV.*--price-scale 1e-9.*--price-scale 1 "):
+        parse_text(header + row)
+    [trade] = parse_text(header + row, price_scale="1e-9")
+    assert (trade.price, trade.side, trade.ts) == (Decimal("262.4"), "sell",
+                                                   datetime(2026, 1, 5, 14, 30, 0, 188052, tzinfo=UTC))
+    book = header.replace("symbol\n", "bid_px_00,ask_px_00,bid_sz_00,ask_sz_00,symbol\n")
+    with pytest.raises(ReplayError, match="Databento book file"):
+        parse_text(book, price_scale="1e-9")
+
+
+def test_a_currency_pair_written_with_a_slash_is_the_contracts_symbol():
+    text = "EUR/USD,20260105 14:30:01.658,1.17229,1.17232\n"
+    [quote] = parse_text(text, header=["symbol", "timestamp", "bid", "ask"])
+    assert (quote.symbol, quote.bid, quote.ts) == ("EUR-USD", Decimal("1.17229"),
+                                                   datetime(2026, 1, 5, 14, 30, 1, 658000, tzinfo=UTC))
+    assert parse_text("ts,price,size\n1767623400,1,1\n", default_symbol="btc/usd")[0].symbol == "BTC-USD"

@@ -1,7 +1,12 @@
 """`manage.py replay FILE`: recorded trades and quotes from CSV onto Kafka."""
 
+import bz2
+import codecs
 import gzip
 import io
+import lzma
+import zipfile
+import zlib
 import sys
 import time
 from itertools import chain
@@ -18,30 +23,65 @@ from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 from streaming.topics import QUOTES, TRADES, topic
 
+# What a damaged or truncated file raises while it is unpacked.
+_UNREADABLE = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
 
 
-def _open_text(path: Path):
-    """The file's text lines, gunzipped when it is gzip (by its magic bytes, not its name)."""
+def _open_text(path: Path, encoding: str):
+    """The file's raw stream and its text, unpacked by its magic bytes (not its name): gzip, bzip2, xz, or a
+    zip archive of one file."""
     raw = path.open("rb")
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        return raw, io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8-sig", newline="")
-    return raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    head = raw.peek(6)[:6]
+    if head.startswith(b"\x1f\x8b"):
+        unpacked = gzip.GzipFile(fileobj=raw)
+    elif head.startswith(b"BZh"):
+        unpacked = bz2.BZ2File(raw)
+    elif head.startswith(b"\xfd7zXZ\x00"):
+        unpacked = lzma.LZMAFile(raw)
+    elif head.startswith(b"PK\x03\x04"):
+        archive = zipfile.ZipFile(raw)
+        files = [member for member in archive.infolist() if not member.is_dir()]
+        if len(files) != 1:
+            raw.close()
+            names = ", ".join(member.filename for member in files[:5]) + (", ..." if len(files) > 5 else "")
+            raise CommandError(f"{path}: a zip archive of {len(files)} files ({names}): replay one file at a "
+                               "time, unpacked")
+        unpacked = archive.open(files[0])
+    elif head.startswith(b"\x28\xb5\x2f\xfd"):
+        raw.close()
+        raise CommandError(f"{path}: zstd-compressed: unpack it first (zstd -d), or recompress it with gzip")
+    else:
+        unpacked = raw
+    return raw, io.TextIOWrapper(unpacked, encoding=encoding, newline="")
+
+
+def _delimiter(text: str) -> str:
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(text.lower(), text)
+    if len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise CommandError(f"--delimiter {text!r}: give one character, such as ';' or '|', or \\t for a tab")
+    return delimiter
 
 
 class Command(BaseCommand):
-    help = ("Replay recorded trades (and quotes) from a CSV file, optionally gzip, into market.trades and "
+    help = ("Replay recorded trades (and quotes) from a CSV file, plain or compressed, into market.trades and "
             "market.quotes with their original event times. docs/replay.md describes the format.")
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="CSV file (plain or gzip) with a header row")
+        parser.add_argument("file", help="CSV file, plain or compressed (gzip, bzip2, xz, a zip of one file)")
         parser.add_argument("--speed", default="1", help="1 = real time, 10 = ten times faster, 'max' = no pacing")
         parser.add_argument("--symbol", default=None, help="symbol for files without a symbol column")
         parser.add_argument("--epoch-unit", choices=EPOCH_UNITS, default=None,
                             help="unit of numeric timestamps (default: read from their magnitude)")
         parser.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
-                            help=f"map a column, e.g. --column timestamp=trade_time; roles: "
-                                 f"{', '.join(DEFAULT_COLUMNS)}")
-        parser.add_argument("--delimiter", default=",", help="field delimiter (default ',')")
+                            help=f"map a column, e.g. --column timestamp=trade_time, or ignore one, e.g. "
+                                 f"--column side=; roles: {', '.join(DEFAULT_COLUMNS)}")
+        parser.add_argument("--columns", default=None, metavar="NAME,NAME,...",
+                            help="the column names of a file without a header row (its first line is data)")
+        parser.add_argument("--delimiter", default=",", help="field delimiter (default ','; \\t or tab for a tab)")
+        parser.add_argument("--encoding", default="utf-8-sig",
+                            help="the file's text encoding (default UTF-8, with or without a BOM), e.g. cp1252")
+        parser.add_argument("--price-scale", default=None, metavar="POWER_OF_TEN",
+                            help="multiply prices, bids and asks by this, e.g. 1e-9 for fixed-point prices")
         parser.add_argument("--skip-bad", action="store_true",
                             help="report and skip malformed rows instead of stopping at the first")
 
@@ -51,15 +91,24 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: no such file")
         speed = positive_or_max(options["speed"], option="--speed",
                                 meaning="a factor (1 = real time, 10 = ten times faster)")
-        overrides = {}
+        overrides: dict[str, str | None] = {}
         for item in options["column"]:
-            role, _, name = item.partition("=")
-            if role not in DEFAULT_COLUMNS or not name:
-                raise CommandError(f"--column {item!r}: use ROLE=NAME with ROLE one of {', '.join(DEFAULT_COLUMNS)}")
-            overrides[role] = name
+            role, equals, name = item.partition("=")
+            if role not in DEFAULT_COLUMNS or not equals:
+                raise CommandError(f"--column {item!r}: use ROLE=NAME (or ROLE= to ignore a column) with ROLE one "
+                                   f"of {', '.join(DEFAULT_COLUMNS)}")
+            overrides[role] = name or None
+        header = None if options["columns"] is None else [name.strip() for name in options["columns"].split(",")]
+        delimiter = _delimiter(options["delimiter"])
+        encoding = options["encoding"]
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CommandError(f"--encoding {encoding!r}: not an encoding Python knows, e.g. utf-8, cp1252, "
+                               "latin-1") from None
         try:
             parser = ReplayParser(default_symbol=options["symbol"], epoch_unit=options["epoch_unit"],
-                                  overrides=overrides)
+                                  overrides=overrides, price_scale=options["price_scale"])
         except ReplayError as error:
             raise CommandError(str(error)) from None
 
@@ -69,11 +118,14 @@ class Command(BaseCommand):
             bad_rows.append(error)
             self.stderr.write(f"{path}: skipped {error}")
 
-        raw, text = _open_text(path)
+        try:
+            raw, text = _open_text(path, encoding)
+        except _UNREADABLE as error:
+            raise CommandError(f"{path}: cannot be read: {error}") from None
         size = path.stat().st_size
         try:
             messages = parser.wire_messages(text, trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
-                                            delimiter=options["delimiter"],
+                                            delimiter=delimiter, header=header,
                                             on_error=on_error if options["skip_bad"] else None)
             try:
                 first = next(messages)
@@ -101,8 +153,17 @@ class Command(BaseCommand):
         except ReplayError as error:
             hint = " (--skip-bad skips such rows)" if error.line is not None else ""
             raise CommandError(f"{path}: {error}{hint}") from None
+        except UnicodeDecodeError as error:
+            raise CommandError(
+                f"{path}: not {'UTF-8' if encoding == 'utf-8-sig' else encoding} text ({error.reason}): give its "
+                "encoding, e.g. --encoding cp1252. Rows published before it keep their ids, so replaying the file "
+                "again counts none of them twice"
+            ) from None
         except (KafkaUnavailable, DeliveryFailed) as error:
             raise CommandError(str(error)) from None
+        except _UNREADABLE as error:
+            raise CommandError(f"{path}: cannot be read to the end: {error}. Rows published before keep their "
+                               "ids, so replaying a repaired file counts none of them twice") from None
         finally:
             text.close()
             tracing.shutdown()
