@@ -17,6 +17,20 @@ from streaming.topics import TRADES as TRADES_TOPIC
 from streaming.topics import topic
 
 
+class SymbolsSeen:
+    """Registers each symbol the feed brings that the symbols table lacks (a replayed file's BTCUSDT), so the
+    API and the streams serve it; the table is asked once per symbol per process."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def register(self, events: list) -> None:
+        new = {event.symbol for event in events} - self._seen
+        if new:
+            services.symbols_seed(tickers=sorted(new))
+            self._seen |= new
+
+
 @dataclass
 class TradesStored:
     trades: list[Trade]
@@ -34,6 +48,7 @@ class TradesPipeline:
     def __init__(self, *, publisher: EventPublisher | None = None) -> None:
         self.publisher = publisher if publisher is not None else EventPublisher(name=self.name)
         self._candles_topic = topic(CANDLES_TOPIC)
+        self._symbols = SymbolsSeen()
 
     def prepare(self, events: Events) -> None:
         days = {trade.ts.date() for trade in events.get(TRADES_TOPIC, ())}
@@ -44,6 +59,7 @@ class TradesPipeline:
     def store(self, events: Events) -> TradesStored:
         now = datetime.now(UTC)
         trades = events.get(TRADES_TOPIC, [])
+        self._symbols.register(trades)
         new = services.trades_ingest(trades=trades, received_at=now)
         changed = services.candles_apply(aggregates=candles.aggregate(new).values(), updated_at=now)
         return TradesStored(trades=new, candles=changed, duplicates=len(trades) - len(new))
@@ -64,6 +80,9 @@ class QuotesPipeline:
     name = "ingest_quotes"
     topics = (QUOTES_TOPIC,)
 
+    def __init__(self) -> None:
+        self._symbols = SymbolsSeen()
+
     def prepare(self, events: Events) -> None:
         days = {quote.ts.date() for quote in events.get(QUOTES_TOPIC, ())}
         if days:
@@ -71,6 +90,7 @@ class QuotesPipeline:
 
     def store(self, events: Events) -> list:
         quotes = events.get(QUOTES_TOPIC, [])
+        self._symbols.register(quotes)
         services.quotes_ingest(quotes=quotes)
         return quotes
 
