@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -30,6 +32,12 @@ def _code_for(exc: exceptions.APIException) -> str:
 
 
 def api_exception_handler(exc, context):
+    # Django's own 404 and 403 (raised by DRF itself too, e.g. for ?format=xml): DRF answers them as its own,
+    # and so must the body below.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or None)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
     response = exception_handler(exc, context)
     if response is None:
         return None

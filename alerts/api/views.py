@@ -13,7 +13,7 @@ from alerts.api.serializers import AlertPageSerializer, AlertQuerySerializer, Al
 from finstream.errors import ApiError
 from market.api.pagination import Position, next_link
 from market.api.serializers import ErrorSerializer
-from market.api.views import query
+from market.api.views import UNKNOWN_SYMBOL, known_symbol, query
 
 ALERT_ID = OpenApiParameter("alert_id", str, OpenApiParameter.PATH, description="An alert's id, e.g. al-3f9c…")
 WRITE_RESPONSES = {
@@ -30,10 +30,13 @@ WRITE_AUTHENTICATION = [TokenAuthentication, SessionAuthentication, BasicAuthent
 class AlertListApi(APIView):
     @extend_schema(
         operation_id="alerts_list", summary="Alerts, newest first, a page at a time", parameters=[AlertQuerySerializer],
-        responses={200: AlertPageSerializer, 400: OpenApiResponse(ErrorSerializer, description="A bad parameter.")},
+        responses={200: AlertPageSerializer, 400: OpenApiResponse(ErrorSerializer, description="A bad parameter."),
+                   404: UNKNOWN_SYMBOL},
     )
     def get(self, request):
         params = query(AlertQuerySerializer, request)
+        if "symbol" in params:
+            known_symbol(params["symbol"])
         after = params.get("cursor")
         limit = params["limit"]
         rows = selectors.alert_page(

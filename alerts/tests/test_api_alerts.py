@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from alerts.models import Alert
+from market.services import symbols_seed
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +27,7 @@ def make_alert(i: int, *, symbol="AAPL", severity="high", type="price_spike", se
 
 @pytest.fixture
 def alerts():
+    symbols_seed(tickers=["AAPL", "MSFT", "TSLA"])
     made = [
         make_alert(1, symbol="AAPL", severity="high", type="price_spike"),
         make_alert(2, symbol="MSFT", severity="low", type="volume_anomaly"),
@@ -71,6 +73,10 @@ def test_alerts_are_newest_first_with_every_field(alerts):
 ])
 def test_alert_filters(alerts, query, expected):
     assert ids(get(f"/api/v1/alerts?{query}")) == expected
+
+
+def test_alerts_of_an_unknown_symbol_are_404(alerts):
+    assert get("/api/v1/alerts?symbol=ZZZZ", 404)["error"]["code"] == "unknown_symbol"
 
 
 def test_alert_pages_follow_through_equal_times(alerts):

@@ -126,7 +126,7 @@ def cursor_decode(text: str, *, sort: str) -> Position:
         time = epoch_us_time(int(micros))
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
-    if issued_for not in SORTS or not isinstance(row_id, str) or isinstance(micros, bool):
+    if issued_for not in SORTS or not isinstance(row_id, str) or "\x00" in row_id or isinstance(micros, bool):
         raise bad
     if issued_for != sort:
         raise ApiError(code="invalid_cursor", message=f"this cursor belongs to sort={issued_for}: "

@@ -9,14 +9,17 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 import pytest
+from django.db import transaction
 from django.test import Client
 
 from market.domain.candles import vwap
 from market.models import Candle
+from market.pipelines import QuotesPipeline, TradesPipeline
 from market.rollups import STATS_KEY
 from market.services import LATEST_QUOTE_KEY, LATEST_TRADE_KEY, latest_events_store, symbols_seed
 from market.tests.api_data import T0, make_trades, store_trades
 from streaming.schemas import Quote, Trade
+from streaming.topics import QUOTES, TRADES
 
 pytestmark = pytest.mark.django_db
 
@@ -56,6 +59,24 @@ def assert_error(body: dict, code: str, *mentions: str) -> None:
 def test_symbols_lists_the_active_symbols(client):
     assert get(client, "/api/v1/symbols") == {"symbols": [
         {"symbol": "AAPL", "name": ""}, {"symbol": "MSFT", "name": ""}, {"symbol": "NVDA", "name": ""}]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_symbol_first_seen_in_the_feed_is_served(client, kafka_topics):
+    # A replayed file's symbols need not be among settings.SYMBOLS.
+    for pipeline, events in (
+        (TradesPipeline(), {TRADES: [Trade(id="r-1", symbol="BTCUSDT", ts=T0, seq=1, price=Decimal("91843.2"),
+                                           size=Decimal("0.0452"), side="sell")]}),
+        (QuotesPipeline(), {QUOTES: [Quote(id="rq-1", symbol="EUR-USD", ts=T0, bid=Decimal("1.17229"),
+                                           ask=Decimal("1.17232"), bid_size=Decimal(0), ask_size=Decimal(0))]}),
+    ):
+        pipeline.prepare(events)
+        with transaction.atomic():
+            pipeline.store(events)
+        pipeline.close()
+    assert [s["symbol"] for s in get(client, "/api/v1/symbols")["symbols"]] == [
+        "AAPL", "BTCUSDT", "EUR-USD", "MSFT", "NVDA"]
+    assert get(client, "/api/v1/trades/BTCUSDT")["trades"][0]["price"] == "91843.2"
 
 
 def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
@@ -141,6 +162,13 @@ def test_a_foreign_or_mismatched_cursor_is_400(client):
     assert_error(get(client, f"/api/v1/trades/AAPL?cursor={cursor}&sort=asc", 400), "invalid_cursor", "sort=desc")
 
 
+def test_a_forged_cursor_with_a_nul_is_400_not_a_database_error(client):
+    import base64
+
+    forged = base64.urlsafe_b64encode(b'["desc",1795766744609096,"a\\u0000b"]').decode().rstrip("=")
+    assert_error(get(client, f"/api/v1/trades/AAPL?cursor={forged}", 400), "invalid_cursor")
+
+
 def test_an_empty_parameter_counts_as_absent(client):
     assert get(client, "/api/v1/trades/AAPL?limit=&start=&sort=")["trades"] == []
 
@@ -148,6 +176,8 @@ def test_an_empty_parameter_counts_as_absent(client):
 def test_trades_of_an_unknown_symbol_are_404(client):
     assert_error(get(client, "/api/v1/trades/NOPE", 404), "unknown_symbol")
     assert_error(get(client, "/api/v1/trades/" + "X" * 300, 404), "unknown_symbol")
+    for endpoint in ("trades", "quotes", "candles"):  # not a symbol's characters: never a database error
+        assert_error(get(client, f"/api/v1/{endpoint}/AAPL%00", 404), "unknown_symbol")
 
 
 # --- candles -----------------------------------------------------------------------------------
@@ -220,6 +250,8 @@ def test_the_market_summary_joins_last_trade_quote_and_24h_stats_from_redis(clie
 # --- the error shape everywhere under /api/ ----------------------------------------------------
 def test_unknown_api_urls_and_methods_answer_in_the_error_shape(client):
     assert_error(get(client, "/api/v1/nothing-here", 404), "not_found", "/api/docs/")
+    for url in ("/api/v1/symbols?format=xml", "/api/v1/trades/AAPL?format=csv", "/api/v1/alerts?format=foo"):
+        assert_error(get(client, url, 404), "not_found")
     assert_error(get(client, "/api/v2/symbols", 404), "not_found")
     response = client.post("/api/v1/symbols")
     assert response.status_code in (403, 405)
