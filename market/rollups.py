@@ -18,7 +18,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 
-from market.domain.candles import INTERVALS, bucket_start, vwap
+from market.domain.candles import INTERVALS, bucket_start, plain, vwap
 from streaming import metrics
 from streaming.redis import redis_client
 
@@ -146,11 +146,11 @@ def market_stats_refresh(*, now: datetime) -> int:
     for symbol, open_, close, high, low, volume, notional, trades, last_time in rows:
         change = close - open_
         stats = {
-            "symbol": symbol, "open_24h": str(open_.normalize()), "last": str(close.normalize()),
-            "change_24h": str(change.normalize()),
+            "symbol": symbol, "open_24h": str(plain(open_)), "last": str(plain(close)),
+            "change_24h": str(plain(change)),
             "change_pct_24h": str((change / open_ * 100).quantize(Decimal("0.01"))),
-            "high_24h": str(high.normalize()), "low_24h": str(low.normalize()),
-            "volume_24h": str(volume.normalize()), "vwap_24h": str(vwap(notional, volume)),
+            "high_24h": str(plain(high)), "low_24h": str(plain(low)),
+            "volume_24h": str(plain(volume)), "vwap_24h": str(vwap(notional, volume)),
             "trades_24h": int(trades), "last_trade_time": last_time.astimezone(UTC).isoformat(),
             "computed_at": now.isoformat(),
         }

@@ -11,7 +11,7 @@ from decimal import Decimal
 import msgspec
 from django.db import connection
 
-from market.domain.candles import vwap
+from market.domain.candles import plain, vwap
 from market.models import Quote, Symbol, Trade
 from market.rollups import STATS_KEY
 from streaming.redis import redis_client
@@ -69,8 +69,8 @@ def candle_message_from_row(row) -> CandleMessage:
     (symbol, interval, start, open_, high, low, close, volume, trades, notional, first_time, _fseq, _fid,
      last_time, _lseq, _lid, _updated) = row
     return CandleMessage(
-        symbol=symbol, interval=interval, start=start, open=open_.normalize(), high=high.normalize(),
-        low=low.normalize(), close=close.normalize(), volume=volume.normalize(), trades=trades,
+        symbol=symbol, interval=interval, start=start, open=plain(open_), high=plain(high),
+        low=plain(low), close=plain(close), volume=plain(volume), trades=trades,
         vwap=vwap(notional, volume), first_trade_ts=first_time, last_trade_ts=last_time,
     )
 

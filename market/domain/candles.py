@@ -91,6 +91,7 @@ _CONTEXT = decimal.Context(
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
 )
 _VWAP_SCALE = 10**VWAP_PLACES
+_ONE = Decimal(1)
 
 CandleKey = tuple[str, str, datetime]  # (symbol, interval, bucket start)
 
@@ -230,6 +231,16 @@ def vwap(notional: Decimal, volume: Decimal) -> Decimal:
     if twice > den or (twice == den and scaled & 1):
         scaled += 1
     return Decimal(scaled).scaleb(-VWAP_PLACES, _CONTEXT)
+
+
+def plain(value: Decimal) -> Decimal:
+    """``value`` without trailing zeros, and never in exponent notation: 230.50 is 230.5, 230.00 is 230.
+
+    ``normalize()`` alone gives 2.3E+2 for 230, which is the same number but not how the contract writes
+    one, and rounds to its context's precision (28 digits by default) where a volume can have 38.
+    """
+    normal = value.normalize(_CONTEXT)
+    return normal.quantize(_ONE, context=_CONTEXT) if normal.as_tuple().exponent > 0 else normal
 
 
 def merge(a: CandleAggregate, b: CandleAggregate) -> CandleAggregate:

@@ -32,6 +32,7 @@ from market.domain.candles import (
     merge,
     merge_maps,
     parse_interval,
+    plain,
     vwap,
 )
 from streaming.schemas import MAX_PRICE, MAX_SIZE, Trade
@@ -519,3 +520,16 @@ def test_candles_of_different_buckets_do_not_merge():
         merge(a, msgspec.structs.replace(a, symbol="MSFT"))
     with pytest.raises(ValueError, match="different buckets"):
         merge(a, msgspec.structs.replace(a, interval="5m"))
+
+
+# Six places: below a millionth, str() of any Decimal is in exponent notation (1E-8), however written.
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-10**30, max_value=10**30),
+       st.integers(min_value=0, max_value=6))
+def test_plain_writes_a_decimal_without_trailing_zeros_or_an_exponent(value, zeros):
+    padded = value.quantize(Decimal(1).scaleb(-8 - zeros), context=Context(prec=80))  # 230 -> 230.00000000...
+    text = str(plain(padded))
+    assert Decimal(text) == value
+    assert "E" not in text and "e" not in text
+    assert not ("." in text and text.endswith("0"))
+    assert str(plain(Decimal("2.3E+2"))) == "230" and str(plain(Decimal("1E+2"))) == "100"
+    assert str(plain(Decimal("0.00"))) == "0" and str(plain(Decimal("230.50"))) == "230.5"
