@@ -10,7 +10,8 @@ Every event is one JSON text frame, made once by the relay (streaming/relay.py):
 client that sees a seq jump has missed events (delivery is at-most-once):
 /ws/stream clients re-subscribe for a fresh snapshot.
 
-Limits: a client message over WS_MAX_MESSAGE_BYTES is refused (close 1009);
+Limits: a client message over WS_MAX_MESSAGE_BYTES is refused (close 4009:
+daphne's WebSocket library sends no 1009 from a server);
 more than WS_MAX_SUBSCRIPTIONS channels is an error; a client whose unsent
 backlog passes WS_MAX_BACKLOG_BYTES is closed with 4008 (it cannot keep up,
 and holding ever more for it would grow the server's memory without bound).
@@ -41,9 +42,10 @@ from streaming.ws_frames import PreparedBatch
 
 log = logging.getLogger(__name__)
 
-CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_MESSAGE_TOO_BIG = 4009
 CLOSE_TOO_SLOW = 4008
-CLOSE_UNKNOWN_SYMBOL = 4404
+CLOSE_NOT_FOUND = 4404  # an unknown symbol, or path
+CLOSE_UNKNOWN_SYMBOL = CLOSE_NOT_FOUND
 
 
 class DaphneSocket:
@@ -314,6 +316,18 @@ class TradeStreamConsumer(_SymbolStreamConsumer):
     kind = "trades"
 
 
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other path: told so, and closed with 4404 (an unrouted path would fail the handshake with a 500)."""
+
+    channel_layer_alias = _ChannelsConsumer.channel_layer_alias  # no channel, no Redis subscription
+
+    async def connect(self):
+        await self.accept()
+        await self.send(_error("not_found", f"no WebSocket endpoint at {self.scope['path'][:80]!r}: the endpoints "
+                                            "are /ws/quotes/{symbol}, /ws/trades/{symbol}, /ws/alerts, /ws/stream"))
+        await self.close(code=CLOSE_NOT_FOUND)
+
+
 class AlertStreamConsumer(_ChannelsConsumer):
     """/ws/alerts: every alert."""
 
@@ -354,8 +368,8 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)
             if self.dropped:
                 return
-            await self.send(json.dumps({"type": "heartbeat", "time": datetime.now(UTC).isoformat(),
-                                        "seqs": dict(self.subscribed)}))
+            await self.send(json.dumps({"type": "heartbeat", "time": datetime.now(UTC).isoformat().replace(
+                "+00:00", "Z"), "seqs": dict(self.subscribed)}))
 
     async def receive(self, text_data=None, bytes_data=None):
         if bytes_data is not None or text_data is None:
@@ -367,7 +381,7 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
             return
         try:
             request = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             request = None
         if not isinstance(request, dict):
             await self.send(_error("bad_request", 'not a JSON object: send {"action": "subscribe", "channels": [...]}'))
@@ -382,14 +396,14 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
             await self.send(_error("bad_request", '"channels" must be a non-empty list, e.g. ["trades.AAPL"]',
                                    id=request_id))
             return
-        if len(names) > settings.WS_MAX_SUBSCRIPTIONS:
-            await self.send(_error("too_many_subscriptions",
-                                   f"at most {settings.WS_MAX_SUBSCRIPTIONS} channels per connection", id=request_id))
-            return
         try:
             channels = list({channel.name: channel for channel in map(channel_parse, names)}.values())
         except BadChannel as error:
             await self.send(_error("bad_channel", str(error), id=request_id))
+            return
+        if len(channels) > settings.WS_MAX_SUBSCRIPTIONS:
+            await self.send(_error("too_many_subscriptions",
+                                   f"at most {settings.WS_MAX_SUBSCRIPTIONS} channels per connection", id=request_id))
             return
         if action == "unsubscribe":
             self.leave([channel.name for channel in channels])
@@ -412,10 +426,13 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
                                                      "lists them", id=request_id, symbols=unknown))
             return
         # Join before reading the snapshots: an event published meanwhile
-        # waits in `waiting` and is sent after them (if it is newer).
+        # waits in `waiting` and is sent after them (if it is newer). A channel
+        # subscribed again (after a gap) waits likewise for a fresh snapshot.
         await self.join([channel.name for channel in new])
+        for channel in channels:
+            self.waiting.setdefault(channel.name, [])
         await self.send(json.dumps({"type": "subscribed", "channels": [c.name for c in channels], "id": request_id}))
-        for channel in new:
+        for channel in channels:
             seq, event, data = await self.snapshot(channel)
             if channel.name not in self.subscribed:
                 continue  # unsubscribed while its snapshot was read

@@ -1,7 +1,7 @@
 """WebSocket routes (docs/api.md). finstream/asgi.py wraps them in
 AllowedHostsOriginValidator, so a browser page from another origin is refused."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from streaming import consumers
 
@@ -10,4 +10,5 @@ websocket_urlpatterns = [
     path("ws/trades/<str:symbol>", consumers.TradeStreamConsumer.as_asgi()),
     path("ws/alerts", consumers.AlertStreamConsumer.as_asgi()),
     path("ws/stream", consumers.MultiplexStreamConsumer.as_asgi()),
+    re_path(r"", consumers.UnknownPathConsumer.as_asgi()),
 ]

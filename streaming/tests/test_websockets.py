@@ -155,6 +155,19 @@ def test_an_unknown_symbol_is_refused_with_4404_and_a_reason(market, path):
     run(scenario)
 
 
+@pytest.mark.parametrize("path", ["/ws/nope", "/ws/trades/", "/ws/trades/AAPL/", "/"])
+def test_a_path_with_no_endpoint_is_told_so_and_closed_with_4404(market, path):
+    async def scenario():
+        client = WebsocketCommunicator(application, path, headers=ORIGIN)
+        connected, _ = await client.connect(timeout=TIMEOUT)
+        assert connected
+        message = await receive(client)
+        assert (message["type"], message["code"]) == ("error", "not_found") and "/ws/stream" in message["message"]
+        assert (await client.receive_output(timeout=TIMEOUT))["code"] == 4404
+
+    run(scenario)
+
+
 def test_a_page_from_another_origin_is_refused(market):
     async def scenario():
         client = WebsocketCommunicator(application, "/ws/alerts",
@@ -182,6 +195,27 @@ def test_subscribe_sends_a_snapshot_then_only_newer_events(market):
         got = {m["channel"]: m for m in [await receive(client), await receive(client)]}
         assert (got["quotes.MSFT"]["seq"], got["quotes.MSFT"]["data"]["bid"]) == (3, "10.02")
         assert got["trades.AAPL"]["seq"] == 1
+        await client.disconnect()
+
+    run(scenario)
+
+
+def test_subscribing_again_after_a_gap_sends_a_fresh_snapshot(market):
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["quotes.MSFT"]})
+        assert [(await receive(client))["type"] for _ in range(2)] == ["subscribed", "snapshot"]
+        await send(market, quotes=[quote(1, "MSFT", "10.00")])
+        assert (await receive(client))["seq"] == 1
+        # Listed twice and with a new channel: each gets one snapshot, the one already followed a fresh one.
+        await client.send_json_to({"action": "subscribe", "channels": ["quotes.MSFT", "quotes.msft", "alerts"]})
+        assert (await receive(client))["channels"] == ["quotes.MSFT", "alerts"]
+        snapshots = {m["channel"]: m for m in [await receive(client), await receive(client)]}
+        assert (snapshots["quotes.MSFT"]["type"], snapshots["quotes.MSFT"]["seq"]) == ("snapshot", 1)
+        assert snapshots["quotes.MSFT"]["data"]["bid"] == "10.00" and snapshots["alerts"]["seq"] == 0
+        await send(market, quotes=[quote(2, "MSFT", "10.01")])
+        assert (await receive(client))["seq"] == 2  # live again, once
+        assert await client.receive_nothing(timeout=0.3)
         await client.disconnect()
 
     run(scenario)
@@ -447,6 +481,7 @@ def test_heartbeats_carry_the_last_seq_of_each_channel(market, settings):
     ('{"action": "subscribe", "channels": ["candles.7m.AAPL"]}', "bad_channel"),
     ('{"action": "subscribe", "channels": ["books.AAPL"]}', "bad_channel"),
     ('{"action": "subscribe", "channels": ["trades.NOPE", "trades.AAPL"]}', "unknown_symbol"),
+    ("[" * 30_000 + "]" * 30_000, "bad_request"),  # deeper than the JSON parser goes
 ])
 def test_a_bad_request_gets_an_error_message_and_changes_nothing(market, request_, code):
     async def scenario():
@@ -488,7 +523,7 @@ def test_a_message_over_the_size_limit_closes_the_connection(market, settings):
         await client.send_to(text_data=json.dumps({"action": "subscribe", "channels": ["alerts"] * 300}))
         message = await receive(client)
         assert message["code"] == "message_too_big"
-        assert (await client.receive_output(timeout=TIMEOUT))["code"] == 1009
+        assert (await client.receive_output(timeout=TIMEOUT))["code"] == 4009  # daphne sends no 1009
 
     run(scenario)
 
