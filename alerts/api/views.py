@@ -13,7 +13,7 @@ from alerts.api.serializers import AlertPageSerializer, AlertQuerySerializer, Al
 from finstream.errors import ApiError
 from market.api.pagination import Position, next_link
 from market.api.serializers import ErrorSerializer
-from market.api.views import UNKNOWN_SYMBOL, known_symbol, query
+from market.api.views import UNKNOWN_SYMBOL, ReadApi, known_symbol, query
 
 ALERT_ID = OpenApiParameter("alert_id", str, OpenApiParameter.PATH, description="An alert's id, e.g. al-3f9c…")
 WRITE_RESPONSES = {
@@ -27,7 +27,7 @@ WRITE_RESPONSES = {
 WRITE_AUTHENTICATION = [TokenAuthentication, SessionAuthentication, BasicAuthentication]
 
 
-class AlertListApi(APIView):
+class AlertListApi(ReadApi):
     @extend_schema(
         operation_id="alerts_list", summary="Alerts, newest first, a page at a time", parameters=[AlertQuerySerializer],
         responses={200: AlertPageSerializer, 400: OpenApiResponse(ErrorSerializer, description="A bad parameter."),

@@ -4,6 +4,7 @@ call a selector, render. docs/api.md describes them for users."""
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -52,13 +53,20 @@ def query(serializer_class, request) -> dict:
     return params.validated_data
 
 
-class SymbolListApi(APIView):
+class ReadApi(APIView):
+    """An open read endpoint: any other method is 405, whoever asks (under the default permission,
+    an anonymous DELETE was refused as unauthenticated before its method was looked at)."""
+
+    permission_classes = [AllowAny]
+
+
+class SymbolListApi(ReadApi):
     @extend_schema(operation_id="symbols_list", summary="Every active symbol", responses=SymbolListSerializer)
     def get(self, request):
         return Response(SymbolListSerializer({"symbols": selectors.symbol_list()}).data)
 
 
-class QuoteLatestApi(APIView):
+class QuoteLatestApi(ReadApi):
     @extend_schema(
         operation_id="quotes_latest", summary="The latest bid/ask quote of a symbol (from Redis)",
         parameters=[SYMBOL_PARAMETER],
@@ -74,7 +82,7 @@ class QuoteLatestApi(APIView):
         return Response(quote_json(ticker, quote))  # as QuoteSerializer documents it
 
 
-class TradeListApi(APIView):
+class TradeListApi(ReadApi):
     @extend_schema(
         operation_id="trades_list", summary="Trades of a symbol, newest first, a page at a time",
         parameters=[SYMBOL_PARAMETER, TradeQuerySerializer],
@@ -98,7 +106,7 @@ class TradeListApi(APIView):
         })
 
 
-class CandleListApi(APIView):
+class CandleListApi(ReadApi):
     @extend_schema(
         operation_id="candles_list", summary="OHLCV candles of a symbol, newest first, a page at a time",
         parameters=[SYMBOL_PARAMETER, CandleQuerySerializer],
@@ -120,7 +128,7 @@ class CandleListApi(APIView):
         })
 
 
-class MarketSummaryApi(APIView):
+class MarketSummaryApi(ReadApi):
     @extend_schema(operation_id="market_summary", summary="Every symbol: last price, 24h change and range, bid/ask",
                    responses=MarketSummarySerializer)
     def get(self, request):

@@ -150,7 +150,7 @@ def test_the_hot_quote_follows_redis_and_the_summary_rerenders_only_what_changed
     ("/api/v1/quotes/AAPL", b"", [(b"accept", b"application/xml")], "GET", 406),
     ("/api/v1/quotes/AAPL", b"format=api", JSON, "GET", 406),
     ("/api/v1/quotes/AAPL", b"", JSON, "HEAD", 200),
-    ("/api/v1/quotes/AAPL", b"", JSON, "POST", 403),  # writes need a user
+    ("/api/v1/quotes/AAPL", b"", JSON, "POST", 405),  # a read endpoint: GET only
     ("/api/v1/quotes/NOPE", b"", JSON, "GET", 404),  # unknown_symbol
     ("/api/v1/quotes/MSFT", b"", JSON, "GET", 404),  # no_quote yet
     ("/api/v1/quotes/AAPL/", b"", JSON, "GET", 404),
