@@ -253,6 +253,9 @@ def test_unknown_api_urls_and_methods_answer_in_the_error_shape(client):
     for url in ("/api/v1/symbols?format=xml", "/api/v1/trades/AAPL?format=csv", "/api/v1/alerts?format=foo"):
         assert_error(get(client, url, 404), "not_found")
     assert_error(get(client, "/api/v2/symbols", 404), "not_found")
+    csrf_checking = Client(enforce_csrf_checks=True)
+    response = csrf_checking.post("/api/v1/alerts/al-1/acknowledge/")  # a trailing slash too many
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     for method, url in (("post", "/api/v1/symbols"), ("delete", "/api/v1/trades/AAPL"), ("put", "/api/v1/alerts"),
                         ("patch", "/api/v1/quotes/AAPL"), ("post", "/api/v1/market-summary")):
         response = getattr(client, method)(url)
