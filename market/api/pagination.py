@@ -31,20 +31,30 @@ from streaming.wire import epoch_us, epoch_us_time
 SORTS = ("desc", "asc")
 _EPOCH_MS = re.compile(r"-?\d{1,15}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Epoch milliseconds below this (1973-03-03) are far more likely epoch seconds (1795766400) or a compact
+# date (20261127) than a time in 1970-1973, when no market data here begins.
+_MIN_EPOCH_MS = 10**11
 _TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
 
 
 def parse_time(text: str) -> datetime:
     """A UTC datetime from RFC 3339, a date or epoch ms; ValueError says what is accepted."""
     text = text.strip()
-    try:
-        if _EPOCH_MS.fullmatch(text):
+    not_a_time = ValueError(f"{text[:40]!r} is not a time: use {_TIME_HELP}")
+    if _EPOCH_MS.fullmatch(text):
+        if int(text) < _MIN_EPOCH_MS:
+            raise ValueError(f"{text[:40]!r} as epoch milliseconds is before 1973: epoch seconds are "
+                             f"{int(text) * 1000} in milliseconds, and a date is written 2026-03-02")
+        try:
             return epoch_us_time(int(text) * 1000)
+        except OverflowError:
+            raise not_a_time from None
+    try:
         if _DATE.fullmatch(text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
         value = datetime.fromisoformat(text.replace("z", "Z"))
     except (ValueError, OverflowError):
-        raise ValueError(f"{text[:40]!r} is not a time: use {_TIME_HELP}") from None
+        raise not_a_time from None
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{text[:40]!r} has no time zone: add Z or an offset such as +00:00")
     try:

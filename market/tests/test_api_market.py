@@ -145,6 +145,8 @@ def test_start_and_end_bound_trades_in_rfc3339_or_epoch_ms(client):
     ("end=2026-13-45T99:00:00Z", ["end"]),
     ("start=2026-03-02T14:30:00", ["start", "time zone"]),
     ("start=99999999999999999", ["start"]),
+    ("start=1795766400", ["start", "epoch seconds are 1795766400000 in milliseconds"]),  # seconds, not ms
+    ("end=20261127", ["end", "a date is written 2026-03-02"]),
     ("start=2026-03-02T15:00:00Z&end=2026-03-02T14:00:00Z", ["end", "after start"]),
     ("sort=newest", ["sort", "desc", "asc"]),
 ])
