@@ -255,6 +255,8 @@ def test_unknown_api_urls_and_methods_answer_in_the_error_shape(client):
     for url in ("/api/v1/symbols?format=xml", "/api/v1/trades/AAPL?format=csv", "/api/v1/alerts?format=foo"):
         assert_error(get(client, url, 404), "not_found")
     assert_error(get(client, "/api/v2/symbols", 404), "not_found")
+    response = client.get("/api/v1/symbols", HTTP_HOST="evil.example")  # not in ALLOWED_HOSTS
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
     csrf_checking = Client(enforce_csrf_checks=True)
     response = csrf_checking.post("/api/v1/alerts/al-1/acknowledge/")  # a trailing slash too many
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
