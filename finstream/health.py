@@ -1,17 +1,17 @@
 """`/health`: the process answers. `/ready`: everything it needs answers too."""
 
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from finstream.readiness import readiness_report
 
 
-@require_GET
+@require_safe
 def health(request):
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@require_safe
 def ready(request):
     report = readiness_report()
     return JsonResponse(

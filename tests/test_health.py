@@ -27,6 +27,7 @@ def test_health_answers_without_touching_any_service(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    assert client.head("/health").status_code == 200  # what uptime checkers often send
 
 
 @pytest.mark.django_db
