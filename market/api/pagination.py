@@ -34,6 +34,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Epoch milliseconds below this (1973-03-03) are far more likely epoch seconds (1795766400) or a compact
 # date (20261127) than a time in 1970-1973, when no market data here begins.
 _MIN_EPOCH_MS = 10**11
+_DIGITS = re.compile(r"[0-9]+")
 _TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
 
 
@@ -79,9 +80,18 @@ class TimeParamField(serializers.Field):
         return value.isoformat()
 
 
+class WholeNumberField(serializers.IntegerField):
+    """Digits 0-9 only: Python's int() also reads "5_0" as 50 and "５" (full-width) as 5."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not _DIGITS.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def limit_field(*, default: int, maximum: int) -> serializers.IntegerField:
     allowed = f"a whole number from 1 to {maximum} (default {default})"
-    return serializers.IntegerField(
+    return WholeNumberField(
         min_value=1, max_value=maximum, default=default, help_text=f"Rows per page: {allowed}.",
         error_messages={"invalid": f"must be {allowed}", "min_value": f"must be {allowed}",
                         "max_value": f"must be {allowed}", "max_string_length": f"must be {allowed}"},

@@ -141,6 +141,8 @@ def test_start_and_end_bound_trades_in_rfc3339_or_epoch_ms(client):
     ("limit=0", ["limit", "1 to 1000"]),
     ("limit=100000", ["limit", "1 to 1000"]),
     ("limit=abc", ["limit"]),
+    ("limit=5_0", ["limit", "1 to 1000"]),
+    ("limit=%EF%BC%95", ["limit", "1 to 1000"]),  # a full-width 5
     ("start=garbage", ["start", "RFC 3339"]),
     ("end=2026-13-45T99:00:00Z", ["end"]),
     ("start=2026-03-02T14:30:00", ["start", "time zone"]),
