@@ -1,13 +1,14 @@
 """Recorded trades and quotes from CSV rows, as ``Trade`` and ``Quote`` messages.
 
 Pure: no Django, no I/O, no clock. The ``replay`` command opens the file
-(plain or gzip) and hands its lines to ``ReplayParser.parse_lines``; this
+(plain or compressed) and hands its lines to ``ReplayParser.parse_lines``; this
 module turns them into messages. ``docs/replay.md`` is the user's guide; the
 rules, briefly:
 
-* **Columns** are found by name, case-insensitively (``DEFAULT_COLUMNS``), or
-  named explicitly with overrides. A row with a price is a trade; a row with
-  no price but a bid and an ask is a quote.
+* **Columns** are found by name (``DEFAULT_COLUMNS``; an exact match, else
+  case-insensitively), or named explicitly with overrides; a file without a
+  header row is given its column names. A row with a price is a trade; a row
+  with no price but a bid and an ask is a quote.
 * **Timestamps** are ISO-8601 (``Z`` or an offset; a naive one is UTC) or epoch
   numbers whose unit (s, ms, us, ns) is read from their magnitude unless
   ``epoch_unit`` says. Digits beyond the microsecond are truncated.
@@ -34,10 +35,11 @@ A bad row raises ``ReplayError`` naming the line and the reason, or, with an
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Context, Decimal, Inexact, InvalidOperation, Overflow
 from hashlib import blake2b
 from typing import Any, Literal
 
@@ -76,6 +78,7 @@ BUYER_IS_MAKER: dict[str, Literal["buy", "sell"]] = {
 # Magnitude tells an epoch number's unit only from here on (1973-03-03 in seconds): a smaller number
 # read by its magnitude is far more likely a time of day or a date (93001, 20260105) than a 1970 time.
 _MIN_GUESSED_EPOCH = 10**8
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 _US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 _MIN_US = epoch_us(datetime.min.replace(tzinfo=UTC))
@@ -122,7 +125,10 @@ def mapping_from_header(header: Sequence[str], overrides: Mapping[str, str | Non
     something else). Raises ``ReplayError`` naming what is missing and the
     header found.
     """
-    positions = _column_positions(header, overrides)
+    return _named(header, _column_positions(header, overrides))
+
+
+def _named(header: Sequence[str], positions: Mapping[str, int | None]) -> ColumnMapping:
     return ColumnMapping(**{role: None if i is None else header[i] for role, i in positions.items()})
 
 
@@ -212,7 +218,7 @@ def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
     if not s:
         raise ReplayError("the timestamp is empty")
     if epoch_unit is None and (":" in s or "T" in s or s.count("-") >= 2):
-        if ":" not in s and "T" not in s:
+        if _DATE_ONLY.fullmatch(s):
             raise ReplayError(f"timestamp {s!r} is a date without a time of day: give both, as ISO-8601 "
                               "(a file with the time in a column of its own needs them joined first)")
         try:
@@ -285,10 +291,10 @@ _RULES: dict[str, tuple[Decimal, bool]] = {
 }
 
 
-def _number(text: str, name: str, cache: dict[str, Number], exponent: int = 0) -> Number:
-    """The number of ``text`` as the field ``name``, times 10**exponent, checked against the contract and
-    remembered in ``cache`` (one per field): prices and sizes repeat a lot, so each spelling is parsed and
-    checked once.
+def _number(text: str, name: str, cache: dict[str, Number], exponent: int | None = None) -> Number:
+    """The number of ``text`` as the field ``name``, times 10**exponent (a price scale, None when none was
+    given), checked against the contract and remembered in ``cache`` (one per field): prices and sizes repeat
+    a lot, so each spelling is parsed and checked once.
 
     The id hashes values, not their spelling: 230.10 and 230.1 are one price,
     both spelled 230.1 in the hash.
@@ -296,13 +302,16 @@ def _number(text: str, name: str, cache: dict[str, Number], exponent: int = 0) -
     value = _decimal(text, name)
     if exponent:
         # Fixed-point 262400000000 at 1e-9 is 262.4, written so: not 262.400000000, nor 2.6E+3 for 2600.
-        value = Decimal(format(value.scaleb(exponent).normalize(_CANONICAL_CONTEXT), "f"))
+        try:
+            value = Decimal(format(value.scaleb(exponent, _SCALING_CONTEXT).normalize(_SCALING_CONTEXT), "f"))
+        except ArithmeticError:  # more digits than any price has, or an exponent past any range
+            raise ReplayError(f"{name} {text.strip()!r} at the price scale 1e{exponent} is out of range") from None
     maximum, allow_zero = _RULES[name]
     try:
         check_decimal(name, value, maximum=maximum, allow_zero=allow_zero)
     except ValueError as exc:  # positive, at most 8 places, ...
         hint = ""
-        if value > maximum and maximum == MAX_PRICE and not exponent:
+        if value > maximum and maximum == MAX_PRICE and exponent is None:
             hint = " (for fixed-point prices, such as Databento's in units of 1e-9, give the scale: --price-scale 1e-9)"
         raise ReplayError(f"{exc}{hint}") from None
     if len(cache) >= _NUMBER_CACHE_SIZE:
@@ -324,6 +333,8 @@ def price_scale_exponent(scale: str | Decimal) -> int:
 
 # Wide enough for every value the contract accepts; independent of the caller's context.
 _CANONICAL_CONTEXT = Context(prec=60)
+# Scaling a price must be exact: a value it would round is refused instead.
+_SCALING_CONTEXT = Context(prec=60, traps=[Inexact, Overflow, InvalidOperation])
 
 
 def _canonical(value: Decimal, name: str) -> str:
@@ -514,16 +525,17 @@ class ReplayParser:
                 f"header found: {list(header)}): give the symbol of its rows (--symbol)"
             )
         names = {_clean(name).lower() for name in header}
-        if {"rtype", "ts_event", "bid_px_00"} <= names:
+        if {"rtype", "ts_event"} <= names and ("depth" not in names or names & {"bid_px_00", "order_id"}):
             raise ReplayError(
-                "this looks like a Databento book file (MBP or BBO: its header has bid_px_00): its rows are book "
-                "updates as much as trades, and are not replayed; replay a file of its trades schema instead")
+                "this looks like a Databento file of another schema than trades (MBO, MBP, BBO, statistics...): "
+                "its rows are book updates or statistics as much as trades, and are not replayed; replay a file of "
+                "its trades schema instead (its header has depth, and no bid_px_00 or order_id)")
         if self.price_exponent is None and {"rtype", "ts_event"} <= names:
             raise ReplayError(
                 "this looks like a Databento CSV (its header has rtype and ts_event): say how its prices are "
                 "written, --price-scale 1e-9 for fixed-point integers (Databento's default) or --price-scale 1 "
                 "for decimals (exported with pretty_px)")
-        self.mapping = ColumnMapping(**{role: None if i is None else header[i] for role, i in positions.items()})
+        self.mapping = _named(header, positions)
         self._bid_i = positions["bid"]
         self._ask_i = positions["ask"]
         self._bid_size_i = positions["bid_size"]
@@ -561,7 +573,7 @@ class ReplayParser:
         prices, sizes = numbers["price"], numbers["size"]
         default_symbol = self.default_symbol
         epoch_unit = self.epoch_unit
-        price_exponent = self.price_exponent or 0
+        price_exponent = self.price_exponent
         quote = self._quote
         trade_of = form.trade
         new_digest = _new_digest
@@ -655,13 +667,13 @@ class ReplayParser:
         if self._ask_i is None or not row[self._ask_i].strip():
             raise ReplayError("the row has a bid but no ask (a quote needs both) and no price (a trade)")
 
-        def number(index: int | None, name: str, exponent: int = 0) -> Number:
+        def number(index: int | None, name: str, exponent: int | None = None) -> Number:
             if index is None or not row[index].strip():
                 return _ZERO  # a missing size is unknown depth: zero
             text = row[index]
             return numbers[name].get(text) or _number(text, name, numbers[name], exponent)
 
-        price_exponent = self.price_exponent or 0
+        price_exponent = self.price_exponent
         bid, ask = number(self._bid_i, "bid", price_exponent), number(self._ask_i, "ask", price_exponent)
         bid_size, ask_size = number(self._bid_size_i, "bid_size"), number(self._ask_size_i, "ask_size")
         k = state.occurrence(ts_us, ("quote", bid[1], ask[1], bid_size[1], ask_size[1]))

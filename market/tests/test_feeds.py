@@ -202,6 +202,7 @@ def test_replay_reads_compressed_headerless_and_non_utf8_files(tmp_path, kafka_t
         ("ts;price;size\n".encode("cp1252") + "1767623400;1;1 Stück\n".encode("cp1252"), [],
          "not UTF-8 text .* --encoding cp1252"),
         (b"ts,price,size\n", ["--encoding", "klingon"], "--encoding 'klingon': not an encoding"),
+        (b"ts,price,size\n", ["--encoding", "base64"], "--encoding 'base64': not an encoding"),
         (b"ts,price,size\n", ["--delimiter", ";;"], "--delimiter ';;': give one character"),
         (b"ts,price,size\n", ["--column", "price"], "--column 'price': use ROLE=NAME"),
         (b"ts,price,size\n", ["--price-scale", "3"], "price scale '3' is not a power of ten"),

@@ -600,6 +600,7 @@ def test_a_small_number_is_not_taken_for_an_epoch_time_by_its_magnitude(text):
 def test_a_date_without_a_time_of_day_is_refused():
     with pytest.raises(ReplayError, match="'2026-01-05' is a date without a time of day"):
         parse_timestamp("2026-01-05")
+    assert parse_timestamp("2026-01-05 14") == datetime(2026, 1, 5, 14, tzinfo=UTC)  # an hour is a time of day
 
 
 def test_vendor_timestamp_columns_are_found_the_exchange_time_first():
@@ -650,6 +651,13 @@ def test_fixed_point_prices_are_scaled_exactly():
     assert b'"price":"26240000.0"' not in wire[0][2] and b'"price":"26240000"' in wire[0][2]
     with pytest.raises(ReplayError, match="price must be at most .* --price-scale 1e-9"):
         parse_text(text.replace("262400000000", "1"))  # ES's 6951750000000 unscaled
+    with pytest.raises(ReplayError, match=r"at most 999999999999, got 6951750000000$"):  # a scale was given
+        parse_text(text.replace("262400000000", "1"), price_scale="1")
+    # Exact: a digit the scale would round away is refused, and so is a scale past any range.
+    with pytest.raises(ReplayError, match="more than 8 decimal places"):
+        parse_text(text.replace("262400000000", "262400000000.0000000000000000000001"), price_scale="1e-9")
+    with pytest.raises(ReplayError, match="out of range"):
+        parse_text(text.replace("262400000000", "1e999999"), price_scale="10")
     for scale in ("3", "1e-9x", "0", "-1", "nan", "20"):
         with pytest.raises(ReplayError, match="not a power of ten"):
             ReplayParser(price_scale=scale)
@@ -664,9 +672,14 @@ def test_databento_files_need_their_price_scale_and_book_files_are_refused():
     [trade] = parse_text(header + row, price_scale="1e-9")
     assert (trade.price, trade.side, trade.ts) == (Decimal("262.4"), "sell",
                                                    datetime(2026, 1, 5, 14, 30, 0, 188052, tzinfo=UTC))
-    book = header.replace("symbol\n", "bid_px_00,ask_px_00,bid_sz_00,ask_sz_00,symbol\n")
-    with pytest.raises(ReplayError, match="Databento book file"):
-        parse_text(book, price_scale="1e-9")
+    book = header.replace("symbol\n", "bid_px_00,ask_px_00,bid_sz_00,ask_sz_00,symbol\n")  # MBP-1
+    orders = "ts_recv,ts_event,rtype,publisher_id,instrument_id,action,side,price,size,channel_id,order_id," \
+             "flags,ts_in_delta,sequence,symbol\n"  # MBO
+    statistics = "ts_recv,ts_event,rtype,publisher_id,instrument_id,ts_ref,price,quantity,sequence,ts_in_delta," \
+                 "stat_type,channel_id,update_action,stat_flags,symbol\n"
+    for other_schema in (book, orders, statistics):
+        with pytest.raises(ReplayError, match="another schema than trades"):
+            parse_text(other_schema, price_scale="1e-9")
 
 
 def test_a_currency_pair_written_with_a_slash_is_the_contracts_symbol():

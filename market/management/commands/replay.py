@@ -1,7 +1,6 @@
 """`manage.py replay FILE`: recorded trades and quotes from CSV onto Kafka."""
 
 import bz2
-import codecs
 import gzip
 import io
 import lzma
@@ -46,7 +45,11 @@ def _open_text(path: Path, encoding: str):
             names = ", ".join(member.filename for member in files[:5]) + (", ..." if len(files) > 5 else "")
             raise CommandError(f"{path}: a zip archive of {len(files)} files ({names}): replay one file at a "
                                "time, unpacked")
-        unpacked = archive.open(files[0])
+        try:
+            unpacked = archive.open(files[0])
+        except RuntimeError as error:  # encrypted
+            raw.close()
+            raise CommandError(f"{path}: {error}: unpack it first") from None
     elif head.startswith(b"\x28\xb5\x2f\xfd"):
         raw.close()
         raise CommandError(f"{path}: zstd-compressed: unpack it first (zstd -d), or recompress it with gzip")
@@ -102,7 +105,7 @@ class Command(BaseCommand):
         delimiter = _delimiter(options["delimiter"])
         encoding = options["encoding"]
         try:
-            codecs.lookup(encoding)
+            io.TextIOWrapper(io.BytesIO(), encoding=encoding)  # a text encoding: not base64 or rot13
         except LookupError:
             raise CommandError(f"--encoding {encoding!r}: not an encoding Python knows, e.g. utf-8, cp1252, "
                                "latin-1") from None
@@ -162,6 +165,8 @@ class Command(BaseCommand):
         except (KafkaUnavailable, DeliveryFailed) as error:
             raise CommandError(str(error)) from None
         except _UNREADABLE as error:
+            if isinstance(error, ConnectionError):  # stdout's pipe, say: not the file
+                raise
             raise CommandError(f"{path}: cannot be read to the end: {error}. Rows published before keep their "
                                "ids, so replaying a repaired file counts none of them twice") from None
         finally:
