@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.db import transaction
+
 from market import services
 from market.domain import candles
 from market.storage import CANDLES, QUOTES, TRADES, partitions_ensure
@@ -25,10 +27,12 @@ class SymbolsSeen:
         self._seen: set[str] = set()
 
     def register(self, events: list) -> None:
+        """Inside the batch's transaction: the symbols count as seen once it commits (a batch retried after a
+        rollback registers them again)."""
         new = {event.symbol for event in events} - self._seen
         if new:
             services.symbols_seed(tickers=sorted(new))
-            self._seen |= new
+            transaction.on_commit(lambda: self._seen.update(new))
 
 
 @dataclass

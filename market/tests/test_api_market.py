@@ -79,6 +79,20 @@ def test_a_symbol_first_seen_in_the_feed_is_served(client, kafka_topics):
     assert get(client, "/api/v1/trades/BTCUSDT")["trades"][0]["price"] == "91843.2"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_new_symbol_of_a_batch_rolled_back_is_registered_when_the_batch_is_retried(client, kafka_topics):
+    pipeline = QuotesPipeline()
+    events = {QUOTES: [Quote(id="rq-1", symbol="ETH-USD", ts=T0, bid=Decimal("3411.1"), ask=Decimal("3411.2"),
+                             bid_size=Decimal(1), ask_size=Decimal(1))]}
+    pipeline.prepare(events)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        pipeline.store(events)
+        raise RuntimeError("the database went away")  # as the runner retries after an OperationalError
+    with transaction.atomic():
+        pipeline.store(events)
+    assert "ETH-USD" in [s["symbol"] for s in get(client, "/api/v1/symbols")["symbols"]]
+
+
 def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
     older = Quote(id="q1", symbol="AAPL", ts=T0, bid=Decimal("187.20"), ask=Decimal("187.22"),
                   bid_size=Decimal(300), ask_size=Decimal(500))
