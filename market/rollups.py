@@ -146,11 +146,11 @@ def market_stats_refresh(*, now: datetime) -> int:
     for symbol, open_, close, high, low, volume, notional, trades, last_time in rows:
         change = close - open_
         stats = {
-            "symbol": symbol, "open_24h": str(plain(open_)), "last": str(plain(close)),
-            "change_24h": str(plain(change)),
+            "symbol": symbol, "open_24h": f"{plain(open_):f}", "last": f"{plain(close):f}",
+            "change_24h": f"{plain(change):f}",
             "change_pct_24h": str((change / open_ * 100).quantize(Decimal("0.01"))),
-            "high_24h": str(plain(high)), "low_24h": str(plain(low)),
-            "volume_24h": str(plain(volume)), "vwap_24h": str(vwap(notional, volume)),
+            "high_24h": f"{plain(high):f}", "low_24h": f"{plain(low):f}",
+            "volume_24h": f"{plain(volume):f}", "vwap_24h": f"{vwap(notional, volume):f}",
             "trades_24h": int(trades), "last_trade_time": last_time.astimezone(UTC).isoformat(),
             "computed_at": now.isoformat(),
         }

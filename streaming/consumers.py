@@ -271,9 +271,10 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self._sent(channel, batch)
 
     def _sent(self, channel: str, batch: PreparedBatch) -> None:
-        """The client has had the batch: its next one starts after it (unless it left the channel meanwhile)."""
+        """The client has had the batch: its next one starts after it (unless it left the channel meanwhile,
+        or a snapshot sent while the batch was written through ASGI's send is newer)."""
         if channel in self.subscribed:
-            self.subscribed[channel] = batch.last_seq
+            self.subscribed[channel] = max(self.subscribed[channel], batch.last_seq)
 
     def drop_slow_client(self, backlog: int) -> None:
         """Called from the hub's fan-out, which must not wait: the close runs as a task of its own."""
@@ -344,8 +345,9 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
 
     Client → server: {"action": "subscribe" | "unsubscribe", "channels": [...], "id": any}
     Server → client: {"type": "subscribed" | "unsubscribed", "channels": [...], "id": ...};
-    one {"type": "snapshot", "channel", "seq", "event", "data"} per newly
-    subscribed channel, then its events with seq > the snapshot's;
+    one {"type": "snapshot", "channel", "seq", "event", "data"} per
+    subscribed channel (again for one already followed: after a gap), then
+    its events with seq > the snapshot's;
     {"type": "heartbeat", "time", "seqs": {channel: last seq sent}} every
     WS_HEARTBEAT_SECONDS; {"type": "error", "code", "message", "id"} for a bad
     request (nothing of a refused request is applied).

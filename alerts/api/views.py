@@ -53,7 +53,7 @@ class AlertListApi(ReadApi):
 
 
 def _alert(alert_id: str):
-    alert = selectors.alert_get(alert_id=alert_id)
+    alert = None if "\x00" in alert_id else selectors.alert_get(alert_id=alert_id)  # no id holds a NUL
     if alert is None:
         raise ApiError(code="unknown_alert", message=f"no alert {alert_id[:70]!r}: GET /api/v1/alerts lists them",
                        status_code=status.HTTP_404_NOT_FOUND)

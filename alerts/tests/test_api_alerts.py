@@ -143,8 +143,9 @@ def test_resolve_with_a_session_acknowledges_too(alerts, user):
 def test_writing_an_unknown_alert_is_404(user):
     client = APIClient()
     client.force_authenticate(user)
-    response = client.post("/api/v1/alerts/al-nope/acknowledge")
-    assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_alert"
+    for url in ("/api/v1/alerts/al-nope/acknowledge", "/api/v1/alerts/al%00/resolve"):
+        response = client.post(url)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_alert"
 
 
 def test_reading_alerts_needs_no_user_but_writing_by_get_is_refused(alerts):

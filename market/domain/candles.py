@@ -234,10 +234,13 @@ def vwap(notional: Decimal, volume: Decimal) -> Decimal:
 
 
 def plain(value: Decimal) -> Decimal:
-    """``value`` without trailing zeros, and never in exponent notation: 230.50 is 230.5, 230.00 is 230.
+    """``value`` without trailing zeros, and not in exponent notation from 1e-6 up: 230.50 is 230.5, 230.00
+    is 230.
 
     ``normalize()`` alone gives 2.3E+2 for 230, which is the same number but not how the contract writes
-    one, and rounds to its context's precision (28 digits by default) where a volume can have 38.
+    one, and rounds to its context's precision (28 digits by default) where a volume can have 38. Below a
+    millionth, str() of any Decimal has an exponent (1E-8), and so has its JSON from msgspec; ``f"{v:f}"``
+    writes the digits.
     """
     normal = value.normalize(_CONTEXT)
     return normal.quantize(_ONE, context=_CONTEXT) if normal.as_tuple().exponent > 0 else normal
