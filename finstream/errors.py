@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -56,3 +59,32 @@ def api_exception_handler(exc, context):
     return Response(body, status=response.status_code, headers=getattr(response, "headers", None) and {
         k: v for k, v in response.headers.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")
     })
+
+
+def bad_request(request, exception):
+    """Django's 400 (a Host not in ALLOWED_HOSTS, over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters, ...): in the
+    API's error shape under /api/, Django's page elsewhere."""
+    if not request.path.startswith("/api/"):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, TooManyFieldsSent):
+        message = f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query parameters"
+    elif isinstance(exception, DisallowedHost):
+        message = "the Host header names no host this server answers for"
+    else:
+        message = "the request is malformed"
+    return JsonResponse({"error": {"code": "bad_request", "message": message}}, status=400)
+
+
+def too_many_parameters_middleware(get_response):
+    """Django refuses a request of more than DATA_UPLOAD_MAX_NUMBER_FIELDS parameters where a view first
+    reads them; with DEBUG on, its error page then reads them again and fails with a 500. They are read here
+    first, and such a request is a 400 at once."""
+
+    def middleware(request):
+        try:
+            request.GET
+        except TooManyFieldsSent as error:
+            return bad_request(request, error)
+        return get_response(request)
+
+    return middleware

@@ -266,13 +266,18 @@ def test_the_market_summary_joins_last_trade_quote_and_24h_stats_from_redis(clie
 
 
 # --- the error shape everywhere under /api/ ----------------------------------------------------
-def test_unknown_api_urls_and_methods_answer_in_the_error_shape(client):
+def test_unknown_api_urls_and_methods_answer_in_the_error_shape(client, settings):
     assert_error(get(client, "/api/v1/nothing-here", 404), "not_found", "/api/docs/")
     for url in ("/api/v1/symbols?format=xml", "/api/v1/trades/AAPL?format=csv", "/api/v1/alerts?format=foo"):
         assert_error(get(client, url, 404), "not_found")
     assert_error(get(client, "/api/v2/symbols", 404), "not_found")
     response = client.get("/api/v1/symbols", HTTP_HOST="evil.example")  # not in ALLOWED_HOSTS
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    for debug in (False, True):  # with DEBUG on, Django's error page read the parameters again: a 500
+        settings.DEBUG = debug
+        response = client.get("/api/v1/trades/AAPL?" + "&".join(f"p{i}=1" for i in range(1100)))
+        assert_error(response.json(), "bad_request", "more than 1000 query parameters")
+        assert response.status_code == 400
     csrf_checking = Client(enforce_csrf_checks=True)
     response = csrf_checking.post("/api/v1/alerts/al-1/acknowledge/")  # a trailing slash too many
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
