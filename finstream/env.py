@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from streaming.schemas import is_valid_symbol
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -61,6 +63,17 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_symbols(name: str, default: str) -> list[str]:
+    """A comma-separated list of symbols, upper-cased; each must match the contract's pattern."""
+    symbols = [item.upper() for item in env_list(name, default)]
+    bad = [symbol for symbol in symbols if not is_valid_symbol(symbol)]
+    if bad or not symbols:
+        problem = f"{name}: {bad} are not symbols" if bad else f"{name} names no symbol"
+        raise ImproperlyConfigured(f"{problem}: give them comma-separated, each A-Z, 0-9, '.' and '-', at most 16 "
+                                   "characters (AAPL,BRK.B,BTC-USD)")
+    return symbols
 
 
 def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:

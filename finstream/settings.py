@@ -15,6 +15,7 @@ from finstream.env import (
     env_int,
     env_list,
     env_str,
+    env_symbols,
     env_url,
 )
 
@@ -152,7 +153,7 @@ RELAY_BATCH_WAIT_MS = env_int("RELAY_BATCH_WAIT_MS", 40, minimum=1, maximum=10_0
 CONSUMER_MAX_CONSECUTIVE_POISON = env_int("CONSUMER_MAX_CONSECUTIVE_POISON", 1000, minimum=1)
 
 # --- Market -------------------------------------------------------------------
-SYMBOLS = env_list("SYMBOLS", "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ")
+SYMBOLS = env_symbols("SYMBOLS", "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ")
 TRADES_PER_SECOND = env_float("TRADES_PER_SECOND", 100.0, minimum=0.001)
 
 # --- Celery -------------------------------------------------------------------

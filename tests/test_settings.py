@@ -24,6 +24,8 @@ from finstream.logs import JsonFormatter
      "X_URL='http://h' is not a valid URL"),
     ("X_URL", lambda: env.env_url("X_URL", "redis://h", schemes=("redis",)), "redis://h:99999",
      "X_URL='redis://h:99999' has an invalid port"),
+    ("X_SYMBOLS", lambda: env.env_symbols("X_SYMBOLS", "AAPL"), "AAPL,A B", "X_SYMBOLS: ['A B'] are not symbols"),
+    ("X_SYMBOLS", lambda: env.env_symbols("X_SYMBOLS", "AAPL"), " , ", "X_SYMBOLS names no symbol"),
 ])
 def test_a_malformed_variable_is_named_in_the_error(monkeypatch, name, reader, value, message):
     monkeypatch.setenv(name, value)
@@ -37,6 +39,8 @@ def test_readers_fall_back_to_defaults_and_parse_lists(monkeypatch):
     assert env.env_int("X_INT", 7) == 7
     monkeypatch.setenv("X_LIST", " AAPL, MSFT ,,")
     assert env.env_list("X_LIST", "") == ["AAPL", "MSFT"]
+    monkeypatch.setenv("X_SYMBOLS", "aapl,brk.b, BTC-USD")
+    assert env.env_symbols("X_SYMBOLS", "") == ["AAPL", "BRK.B", "BTC-USD"]
     assert env.database_from_url("U", "postgresql://u:p@db:6543/name")["PORT"] == "6543"
     with pytest.raises(ImproperlyConfigured, match="names no database"):
         env.database_from_url("U", "postgresql://u:p@db:6543")
