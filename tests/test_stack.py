@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -30,7 +31,7 @@ PORTS = {"PG_PORT": 45432 + 100 * SLOT, "REDIS_PORT": 46379 + 100 * SLOT, "KAFKA
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(tmp_path_factory):
     env = {key: value for key, value in os.environ.items()
            if key not in {"TIMESCALE_URL", "DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "READY_CONSUMERS",
                           "KAFKA_TOPIC_PREFIX", "PG_FSYNC"}}
@@ -48,6 +49,9 @@ def stack():
     try:
         yield run
     finally:
+        # The processes' logs outlive the clean-up, for a failure's post-mortem (pytest keeps the last runs').
+        if (logs := Path(env["FINSTREAM_VAR"]) / "log").is_dir():
+            shutil.copytree(logs, tmp_path_factory.mktemp("stack-logs"), dirs_exist_ok=True)
         run("clean")
 
 
