@@ -18,7 +18,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 
-from market.domain.candles import INTERVALS, bucket_start, plain, vwap
+from market.domain.candles import INTERVALS, bucket_start, decimal_text, vwap
 from streaming import metrics
 from streaming.redis import redis_client
 
@@ -146,11 +146,11 @@ def market_stats_refresh(*, now: datetime) -> int:
     for symbol, open_, close, high, low, volume, notional, trades, last_time in rows:
         change = close - open_
         stats = {
-            "symbol": symbol, "open_24h": f"{plain(open_):f}", "last": f"{plain(close):f}",
-            "change_24h": f"{plain(change):f}",
+            "symbol": symbol, "open_24h": decimal_text(open_), "last": decimal_text(close),
+            "change_24h": decimal_text(change),
             "change_pct_24h": str((change / open_ * 100).quantize(Decimal("0.01"))),
-            "high_24h": f"{plain(high):f}", "low_24h": f"{plain(low):f}",
-            "volume_24h": f"{plain(volume):f}", "vwap_24h": f"{vwap(notional, volume):f}",
+            "high_24h": decimal_text(high), "low_24h": decimal_text(low),
+            "volume_24h": decimal_text(volume), "vwap_24h": f"{vwap(notional, volume):f}",
             "trades_24h": int(trades), "last_trade_time": last_time.astimezone(UTC).isoformat(),
             "computed_at": now.isoformat(),
         }

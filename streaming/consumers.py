@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 CLOSE_MESSAGE_TOO_BIG = 4009
 CLOSE_TOO_SLOW = 4008
 CLOSE_NOT_FOUND = 4404  # an unknown symbol, or path
-CLOSE_UNKNOWN_SYMBOL = CLOSE_NOT_FOUND
 
 
 class DaphneSocket:
@@ -207,7 +206,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
     async def refuse_unknown_symbol(self, symbol: str) -> None:
         await self.accept()
         await self.send(_error("unknown_symbol", f"unknown symbol {symbol[:40]!r}: GET /api/v1/symbols lists them"))
-        await self.close(code=CLOSE_UNKNOWN_SYMBOL, reason="unknown symbol")
+        await self.close(code=CLOSE_NOT_FOUND, reason="unknown symbol")
 
     # --- from the hub --------------------------------------------------------------------
     # Not coroutines: the hub calls these once per client per round, and under daphne they finish

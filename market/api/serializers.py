@@ -5,12 +5,12 @@ float), normalized (no trailing zeros): parse them with a decimal type.
 """
 
 from datetime import UTC
-from decimal import Context, Decimal
+from decimal import Decimal
 
 from rest_framework import serializers
 
 from market.api.pagination import PageQuerySerializer, limit_field
-from market.domain.candles import INTERVALS
+from market.domain.candles import INTERVALS, decimal_text
 
 PRICE = {"max_digits": 20, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
 SIZE = {"max_digits": 24, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
@@ -18,8 +18,6 @@ VOLUME = {"max_digits": 38, "decimal_places": 8, "normalize_output": True, "coer
 SIGNED = {"max_digits": 20, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
 
 CENT = Decimal("0.01")
-# normalize(_EXACT) rounds to its context's precision (28 digits by default); a volume has up to 38.
-_EXACT = Context(prec=40)
 
 TRADES_LIMIT = {"default": 100, "maximum": 1000}
 CANDLES_LIMIT = {"default": 100, "maximum": 5000}
@@ -74,12 +72,6 @@ class CandleSerializer(serializers.Serializer):
     volume = serializers.DecimalField(**VOLUME)
     trades = serializers.IntegerField(help_text="Number of trades in the bucket.")
     vwap = serializers.DecimalField(**PRICE, help_text="Exact notional / volume, rounded half-even to 8 places.")
-
-
-def decimal_text(value) -> str:
-    """What a DecimalField(normalize_output=True) renders for a value with at
-    most 8 places: the exact, normalized decimal string."""
-    return f"{value.normalize(_EXACT):f}"
 
 
 def time_text(value) -> str:

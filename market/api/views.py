@@ -37,8 +37,9 @@ UNKNOWN_SYMBOL = OpenApiResponse(ErrorSerializer, description="unknown_symbol: G
 def known_symbol(symbol: str) -> str:
     """The ticker for a path segment, or a 404 unknown_symbol."""
     ticker = symbol.upper()
-    if not is_valid_symbol(ticker) or (ticker not in selectors.symbol_tickers_recent(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
-                            and not selectors.symbol_exists(ticker=ticker)):  # a symbol added since
+    if not is_valid_symbol(ticker) or (
+            ticker not in selectors.symbol_tickers_recent(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
+            and not selectors.symbol_exists(ticker=ticker)):  # a symbol added since
         raise ApiError(
             code="unknown_symbol",
             message=f"unknown symbol {symbol[:40]!r}: GET /api/v1/symbols lists the symbols",

@@ -246,6 +246,12 @@ def plain(value: Decimal) -> Decimal:
     return normal.quantize(_ONE, context=_CONTEXT) if normal.as_tuple().exponent > 0 else normal
 
 
+def decimal_text(value: Decimal) -> str:
+    """The exact, normalized decimal string, what a DRF DecimalField(normalize_output=True) renders for a
+    value with at most 8 places: trailing zeros trimmed, never an exponent (230, 0.00000001)."""
+    return f"{value.normalize(_CONTEXT):f}"
+
+
 def merge(a: CandleAggregate, b: CandleAggregate) -> CandleAggregate:
     """The candle of the trades of ``a`` and ``b`` together.
 
