@@ -4,9 +4,11 @@ Every variable is listed in `.env.example` with its default. The defaults run
 the local stack that `make up` starts; production differs only by environment.
 """
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 from finstream.env import (
     database_from_url,
@@ -20,6 +22,15 @@ from finstream.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The .env that configures `make up` configures a process run by hand too (`manage.py replay`
+# against a stack on other ports); what the environment already sets wins, as in deploy/stack.sh.
+if not os.environ.get("FINSTREAM_IGNORE_DOTENV"):
+    load_dotenv(BASE_DIR / ".env", override=False)
+# The local stack's ports (deploy/stack.sh): the URLs below default to them.
+PG_PORT = env_int("PG_PORT", 5432, minimum=1, maximum=65535)
+REDIS_PORT = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
+KAFKA_PORT = env_int("KAFKA_PORT", 9092, minimum=1, maximum=65535)
 
 DEVELOPMENT_SECRET_KEY = "dev-insecure-finstream-key-change-me"
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -85,7 +96,7 @@ TEMPLATES = [
 # TIMESCALE_URL is the seed's name; DATABASE_URL is accepted as the common one.
 DATABASE_URL = env_url(
     "TIMESCALE_URL",
-    env_str("DATABASE_URL", "postgresql://finstream:finstream@127.0.0.1:5432/finstream"),
+    env_str("DATABASE_URL", f"postgresql://finstream:finstream@127.0.0.1:{PG_PORT}/finstream"),
     schemes=("postgresql", "postgres"),
 )
 # A pool of at most DATABASE_POOL_SIZE connections (0 = none: one persistent connection per
@@ -118,7 +129,7 @@ QUOTES_RETENTION_DAYS = env_int("QUOTES_RETENTION_DAYS", 7, minimum=1)
 FINE_CANDLES_RETENTION_DAYS = env_int("FINE_CANDLES_RETENTION_DAYS", 90, minimum=1)
 
 # --- Redis --------------------------------------------------------------------
-REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss"))
+REDIS_URL = env_url("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0", schemes=("redis", "rediss"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -127,7 +138,7 @@ CHANNEL_LAYERS = {
 }
 
 # --- Kafka --------------------------------------------------------------------
-KAFKA_BOOTSTRAP_SERVERS = env_str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+KAFKA_BOOTSTRAP_SERVERS = env_str("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{KAFKA_PORT}")
 # A prefix isolates topic names, e.g. per test run; empty in normal use so the
 # topics are exactly the spec's (market.trades, market.quotes, ...).
 KAFKA_TOPIC_PREFIX = env_str("KAFKA_TOPIC_PREFIX", "")

@@ -4,6 +4,7 @@ production refusing the development key, JSON logs."""
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -60,6 +61,36 @@ def test_production_refuses_the_development_secret_key_in_one_line():
         "DJANGO_SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
     ]
     assert _check(DJANGO_DEBUG="0", DJANGO_SECRET_KEY="x" * 50).returncode == 0
+
+
+def _settings_of_a_checkout_with(tmp_path, dotenv: str, **variables) -> list[str]:
+    """The connection settings a process run by hand gets in a checkout whose .env is `dotenv`."""
+    shutil.copytree(settings.BASE_DIR / "finstream", tmp_path / "finstream")  # BASE_DIR is the copy's parent
+    (tmp_path / "streaming").symlink_to(settings.BASE_DIR / "streaming")
+    (tmp_path / ".env").write_text(dotenv)
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in {"FINSTREAM_IGNORE_DOTENV", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "TIMESCALE_URL",
+                                  "DATABASE_URL", "PG_PORT", "REDIS_PORT", "KAFKA_PORT", "SYMBOLS"}}
+    script = ("from finstream import settings as s; "
+              "print(s.KAFKA_BOOTSTRAP_SERVERS, s.REDIS_URL, s.DATABASE_URL, ','.join(s.SYMBOLS), sep='\\n')")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**environment, **variables},
+                            capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def test_a_process_run_by_hand_reads_the_stacks_dotenv_and_its_ports(tmp_path):
+    dotenv = "# the stack of make up, on other ports\nPG_PORT=45432\nexport REDIS_PORT=46379\nKAFKA_PORT=49092\n" \
+             'SYMBOLS="AAPL,BTC-USD"\n'
+    assert _settings_of_a_checkout_with(tmp_path, dotenv) == [
+        "127.0.0.1:49092", "redis://127.0.0.1:46379/0",
+        "postgresql://finstream:finstream@127.0.0.1:45432/finstream", "AAPL,BTC-USD"]
+
+
+def test_the_environment_wins_over_the_dotenv_and_the_tests_ignore_it(tmp_path):
+    dotenv = "KAFKA_PORT=49092\nSYMBOLS=AAPL\n"
+    assert _settings_of_a_checkout_with(tmp_path, dotenv, KAFKA_BOOTSTRAP_SERVERS="broker:9092")[0] == "broker:9092"
+    ignored = _settings_of_a_checkout_with(tmp_path / "again", dotenv, FINSTREAM_IGNORE_DOTENV="1")
+    assert ignored[0] == "127.0.0.1:9092" and ignored[3] != "AAPL"
 
 
 def test_a_bad_database_url_is_one_line():
