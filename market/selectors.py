@@ -71,7 +71,7 @@ def candle_message_from_row(row) -> CandleMessage:
     return CandleMessage(
         symbol=symbol, interval=interval, start=start, open=plain(open_), high=plain(high),
         low=plain(low), close=plain(close), volume=plain(volume), trades=trades,
-        vwap=vwap(notional, volume), first_trade_ts=first_time, last_trade_ts=last_time,
+        vwap=plain(vwap(notional, volume)), first_trade_ts=first_time, last_trade_ts=last_time,
     )
 
 

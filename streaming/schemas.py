@@ -59,12 +59,12 @@ def check_decimal(name: str, value: Decimal, *, maximum: Decimal, allow_zero: bo
             and value.quantize(_PLACES) == value:
         return
     if not value.is_finite():
-        raise ValueError(f"{name} must be a finite decimal, got {value}")
+        raise ValueError(f"{name} must be a finite decimal, got {value:f}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value:f}")
     if value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    raise ValueError(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places: {value}")
+        raise ValueError(f"{name} must be at most {maximum}, got {value:f}")
+    raise ValueError(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places: {value:f}")
 
 
 def _to_utc(struct: msgspec.Struct, field: str) -> None:
@@ -183,8 +183,19 @@ _encoder = msgspec.json.Encoder(decimal_format="string")
 _decoders = {schema: msgspec.json.Decoder(schema) for schema in TOPIC_SCHEMAS.values()}
 
 
+# A Decimal as msgspec writes it, str(): with an exponent below a millionth ("9.0E-7") and for a
+# whole number with a positive exponent ("1E+2").
+_EXPONENT_DECIMAL = re.compile(rb'"-?[0-9]+(?:\.[0-9]+)?E[+-][0-9]+"')
+
+
 def encode(message: msgspec.Struct) -> bytes:
-    return _encoder.encode(message)
+    """The message's JSON, every decimal written in digits (0.0000009, never 9.0E-7)."""
+    data = _encoder.encode(message)
+    # A single-byte search first: most messages have no "E" at all, and this runs for every event.
+    if b"E" not in data or _EXPONENT_DECIMAL.search(data) is None:
+        return data
+    return _encoder.encode({name: f"{value:f}" if isinstance(value, Decimal) else value
+                            for name, value in msgspec.structs.asdict(message).items()})
 
 
 def decoder_for(schema: type[msgspec.Struct]) -> msgspec.json.Decoder:

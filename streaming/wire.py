@@ -73,7 +73,7 @@ def trade_bytes(id_head: str, id_tail: str | int, symbol: str, ts: str, seq: int
                 side: str) -> bytes:
     """The bytes of ``encode(Trade(...))``, from the trade's texts: its id is ``id_head`` then ``id_tail`` (a
     producer's prefix and number, or digest, need not be joined first), ``ts`` from ``UtcTexts``, decimals as
-    the contract writes them, ``str(Decimal)`` (a whole size may be an int)."""
+    the contract writes them, in digits: ``f"{Decimal:f}"`` (a whole size may be an int)."""
     return (f'{{"id":"{id_head}{id_tail}","symbol":"{symbol}","ts":"{ts}","seq":{seq},"price":"{price}",'
             f'"size":"{size}","side":"{side}","version":1}}').encode()
 

@@ -158,14 +158,14 @@ class PriceSpikeDetector:
                 symbol=symbol,
                 message=(
                     f"{symbol} {'rose' if up else 'fell'} {(move * _HUNDRED).quantize(_CENT)}% in "
-                    f"{fmt_seconds(seconds)} ({ref} → {price})"
+                    f"{fmt_seconds(seconds)} ({ref:f} → {price:f})"
                 ),
                 ts=trade.ts,
                 observed={
                     "direction": "up" if up else "down",
                     "move_pct": round(float(move * _HUNDRED), 6),
-                    "price": str(price),
-                    "reference_price": str(ref),
+                    "price": f"{price:f}",
+                    "reference_price": f"{ref:f}",
                     "reference_ts": format_ts(ref_trade.ts),
                     "seconds": round(seconds, 6),
                     "threshold_pct": st.limits.threshold_pct,

@@ -239,8 +239,8 @@ def plain(value: Decimal) -> Decimal:
 
     ``normalize()`` alone gives 2.3E+2 for 230, which is the same number but not how the contract writes
     one, and rounds to its context's precision (28 digits by default) where a volume can have 38. Below a
-    millionth, str() of any Decimal has an exponent (1E-8), and so has its JSON from msgspec; ``f"{v:f}"``
-    writes the digits.
+    millionth, str() of any Decimal has an exponent (1E-8); ``f"{v:f}"`` and ``streaming.schemas.encode``
+    write the digits.
     """
     normal = value.normalize(_CONTEXT)
     return normal.quantize(_ONE, context=_CONTEXT) if normal.as_tuple().exponent > 0 else normal

@@ -316,7 +316,7 @@ def _number(text: str, name: str, cache: dict[str, Number], exponent: int | None
         raise ReplayError(f"{exc}{hint}") from None
     if len(cache) >= _NUMBER_CACHE_SIZE:
         cache.clear()
-    cache[text] = result = (value, _canonical(value, name), str(value))
+    cache[text] = result = (value, _canonical(value, name), f"{value:f}")
     return result
 
 

@@ -32,6 +32,15 @@ def test_a_trade_survives_the_wire_exactly(trade):
     assert decoded == trade
     assert decoded.price == trade.price and str(decoded.price) == str(trade.price)
     assert decoded.ts.tzinfo is UTC and decoded.ts == trade.ts
+    assert msgspec.json.decode(encode(trade))["price"] == f"{trade.price:f}"  # digits, never 9.0E-7
+
+
+def test_decimals_are_written_in_digits_whatever_their_exponent():
+    trade = Trade(id="META-1E-7", symbol="META", ts=datetime(2026, 1, 1, tzinfo=UTC), seq=1,
+                  price=Decimal("0.00000090"), size=Decimal("1E+2"), side="buy")
+    assert encode(trade) == (b'{"id":"META-1E-7","symbol":"META","ts":"2026-01-01T00:00:00Z","seq":1,'
+                             b'"price":"0.00000090","size":"100","side":"buy","version":1}')
+    assert decoder_for(Trade).decode(encode(trade)) == trade
 
 
 @given(quotes)

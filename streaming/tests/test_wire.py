@@ -35,7 +35,7 @@ def at(us: int) -> datetime:
        size=sizes, side=st.sampled_from(["buy", "sell"]))
 def test_a_trade_written_directly_is_its_encoding(head, tail, symbol, us, seq, price, size, side):
     trade = Trade(id=f"{head}{tail}", symbol=symbol, ts=at(us), seq=seq, price=price, size=size, side=side)
-    written = trade_bytes(head, tail, symbol, UtcTexts().text(us), seq, str(price), str(size), side)
+    written = trade_bytes(head, tail, symbol, UtcTexts().text(us), seq, f"{price:f}", f"{size:f}", side)
     assert written == encode(trade)
 
 
@@ -44,7 +44,7 @@ def test_a_trade_written_directly_is_its_encoding(head, tail, symbol, us, seq, p
 def test_a_quote_written_directly_is_its_encoding(head, tail, symbol, us, bid, ask, bid_size, ask_size):
     quote = Quote(id=f"{head}{tail}", symbol=symbol, ts=at(us), bid=bid, ask=ask, bid_size=bid_size,
                   ask_size=Decimal(ask_size))
-    written = quote_bytes(head, tail, symbol, UtcTexts().text(us), str(bid), str(ask), str(bid_size), ask_size)
+    written = quote_bytes(head, tail, symbol, UtcTexts().text(us), f"{bid:f}", f"{ask:f}", f"{bid_size:f}", ask_size)
     assert written == encode(quote)
 
 
