@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from streaming.kafka import EventPublisher
 from streaming.runner import Events
 from streaming.schemas import Alert, encode
 from streaming.topics import ALERTS, QUOTES, TRADES, topic
+
+_by_symbol = operator.attrgetter("symbol")  # a stable sort: each symbol keeps its arrival order
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +93,11 @@ class AnomalyPipeline:
         if self._detected_for is not None and self._detected_for[0] is events:
             return
         engine = self._engine_current()
-        trades = sorted(self._fresh(events.get(TRADES, ())), key=lambda t: (t.symbol, t.ts, t.seq))
-        quotes = sorted(events.get(QUOTES, ()), key=lambda q: (q.symbol, q.ts))
+        # Grouped by symbol, each in the order it arrived (its partition's): sorting a batch by time
+        # would hide a late print that shares a batch with the trades it is late for, and make the
+        # alerts depend on how messages fell into batches.
+        trades = sorted(self._fresh(events.get(TRADES, ())), key=_by_symbol)
+        quotes = sorted(events.get(QUOTES, ()), key=_by_symbol)
         signals = engine.on_trades(trades) + engine.on_quotes(quotes)
         # Not the batch's latest trade: a symbol on a partition that is behind would look silent.
         watermark = events.event_time.get(TRADES)

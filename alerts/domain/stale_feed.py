@@ -5,7 +5,10 @@ latest trade ``last``; and for the market, the latest trade time of any symbol `
 and ``resumed``, the start of the current trading session: the first trade of a batch that
 begins more than ``gap_seconds`` (of the rule's base params) after ``market_last``, i.e. after a
 market-wide silence. A symbol's silence is measured from ``start = max(last, resumed)`` so that
-a market close or halt, or this consumer being down, does not count against every symbol.
+a market close or halt, or this consumer being down, does not count against every symbol. A
+symbol is watched from its first trade no more than ``gap_seconds`` behind the market's latest
+(before its batch): trades of a symbol that only ever came as history (a file replayed beside the
+live feed) never make it stale.
 
 ``advance(w)`` (``w`` = the market's event time, the consumer passes the trades topic's
 watermark) raises an alert for each symbol with ``w - start > gap_seconds``, unless the market itself
@@ -74,11 +77,16 @@ class StaleFeedDetector:
     def on_trades(self, rows: list, out: list[AlertSignal]) -> None:
         first, first_ts, latest = math.inf, None, -math.inf
         states = self._states
+        # A symbol is watched from its first trade in the market's present: one whose trades are
+        # history next to the rest (a replayed file beside the live feed) never "kept trading".
+        present = self.market_last - self._market_gap
         for trade, t, _price, _size, late in rows:
             if late:
                 continue
             st = states.get(trade.symbol)
             if st is None:
+                if t < present:
+                    continue
                 st = self._state(trade.symbol)
             if t > st.last:
                 self._seen(st, t, trade.ts)

@@ -155,6 +155,16 @@ def test_late_trades_are_ignored_by_the_spike_rule_and_counted():
     assert signal.observed["reference_price"] == "100.00"
 
 
+@pytest.mark.parametrize("batch", [1, 2, 60])
+def test_a_late_print_is_ignored_whether_or_not_it_shares_a_batch_with_what_it_is_late_for(batch):
+    # A print 6% off, 3 s older than the last trade, comes after it: one batch or several, the
+    # consumer feeds it where it came, so it is late and raises nothing.
+    tape = steady("AAPL", 0, 40) + [trade("AAPL", 36.5, "106.00", seq=99)] + steady("AAPL", 40, 55)
+    eng = spike()
+    assert feed(eng, tape, batch=batch) == []
+    assert eng.counters().late_trades == 1
+
+
 def test_a_trade_with_the_same_timestamp_is_not_late():
     eng = spike()
     eng.on_trades([trade("AAPL", 10, "100.00", seq=1), trade("AAPL", 10, "106.00", seq=2)])

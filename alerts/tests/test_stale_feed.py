@@ -6,7 +6,7 @@ import pytest
 
 from alerts.domain.signals import alert_id
 
-from .factories import at, engine, feed, rule, steady
+from .factories import at, engine, feed, rule, steady, trade
 
 
 def stale(cooldown: int = 300, **params):
@@ -104,3 +104,13 @@ def test_a_symbol_still_silent_after_a_market_wide_silence_is_a_new_silence():
     # The market is silent from 300 s to 5000 s; MSFT reopens, AAPL does not.
     signals = feed(eng, steady("MSFT", 5000, 5300), batch=10, advance=True)
     assert [(s.symbol, s.ts, s.episode_start) for s in signals] == [("AAPL", at(5120), at(5120))]
+
+
+def test_a_symbol_that_only_came_as_history_beside_the_live_market_is_never_stale():
+    eng = stale()
+    live = steady("MSFT", 0, 900)
+    signals = feed(eng, live[:300], batch=10, advance=True)
+    # Last week's BRK.A trades, replayed while MSFT trades live; then a newcomer in the present.
+    signals += feed(eng, steady("BRK.A", -7 * 86400, -7 * 86400 + 60) + [trade("NVDA", 300.5, "500.00")], batch=100)
+    signals += feed(eng, live[300:], batch=10, advance=True)
+    assert [(s.symbol, s.ts) for s in signals] == [("NVDA", at(300.5 + 120))]
