@@ -6,10 +6,12 @@ group. Per batch it:
 1. groups the events by public channel (streaming/groups.py) and conflates
    what only needs its newest state: per symbol the latest quote, per candle
    bucket its latest update (`relay_batches`, pure);
-2. numbers each channel's events and keeps its newest one, with its number,
-   as the channel's snapshot (what /ws/stream sends on subscribe), all in one
-   Redis script call: the counters live in Redis, so a restarted relay
-   continues the sequence and a client sees a gap as a jump;
+2. numbers each channel's events and keeps its newest one by event time
+   (a candle: its newest bucket) as the channel's snapshot (what /ws/stream
+   sends on subscribe), all in one Redis script call: the counters live in
+   Redis, so a restarted relay continues the sequence and a client sees a gap
+   as a jump; a late print, or last week's file replayed beside the live feed,
+   is relayed but never becomes the snapshot;
 3. sends the whole batch, every channel's events as ready-made JSON text, in
    ONE group_send to FANOUT_GROUP (several for a batch of more than
    MESSAGE_MAX_EVENTS). Each web process's hub (streaming/hub.py) is that
@@ -52,57 +54,79 @@ from streaming.redis import redis_client
 from streaming.runner import Events
 from streaming.schemas import encode
 from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
+from streaming.wire import epoch_us
 
 log = logging.getLogger(__name__)
 
-CHANNEL_KEY = "finstream:ws:{}"  # hash: seq (last number issued), last_seq + last (the newest event's envelope)
+# hash: seq (last number issued), last_seq (the number the snapshot stands at), last (the envelope of the
+# newest event by event time) and last_time (its time, epoch microseconds)
+CHANNEL_KEY = "finstream:ws:{}"
 MESSAGE_TYPE = "stream.batch"  # {"type", "channels": {channel: [[seq, envelope JSON], ...]}}, read by streaming/hub.py
 # Events in one relay message. A batch taken while catching up (CONSUMER_BATCH_SIZE, up to 100,000
 # events) goes out as several messages, each far below what Redis lets a pub/sub subscriber fall
 # behind by before it cuts it off (client-output-buffer-limit pubsub, 32 MB by default).
 MESSAGE_MAX_EVENTS = 2000
 
-# KEYS: the channels' hashes. ARGV: per key, its event count, then its newest event's envelope before
-# and after the seq. Returns each channel's last number. One script, so that numbering and the
-# snapshot are one atomic step: two relays during a rebalance cannot leave a snapshot older than its
-# number.
+# KEYS: the channels' hashes. ARGV: per key, its event count, then of its newest event by event time: the
+# time (epoch microseconds), how many events follow it in the batch, and its envelope before and after
+# the seq. Returns each channel's last number. One script, so that numbering and the snapshot are one
+# atomic step: two relays during a rebalance cannot leave a snapshot behind its number. The snapshot
+# stands at the channel's last number whichever event it shows: a client takes the events after it.
 _NUMBER_AND_KEEP_NEWEST = """
 local numbers = {}
 for i, key in ipairs(KEYS) do
-  local last = redis.call('HINCRBY', key, 'seq', ARGV[3 * i - 2])
-  redis.call('HSET', key, 'last_seq', last, 'last', ARGV[3 * i - 1] .. string.format('%d', last) .. ARGV[3 * i])
+  local at = 5 * i - 4
+  local last = redis.call('HINCRBY', key, 'seq', ARGV[at])
+  local time = tonumber(ARGV[at + 1])
+  local kept = tonumber(redis.call('HGET', key, 'last_time'))
+  if kept == nil or time >= kept then
+    local own = last - tonumber(ARGV[at + 2])
+    redis.call('HSET', key, 'last', ARGV[at + 3] .. string.format('%d', own) .. ARGV[at + 4],
+               'last_time', ARGV[at + 1])
+  end
+  redis.call('HSET', key, 'last_seq', last)
   numbers[i] = last
 end
 return numbers
 """
 
 
-def relay_batches(events: Events) -> dict[str, list[tuple[str, bytes]]]:
-    """Events grouped by channel, in order, as (event type, message JSON).
+def relay_batches(events: Events) -> dict[str, list[tuple[str, bytes, int]]]:
+    """Events grouped by channel, in order, as (event type, message JSON, event time in epoch µs; a
+    candle's: its bucket's start).
 
     Quotes are conflated to the newest per symbol and candle updates to the
     newest per bucket (each carries the bucket's full state): a client wants
     the book and the candle as they are now, not every step in between.
     Trades and alerts are never conflated.
     """
-    batches: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+    batches: dict[str, list[tuple[str, bytes, int]]] = defaultdict(list)
     for trade in events.get(TRADES, ()):
-        batches[trades_channel(trade.symbol)].append(("trade", encode(trade)))
+        batches[trades_channel(trade.symbol)].append(("trade", encode(trade), epoch_us(trade.ts)))
     newest_quote = {}
     for quote in events.get(QUOTES, ()):
         current = newest_quote.get(quote.symbol)
         if current is None or quote.ts >= current.ts:
             newest_quote[quote.symbol] = quote
     for symbol, quote in newest_quote.items():
-        batches[quotes_channel(symbol)].append(("quote", encode(quote)))
+        batches[quotes_channel(symbol)].append(("quote", encode(quote), epoch_us(quote.ts)))
     newest_candle = {}
     for candle in events.get(CANDLES, ()):  # partition order: a later message is a later state
         newest_candle[(candle.symbol, candle.interval, candle.start)] = candle
-    for (symbol, interval, _start), candle in sorted(newest_candle.items(), key=lambda item: item[0][2]):
-        batches[candles_channel(interval, symbol)].append(("candle", encode(candle)))
+    for (symbol, interval, start), candle in sorted(newest_candle.items(), key=lambda item: item[0][2]):
+        batches[candles_channel(interval, symbol)].append(("candle", encode(candle), epoch_us(start)))
     for alert in events.get(ALERTS, ()):
-        batches[ALERTS_CHANNEL].append(("alert", encode(alert)))
+        batches[ALERTS_CHANNEL].append(("alert", encode(alert), epoch_us(alert.ts)))
     return dict(batches)
+
+
+def newest_by_time(items: list[tuple[str, bytes, int]]) -> int:
+    """The index of the item with the latest event time; of several, the last to come."""
+    newest = 0
+    for index, item in enumerate(items):
+        if item[2] >= items[newest][2]:
+            newest = index
+    return newest
 
 
 def envelope_around_seq(*, type: str, channel: str, data: bytes) -> tuple[str, str]:
@@ -173,16 +197,18 @@ class RelayPipeline:
             self._loop.close()  # channels_redis closes its connections with the loop
 
     # --- steps ---------------------------------------------------------------------------
-    def _number(self, batches: dict[str, list[tuple[str, bytes]]]) -> dict[str, list[tuple[int, str]]]:
+    def _number(self, batches: dict[str, list[tuple[str, bytes, int]]]) -> dict[str, list[tuple[int, str]]]:
         if self._number_script is None:
             self._number_script = redis_client().register_script(_NUMBER_AND_KEEP_NEWEST)
         channels = list(batches)
         envelopes: dict[str, list[tuple[str, str]]] = {}
         args: list[object] = []
         for channel in channels:
+            items = batches[channel]
             envelopes[channel] = [envelope_around_seq(type=kind, channel=channel, data=data)
-                                  for kind, data in batches[channel]]
-            args += [len(envelopes[channel]), *envelopes[channel][-1]]
+                                  for kind, data, _time in items]
+            newest = newest_by_time(items)
+            args += [len(items), items[newest][2], len(items) - 1 - newest, *envelopes[channel][newest]]
         last_numbers = self._number_script(keys=[CHANNEL_KEY.format(channel) for channel in channels], args=args)
         numbered: dict[str, list[tuple[int, str]]] = {}
         for channel, last in zip(channels, last_numbers):

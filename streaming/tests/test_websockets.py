@@ -200,6 +200,34 @@ def test_subscribe_sends_a_snapshot_then_only_newer_events(market):
     run(scenario)
 
 
+def test_the_snapshot_is_the_newest_event_by_event_time_not_the_last_to_come(market):
+    async def scenario():
+        # A late print, an old quote and an update of last week's candle come after newer ones:
+        # relayed live, but the snapshots stay the newest state, at the channel's last number.
+        await send(market, trades=[trade(5, price="190.00"), trade(6, price="190.50")],
+                   quotes=[quote(5, "MSFT", "10.05")], candles=[candle(3, minute=10)])
+        await send(market, trades=[trade(2, price="150.00")], quotes=[quote(1, "MSFT", "9.00")],
+                   candles=[candle(7, minute=-7 * 1440)])
+        client = await connect("/ws/stream")
+        channels = ["trades.AAPL", "quotes.MSFT", "candles.1m.AAPL"]
+        await client.send_json_to({"action": "subscribe", "channels": channels})
+        assert (await receive(client))["type"] == "subscribed"
+        snapshots = {m["channel"]: m for m in [await receive(client) for _ in channels]}
+        assert (snapshots["trades.AAPL"]["seq"], snapshots["trades.AAPL"]["data"]["price"]) == (3, "190.50")
+        assert (snapshots["quotes.MSFT"]["seq"], snapshots["quotes.MSFT"]["data"]["bid"]) == (2, "10.05")
+        assert (snapshots["candles.1m.AAPL"]["seq"], snapshots["candles.1m.AAPL"]["data"]["trades"]) == (2, 3)
+        await send(market, trades=[trade(6, price="191.00")])  # the same time: the later one is the newest
+        assert (await receive(client))["seq"] == 4
+        await client.disconnect()
+        again = await connect("/ws/stream")
+        await again.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert (await receive(again))["type"] == "subscribed"
+        assert (await receive(again))["data"]["price"] == "191.00"
+        await again.disconnect()
+
+    run(scenario)
+
+
 def test_subscribing_again_after_a_gap_sends_a_fresh_snapshot(market):
     async def scenario():
         client = await connect("/ws/stream")
@@ -443,7 +471,9 @@ def test_two_relays_at_once_never_issue_a_number_twice_and_the_snapshot_is_the_n
         assert sorted(subscriber.events) == list(range(1, 241)) and subscriber.delivered == 240
         state = redis_clean.hgetall(CHANNEL_KEY.format("trades.AAPL"))
         assert (state[b"seq"], state[b"last_seq"]) == (b"240", b"240")
-        assert state[b"last"].decode() == subscriber.events[240]  # the snapshot is the event numbered 240
+        # The snapshot is the newest trade by event time, under the number it was relayed with.
+        snapshot = json.loads(state[b"last"])
+        assert snapshot["data"]["id"] == "t-AAPL-1119" and subscriber.events[snapshot["seq"]] == state[b"last"].decode()
         fanout.leave("trades.AAPL", subscriber)
         await until(lambda: not fanout.reading)
 
@@ -657,7 +687,7 @@ def test_relay_streams_batches_for_the_relay_batch_wait_not_the_stores(monkeypat
 
 def test_relay_batches_number_nothing_twice_and_keep_trades_in_order():
     batches = relay_batches({TRADES: [trade(2), trade(1), trade(1, "MSFT")], QUOTES: [quote(1), quote(1, "MSFT")]})
-    assert [json.loads(data)["id"] for _kind, data in batches["trades.AAPL"]] == ["t-AAPL-2", "t-AAPL-1"]
+    assert [json.loads(data)["id"] for _kind, data, _time in batches["trades.AAPL"]] == ["t-AAPL-2", "t-AAPL-1"]
     assert set(batches) == {"trades.AAPL", "trades.MSFT", "quotes.AAPL", "quotes.MSFT"}
 
 
