@@ -1,35 +1,72 @@
-"""Number and time formatting of the dashboard: fixed decimals, signs, arrows.
+"""Number and time formatting of the dashboard: exact prices and sizes, signs, arrows.
 
 Values are Decimals (never floats) and may be None (not known yet), which
-renders as an em dash. static/dashboard/live.js formats live values the same way.
+renders as an em dash. Prices and sizes keep every digit they have (a price of
+0.00001227 is not 0.00); static/dashboard/decimal.js formats live values the
+same way (tests/test_dashboard_decimals.py holds the two to one output).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django import template
 
 register = template.Library()
 MISSING = "—"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _decimal(value) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except InvalidOperation:
         return None
+    return number if number.is_finite() else None
+
+
+def _digits(number: Decimal) -> tuple[str, str, str]:
+    """(sign, whole digits, fraction digits without trailing zeros) of ``number``."""
+    text = f"{abs(number):f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0")
+    return ("-" if number < 0 and (whole != "0" or fraction) else ""), whole, fraction
 
 
 @register.filter
-def fixed(value, places: int = 2) -> str:
-    """1234.5 -> "1234.50" (places decimals, half-even, no grouping)."""
+def price(value) -> str:
+    """Every digit of a price, at least two places, no grouping: 412 -> "412.00", "0.00001227" stays."""
     number = _decimal(value)
     if number is None:
         return MISSING
+    sign, whole, fraction = _digits(number)
+    return f"{sign}{whole}.{fraction.ljust(2, '0')}"
+
+
+@register.filter
+def signed_price(value) -> str:
+    """A price change: 0.5 -> "+0.50", -0.00000012 -> "-0.00000012"."""
+    number = _decimal(value)
+    text = price(number)
+    return f"+{text}" if number is not None and number > 0 else text
+
+
+@register.filter
+def quantity(value) -> str:
+    """A size or volume: thousands grouped, every decimal digit: "123,456,789,012.12345678"."""
+    number = _decimal(value)
+    if number is None:
+        return MISSING
+    sign, whole, fraction = _digits(number)
+    return f"{sign}{int(whole):,}" + (f".{fraction}" if fraction else "")
+
+
+def _fixed(number: Decimal, places: int) -> str:
+    """1234.5 -> "1234.50" (places decimals, half-even, no grouping)."""
     return f"{number.quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_EVEN):f}"
 
 
@@ -48,7 +85,7 @@ def signed(value, places: int = 2) -> str:
     number = _decimal(value)
     if number is None:
         return MISSING
-    text = fixed(number, places)
+    text = _fixed(number, places)
     return f"+{text}" if number > 0 and text.strip("0.") else text
 
 
@@ -80,6 +117,12 @@ def utc(value: datetime | None) -> str:
 @register.filter
 def epoch(value: datetime | None) -> str:
     return str(int(value.timestamp())) if isinstance(value, datetime) else ""
+
+
+@register.filter
+def epoch_ms(value: datetime | None) -> str:
+    """Whole epoch milliseconds, what Date.parse() gives in the page's scripts."""
+    return str((value - _EPOCH) // _MILLISECOND) if isinstance(value, datetime) else ""
 
 
 @register.filter

@@ -133,6 +133,28 @@ def test_the_symbol_page_shows_quote_candles_and_a_bounded_trade_tape(redis_clea
     assert Client().get("/symbols/AAPL/?interval=7m").content.decode().count('aria-current="true"') == 1
 
 
+def test_prices_and_sizes_below_a_cent_or_beyond_a_float_show_every_digit(redis_clean):
+    symbols_seed(tickers=["SHIB-USD"])
+    start = minute_ago(5)
+    trades = [Trade(id=f"shib-{i}", symbol="SHIB-USD", ts=start + timedelta(seconds=i), seq=i, price=Decimal(price),
+                    size=Decimal(size), side="buy") for i, (price, size) in
+              enumerate([("0.00001215", "123456789012.12345678"), ("0.00001227", "9999999999999999")])]
+    store_trades(trades)
+    latest_events_store(key_format=LATEST_TRADE_KEY, events=trades)
+    latest_events_store(key_format=LATEST_QUOTE_KEY, events=[quote_of("SHIB-USD", "0.00001226", "0.00001228")])
+    market_stats_refresh(now=datetime.now(UTC))
+
+    html = Client().get("/symbols/SHIB-USD/").content.decode()
+    assert '<span class="value">0.00001227</span>' in html and '<span class="value">+0.00000012</span>' in html
+    assert 'data-field="bid">0.00001226<' in html and 'data-field="spread">0.00000002<' in html
+    tape = rows_of(html, "tape")
+    assert ">0.00001227<" in tape[0] and ">9,999,999,999,999,999<" in tape[0]
+    assert ">123,456,789,012.12345678<" in tape[1]
+    overview = Client().get("/").content.decode()
+    assert '<span class="value">0.00001227</span>' in overview
+    assert '<span class="value">10,000,123,456,789,011.12345678</span>' in overview  # the 24h volume, exactly
+
+
 def test_an_unknown_symbol_is_a_404_page():
     response = Client().get("/symbols/NOPE/")
     assert response.status_code == 404

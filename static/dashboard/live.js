@@ -173,16 +173,20 @@
   }
 
   // --- formatting, as the server's templatetags/dashboard.py does ------------------
+  // Prices and sizes exactly (decimal.js); floats only for percentages and counts.
+  var Decimal = window.FinStreamDecimal;
   function num(value) {
     if (value === null || value === undefined || value === "") return null;
     var n = Number(value);
     return isFinite(n) ? n : null;
   }
   var fmt = {
-    fixed: function (value, places) {
-      var n = num(value);
-      return n === null ? "—" : n.toFixed(places === undefined ? 2 : places);
-    },
+    price: Decimal.price,
+    signedPrice: Decimal.signedPrice,
+    quantity: Decimal.quantity,
+    add: Decimal.add,
+    sub: Decimal.sub,
+    places: Decimal.places,
     grouped: function (value, places) {
       var n = num(value);
       if (n === null) return "—";

@@ -18,11 +18,13 @@
       var parts = pair.split(":");
       return [Number(parts[0]), Number(parts[1])];
     });
+    // Prices and the volume stay decimal text: they are shown, summed and subtracted exactly.
     rows.set(tr.dataset.symbol, {
       tr: tr,
-      last: tr.dataset.last ? Number(tr.dataset.last) : null,
-      open: tr.dataset.open ? Number(tr.dataset.open) : null,
-      volume: tr.dataset.volume ? Number(tr.dataset.volume) : null,
+      last: tr.dataset.last || null,
+      lastTime: Number(tr.dataset.lastTime || 0),
+      open: tr.dataset.open || null,
+      volume: tr.dataset.volume || null,
       statsTime: Number(tr.dataset.statsTime || 0),
       bid: null, ask: null, move: null, spark: points,
       dirty: false, sparkDirty: false,
@@ -47,20 +49,19 @@
       var tr = state.tr;
       if (state.move !== null) {
         var lastCell = tr.querySelector(".col-last");
-        cell(tr, "last").textContent = fmt.fixed(state.last, 2);
+        cell(tr, "last").textContent = fmt.price(state.last);
         tr.querySelector(".col-last .tick").className = "tick " + state.move;
         fs.flash(lastCell, state.move);
         tr.dataset.last = state.last;
         state.move = null;
       }
-      if (state.last !== null && state.open) {
-        var change = state.last - state.open;
-        var pct = change / state.open * 100;
-        var dir = fmt.direction(change.toFixed(2));
+      if (state.last !== null && Number(state.open)) {
+        var change = fmt.sub(state.last, state.open);
+        var pct = Number(change) / Number(state.open) * 100;
         var changeCell = tr.querySelector(".col-change");
-        changeCell.className = "num col-change " + dir;
-        changeCell.firstChild.textContent = fmt.arrow(change.toFixed(2)) + " ";
-        cell(tr, "change").textContent = fmt.signed(change, 2);
+        changeCell.className = "num col-change " + fmt.direction(change);
+        changeCell.firstChild.textContent = fmt.arrow(change) + " ";
+        cell(tr, "change").textContent = fmt.signedPrice(change);
         var pctCell = tr.querySelector(".col-change_pct");
         pctCell.className = "num col-change_pct " + fmt.direction(pct.toFixed(2));
         pctCell.firstChild.textContent = fmt.arrow(pct.toFixed(2)) + " ";
@@ -69,11 +70,11 @@
         tr.dataset.changePct = pct;
       }
       if (state.volume !== null) {
-        cell(tr, "volume").textContent = fmt.grouped(state.volume, 0);
+        cell(tr, "volume").textContent = fmt.quantity(state.volume);
         tr.dataset.volume = state.volume;
       }
-      if (state.bid !== null) cell(tr, "bid").textContent = fmt.fixed(state.bid, 2);
-      if (state.ask !== null) cell(tr, "ask").textContent = fmt.fixed(state.ask, 2);
+      if (state.bid !== null) cell(tr, "bid").textContent = fmt.price(state.bid);
+      if (state.ask !== null) cell(tr, "ask").textContent = fmt.price(state.ask);
       if (state.sparkDirty) {
         state.sparkDirty = false;
         drawSpark(tr.querySelector("svg.spark"), state.spark);
@@ -97,22 +98,24 @@
   function onTrade(trade, info) {
     var state = rows.get(trade.symbol);
     if (!state) return;
-    var price = Number(trade.price);
-    if (state.last !== null && price !== state.last) state.move = price > state.last ? "up" : "down";
-    else if (state.last === null) state.move = "flat";
-    state.last = price;
+    var time = Date.parse(trade.ts);
     // Trades newer than the 24h statistics add to their volume until the next refresh.
-    if (!info.snapshot && state.volume !== null && Date.parse(trade.ts) / 1000 > state.statsTime) {
-      state.volume += Number(trade.size);
+    if (!info.snapshot && state.volume !== null && time / 1000 > state.statsTime) {
+      state.volume = fmt.add(state.volume, trade.size);
+      schedule(state);
     }
+    if (time < state.lastTime) return; // a late print: streamed, but not the last price
+    state.lastTime = time;
+    state.move = state.last === null ? "flat" : fmt.direction(fmt.sub(trade.price, state.last));
+    state.last = trade.price;
     schedule(state);
   }
 
   function onQuote(quote) {
     var state = rows.get(quote.symbol);
     if (!state) return;
-    state.bid = Number(quote.bid);
-    state.ask = Number(quote.ask);
+    state.bid = quote.bid;
+    state.ask = quote.ask;
     schedule(state);
   }
 
@@ -150,9 +153,9 @@
   };
   // Server-rendered change values, before the first live update.
   rows.forEach(function (state) {
-    if (state.last !== null && state.open) {
-      state.tr.dataset.change = state.last - state.open;
-      state.tr.dataset.changePct = (state.last - state.open) / state.open * 100;
+    if (state.last !== null && Number(state.open)) {
+      state.tr.dataset.change = fmt.sub(state.last, state.open);
+      state.tr.dataset.changePct = Number(state.tr.dataset.change) / Number(state.open) * 100;
     }
   });
 

@@ -9,7 +9,7 @@
   var fs = window.FinStream;
   var fmt = fs.fmt;
   var symbol = root.dataset.symbol;
-  var open24h = root.dataset.open ? Number(root.dataset.open) : null;
+  var open24h = Number(root.dataset.open) ? root.dataset.open : null; // decimal text
 
   // --- chart ----------------------------------------------------------------------
   var container = document.getElementById("chart");
@@ -32,13 +32,29 @@
     candleSeries = chart.addSeries(LWC.CandlestickSeries, {
       upColor: "rgba(0, 0, 0, 0)", borderUpColor: UP, wickUpColor: UP,
       downColor: DOWN, borderDownColor: DOWN, wickDownColor: DOWN,
-      priceFormat: { type: "price", precision: 2, minMove: 0.01 },
+      priceFormat: priceFormat(2),
     });
     candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
     volumeSeries = chart.addSeries(LWC.HistogramSeries, {
       priceFormat: { type: "volume" }, priceScaleId: "", lastValueVisible: false, priceLineVisible: false,
     });
     volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
+  }
+
+  // The price axis shows as many places as the symbol's prices have (SHIB at 0.00001227 needs 8).
+  var pricePlaces = 2;
+  function priceFormat(places) {
+    return { type: "price", precision: places, minMove: Number("1e-" + places) };
+  }
+  function fitPlaces(candles) {
+    var places = pricePlaces;
+    candles.forEach(function (candle) {
+      ["open", "high", "low", "close"].forEach(function (field) { places = Math.max(places, fmt.places(candle[field])); });
+    });
+    if (places !== pricePlaces && candleSeries) {
+      pricePlaces = places;
+      candleSeries.applyOptions({ priceFormat: priceFormat(places) });
+    }
   }
 
   function bar(candle) {
@@ -62,6 +78,7 @@
       .then(function (response) { return response.ok ? response.json() : Promise.reject(response.status); })
       .then(function (body) {
         if (request !== historyRequest) return; // a newer switch won
+        fitPlaces(body.candles);
         var bars = body.candles.slice().reverse().map(bar);
         candleSeries.setData(bars.map(function (b) { return b.candle; }));
         volumeSeries.setData(bars.map(function (b) { return b.volume; }));
@@ -95,8 +112,8 @@
       var row = document.createElement("tr");
       var cells = [
         new Date(candle.time).toISOString().slice(0, 19).replace("T", " ") + " UTC",
-        fs.fmt.fixed(candle.open), fs.fmt.fixed(candle.high), fs.fmt.fixed(candle.low), fs.fmt.fixed(candle.close),
-        fs.fmt.grouped(candle.volume), fs.fmt.grouped(candle.trades),
+        fmt.price(candle.open), fmt.price(candle.high), fmt.price(candle.low), fmt.price(candle.close),
+        fmt.quantity(candle.volume), fmt.grouped(candle.trades),
       ];
       cells.forEach(function (text, i) {
         var cell = document.createElement("td");
@@ -116,6 +133,7 @@
       loadHistory(); // after a gap or reconnect: candles may have been missed
       return;
     }
+    fitPlaces([candle]);
     candleSeries.update(b.candle);
     volumeSeries.update(b.volume);
     if (lastBarTime === null || b.candle.time > lastBarTime) {
@@ -159,33 +177,36 @@
 
   // --- last price and quote ---------------------------------------------------------
   var lastEl = document.getElementById("last");
-  var lastPrice = lastEl.dataset.last ? Number(lastEl.dataset.last) : null;
+  var lastPrice = lastEl.dataset.last || null; // decimal text
+  var lastTime = Number(lastEl.dataset.lastTime || 0);
   var changeEl = document.getElementById("change");
 
   function onPrice(trade) {
-    var price = Number(trade.price);
-    var move = lastPrice === null || price === lastPrice ? "flat" : price > lastPrice ? "up" : "down";
-    lastPrice = price;
-    lastEl.querySelector(".value").textContent = fmt.fixed(price, 2);
+    var time = Date.parse(trade.ts || trade.time);
+    if (time < lastTime) return; // a late print: on the tape, but not the last price
+    lastTime = time;
+    var move = lastPrice === null ? "flat" : fmt.direction(fmt.sub(trade.price, lastPrice));
+    lastPrice = trade.price;
+    lastEl.querySelector(".value").textContent = fmt.price(trade.price);
     lastEl.querySelector(".tick").className = "tick " + move;
     fs.flash(lastEl, move);
     if (open24h) {
-      var change = price - open24h;
-      changeEl.className = "num " + fmt.direction(change.toFixed(2));
-      changeEl.firstChild.textContent = fmt.arrow(change.toFixed(2)) + " ";
-      changeEl.querySelector(".value").textContent = fmt.signed(change, 2);
-      changeEl.querySelector(".pct").textContent = fmt.signed(change / open24h * 100, 2);
+      var change = fmt.sub(trade.price, open24h);
+      changeEl.className = "num " + fmt.direction(change);
+      changeEl.firstChild.textContent = fmt.arrow(change) + " ";
+      changeEl.querySelector(".value").textContent = fmt.signedPrice(change);
+      changeEl.querySelector(".pct").textContent = fmt.signed(Number(change) / Number(open24h) * 100, 2);
     }
   }
 
   var quoteEl = document.getElementById("quote");
   function onQuote(quote) {
     var set = function (field, text) { quoteEl.querySelector('[data-field="' + field + '"]').textContent = text; };
-    set("bid", fmt.fixed(quote.bid, 2));
-    set("ask", fmt.fixed(quote.ask, 2));
-    set("bid_size", fmt.grouped(quote.bid_size, 0));
-    set("ask_size", fmt.grouped(quote.ask_size, 0));
-    set("spread", fmt.fixed(Number(quote.ask) - Number(quote.bid), 2));
+    set("bid", fmt.price(quote.bid));
+    set("ask", fmt.price(quote.ask));
+    set("bid_size", fmt.quantity(quote.bid_size));
+    set("ask_size", fmt.quantity(quote.ask_size));
+    set("spread", fmt.price(fmt.sub(quote.ask, quote.bid)));
     set("time", fmt.hms(quote.ts));
   }
 
@@ -199,8 +220,8 @@
     tr.dataset.id = trade.id;
     tr.className = trade.side;
     var cells = [
-      [fmt.hms(trade.ts || trade.time), "num"], [fmt.fixed(trade.price, 2), "num"],
-      [fmt.grouped(trade.size, 0), "num"], [trade.side === "buy" ? "▲ buy" : "▼ sell", ""],
+      [fmt.hms(trade.ts || trade.time), "num"], [fmt.price(trade.price), "num"],
+      [fmt.quantity(trade.size), "num"], [trade.side === "buy" ? "▲ buy" : "▼ sell", ""],
     ];
     cells.forEach(function (c) {
       var td = document.createElement("td");
