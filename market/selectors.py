@@ -78,8 +78,10 @@ def candle_message_from_row(row) -> CandleMessage:
 # --- pages for the API ------------------------------------------------------------
 # Keyset pagination: a page starts strictly after the (time, id) of the previous
 # page's last row. Every query is `symbol = ... [AND interval = ...]` plus a
-# range on the rest of the primary key and ORDER BY the same columns, so it is
-# one (backward) index range scan per partition, stopped by the LIMIT.
+# range on time and ORDER BY the same columns, so it is one (backward) index
+# range scan per partition, stopped by the LIMIT. Trades are ordered by (time,
+# seq, trade_id), the tape's order: the primary key (symbol, time, trade_id)
+# gives the time order and an incremental sort orders each instant's trades.
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ def _range_sql(*, start: datetime | None, end: datetime | None, after: tuple | N
         clauses.append("time < %s")
         params.append(end)
     if after is not None:
+        # PostgreSQL starts the index range scan at the comparison's leading columns that the index
+        # holds in its order (for trades, time alone: seq is not in the primary key).
         clauses.append(f"({key}) {'<' if descending else '>'} ({', '.join(['%s'] * len(after))})")
         params.extend(after)
     return "".join(f" AND {clause}" for clause in clauses), params
@@ -116,15 +120,16 @@ def _epoch_us(column: str) -> str:
 
 
 def trade_page(*, symbol: str, start: datetime | None = None, end: datetime | None = None,
-               after: tuple[datetime, str] | None = None, descending: bool = True, limit: int) -> list[TradeRow]:
+               after: tuple[datetime, int, str] | None = None, descending: bool = True,
+               limit: int) -> list[TradeRow]:
     """Up to `limit` trades of `symbol` in [start, end), strictly after the
-    (time, trade_id) `after` in the chosen order; newest first by default."""
-    where, params = _range_sql(start=start, end=end, after=after, descending=descending, key="time, trade_id")
+    (time, seq, trade_id) `after` in the chosen order; newest first by default."""
+    where, params = _range_sql(start=start, end=end, after=after, descending=descending, key="time, seq, trade_id")
     order = "DESC" if descending else "ASC"
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT trade_id, symbol, {_epoch_us('time')}, seq, price, size, side FROM market_trade "
-            f"WHERE symbol = %s{where} ORDER BY time {order}, trade_id {order} LIMIT %s",
+            f"WHERE symbol = %s{where} ORDER BY time {order}, seq {order}, trade_id {order} LIMIT %s",
             [symbol, *params, limit],
         )
         return [TradeRow(trade_id, symbol_, epoch_us_time(us), seq, price, size, side)

@@ -6,9 +6,9 @@
 * ``sort`` is ``desc`` (newest first, the default) or ``asc``.
 * ``cursor`` is opaque: the ``next`` link of a page carries it with every other
   parameter of the request. Inside it is the (time, id) of the page's last row
-  and the sort it was made for, so a page never repeats or skips a row however
-  many rows share a timestamp (keyset pagination: no OFFSET, each page is one
-  index range scan).
+  (a trade's: time, seq and id, its order on the tape) and the sort it was
+  made for, so a page never repeats or skips a row however many rows share a
+  timestamp (keyset pagination: no OFFSET, each page is one index range scan).
 """
 
 from __future__ import annotations
@@ -125,15 +125,19 @@ class PageQuerySerializer(serializers.Serializer):
 
 @dataclass(frozen=True)
 class Position:
-    """Where a page ended: its last row's time and id (id is "" where time alone is unique)."""
+    """Where a page ended: its last row's time and id (id is "" where time alone is unique), and a
+    trade's seq (None for other rows)."""
 
     time: datetime
     id: str = ""
+    seq: int | None = None
 
 
 def cursor_encode(position: Position, *, sort: str) -> str:
-    micros = epoch_us(position.time)
-    raw = json.dumps([sort, micros, position.id], separators=(",", ":")).encode()
+    fields = [sort, epoch_us(position.time), position.id]
+    if position.seq is not None:
+        fields.append(position.seq)
+    raw = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -142,16 +146,18 @@ def cursor_decode(text: str, *, sort: str) -> Position:
                                                   "as it is, or drop `cursor` to start from the first page")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        issued_for, micros, row_id = json.loads(raw)
+        issued_for, micros, row_id, *seq = json.loads(raw)
         time = epoch_us_time(int(micros))
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
     if issued_for not in SORTS or not isinstance(row_id, str) or "\x00" in row_id or isinstance(micros, bool):
         raise bad
+    if seq and (len(seq) > 1 or type(seq[0]) is not int or not 0 <= seq[0] < 2**63):
+        raise bad
     if issued_for != sort:
         raise ApiError(code="invalid_cursor", message=f"this cursor belongs to sort={issued_for}: "
                                                       f"follow the `next` link as it is")
-    return Position(time=time, id=row_id)
+    return Position(time=time, id=row_id, seq=seq[0] if seq else None)
 
 
 def next_link(request, rows: list, *, limit: int, sort: str, position_of) -> str | None:

@@ -93,17 +93,20 @@ class TradeListApi(ReadApi):
         ticker = known_symbol(symbol)
         params = query(TradeQuerySerializer, request)
         after = params.get("cursor")
+        if after is not None and after.seq is None:
+            raise ApiError(code="invalid_cursor", message="this cursor is not one of a trades page: follow the "
+                                                          "`next` link of a trades page as it is")
         limit = params["limit"]
         rows = selectors.trade_page(
             symbol=ticker, start=params.get("start"), end=params.get("end"),
-            after=None if after is None else (after.time, after.id), descending=params["sort"] == "desc",
+            after=None if after is None else (after.time, after.seq, after.id), descending=params["sort"] == "desc",
             limit=limit + 1,
         )
         # Rendered as TradePageSerializer documents it (test_api_market checks they agree).
         return Response({
             "symbol": ticker, "trades": trades_json(rows[:limit]),
             "next": next_link(request, rows, limit=limit, sort=params["sort"],
-                              position_of=lambda row: Position(row.time, row.trade_id)),
+                              position_of=lambda row: Position(row.time, row.trade_id, row.seq)),
         })
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -148,6 +149,21 @@ def test_start_and_end_bound_trades_in_rfc3339_or_epoch_ms(client):
     pages = follow(client, "/api/v1/trades/AAPL?start=2026-03-02T14:30:14Z&end=2026-03-02T14:30:35Z&limit=2")
     assert [t["id"] for p in pages for t in p["trades"]] == in_range
     assert get(client, "/api/v1/trades/AAPL?start=2026-03-03")["trades"] == []
+
+
+@pytest.mark.parametrize("sort", ["desc", "asc"])
+def test_trades_of_one_instant_come_in_tape_order_across_pages(client, sort):
+    # A millisecond feed: ten trades an instant, their ids digests (as replay makes them), so id order
+    # is not the order they traded in; seq is. Pages of 4 split every instant.
+    trades = [Trade(id=hashlib.sha256(f"{i}".encode()).hexdigest()[:24], symbol="AAPL",
+                    ts=T0 + timedelta(milliseconds=i // 10), seq=i, price=Decimal("187.00") + i, size=Decimal(1),
+                    side="buy") for i in range(30)]
+    store_trades(trades)
+    pages = follow(client, f"/api/v1/trades/AAPL?limit=4&sort={sort}")
+    assert [t["seq"] for page in pages for t in page["trades"]] == sorted(range(30), reverse=sort == "desc")
+    newest = get(client, "/api/v1/trades/AAPL?limit=1")["trades"][0]
+    candle = get(client, "/api/v1/candles/AAPL?interval=1m")["candles"][0]
+    assert newest["price"] == candle["close"] == "216"  # the tape's last trade is the candle's close
 
 
 @pytest.mark.parametrize(("query", "mentions"), [
