@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from streaming.schemas import is_valid_symbol
+from streaming.schemas import SYMBOL_RULE, is_valid_symbol
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -71,8 +71,7 @@ def env_symbols(name: str, default: str) -> list[str]:
     bad = [symbol for symbol in symbols if not is_valid_symbol(symbol)]
     if bad or not symbols:
         problem = f"{name}: {bad} are not symbols" if bad else f"{name} names no symbol"
-        raise ImproperlyConfigured(f"{problem}: give them comma-separated, each A-Z, 0-9, '.' and '-', at most 16 "
-                                   "characters (AAPL,BRK.B,BTC-USD)")
+        raise ImproperlyConfigured(f"{problem}: give them comma-separated, each {SYMBOL_RULE} (AAPL,BRK.B,BTC-USD)")
     return symbols
 
 

@@ -14,6 +14,7 @@ from market.selectors import CANDLE_COLUMNS, candle_message_from_row
 from streaming.redis import redis_client
 from streaming.schemas import Candle as CandleMessage
 from streaming.schemas import Quote, Trade, encode
+from streaming.wire import epoch_us
 
 
 def symbols_seed(*, tickers: Sequence[str]) -> int:
@@ -206,6 +207,6 @@ def latest_events_store(*, key_format: str, events: Iterable[Trade | Quote]) -> 
     script = client.register_script(_SET_IF_NEWER)
     pipe = client.pipeline(transaction=False)
     for symbol, event in newest.items():
-        script(keys=[key_format.format(symbol)], args=[int(event.ts.timestamp() * 1_000_000), encode(event)],
+        script(keys=[key_format.format(symbol)], args=[epoch_us(event.ts), encode(event)],
                client=pipe)
     pipe.execute()

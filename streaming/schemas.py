@@ -43,6 +43,9 @@ Severity = Literal["low", "medium", "high", "critical"]
 Version = Literal[1]
 
 
+SYMBOL_RULE = "A-Z, 0-9, '.' and '-' (a letter or digit first), at most 16 characters"
+
+
 def is_valid_symbol(symbol: str) -> bool:
     return bool(_SYMBOL_RE.match(symbol))
 

@@ -43,7 +43,7 @@ from decimal import ROUND_FLOOR, Context, Decimal, Inexact, InvalidOperation, Ov
 from hashlib import blake2b
 from typing import Any, Literal
 
-from streaming.schemas import MAX_PRICE, MAX_SIZE, Quote, Trade, check_decimal, is_valid_symbol
+from streaming.schemas import MAX_PRICE, MAX_SIZE, SYMBOL_RULE, Quote, Trade, check_decimal, is_valid_symbol
 from streaming.wire import UtcTexts, WireMessage, epoch_us, epoch_us_time, quote_bytes, trade_bytes
 
 EpochUnit = Literal["s", "ms", "us", "ns"]
@@ -398,9 +398,7 @@ class ReplayParser:
         if default_symbol is not None:
             default_symbol = _symbol(default_symbol)
             if not is_valid_symbol(default_symbol):
-                raise ReplayError(
-                    f"symbol {default_symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16 characters"
-                )
+                raise ReplayError(f"symbol {default_symbol!r} is not valid: use {SYMBOL_RULE}")
         if epoch_unit is not None and epoch_unit not in EPOCH_UNITS:
             raise ReplayError(f"epoch unit {epoch_unit!r} is not one of {', '.join(EPOCH_UNITS)}")
         self.default_symbol = default_symbol
@@ -592,8 +590,7 @@ class ReplayParser:
             state = symbols.get(symbol)
             if state is None:
                 if not is_valid_symbol(symbol):
-                    raise ReplayError(
-                        f"symbol {symbol!r} is not valid: use A-Z, 0-9, '.' and '-', at most 16 characters")
+                    raise ReplayError(f"symbol {symbol!r} is not valid: use {SYMBOL_RULE}")
                 state = symbols[symbol] = _SymbolState()
             if len(by_symbol_text) >= 10_000:
                 by_symbol_text.clear()
@@ -622,6 +619,8 @@ class ReplayParser:
                 if not price_text or price_text.isspace():
                     if has_bid and row[bid_i].strip():
                         return quote(row, symbol, state, ts_us, numbers, form.quote)
+                    if has_bid and self._ask_i is not None and row[self._ask_i].strip():
+                        raise ReplayError("the row has an ask but no bid (a quote needs both) and no price (a trade)")
                     raise ReplayError("the row has neither a price (a trade) nor a bid and an ask (a quote)")
                 price = _number(price_text, "price", prices, price_exponent)
             size_text = row[size_i]  # type: ignore[index]

@@ -73,7 +73,7 @@ from typing import Literal
 
 import numpy as np
 
-from streaming.schemas import MAX_PRICE, Quote, Trade, is_valid_symbol
+from streaming.schemas import MAX_PRICE, SYMBOL_RULE, Quote, Trade, is_valid_symbol
 from streaming.wire import UtcTexts, WireMessage, cents_text, epoch_us, quote_bytes, trade_bytes
 
 DEFAULT_SYMBOLS = ("AAPL", "GOOGL", "MSFT", "AMZN", "META", "NVDA", "TSLA", "JPM", "V", "JNJ")
@@ -117,7 +117,7 @@ class SymbolProfile:
 
     def __post_init__(self) -> None:
         if not is_valid_symbol(self.symbol):
-            raise ValueError(f"{self.symbol!r} is not a valid symbol: use A-Z, 0-9, '.' and '-', at most 16")
+            raise ValueError(f"{self.symbol!r} is not a valid symbol: use {SYMBOL_RULE}")
         if not (self.price.is_finite() and self.price >= Decimal("0.01")):
             raise ValueError(f"{self.symbol}: start price must be at least 0.01, got {self.price}")
         if not (math.isfinite(self.volatility) and 0 <= self.volatility <= 5):
@@ -156,7 +156,7 @@ def profile_for(symbol: str) -> SymbolProfile:
     if symbol in DEFAULT_PROFILES:
         return DEFAULT_PROFILES[symbol]
     if not is_valid_symbol(symbol):
-        raise ValueError(f"{symbol!r} is not a valid symbol: use A-Z, 0-9, '.' and '-', at most 16")
+        raise ValueError(f"{symbol!r} is not a valid symbol: use {SYMBOL_RULE}")
     digest = hashlib.blake2b(symbol.encode(), digest_size=8).digest()
     u_price, u_vol = digest[0:4], digest[4:8]
     price = Decimal(1000 + int.from_bytes(u_price, "big") % 49_001).scaleb(-2)

@@ -301,6 +301,7 @@ def test_rows_with_a_bid_and_an_ask_and_no_price_are_quotes():
         "2026-01-05T14:30:00Z,AAPL,,,230.09,230.11,,\n"
         "2026-01-05T14:30:00Z,AAPL,,,230.09,230.11,,\n"
         "2026-01-05T14:30:01Z,AAPL,,,230.09,,,\n"
+        "2026-01-05T14:30:01Z,AAPL,,,,230.11,,500\n"
     )
     errors: list[ReplayError] = []
     messages = parse_text(text, on_error=errors.append)
@@ -312,7 +313,8 @@ def test_rows_with_a_bid_and_an_ask_and_no_price_are_quotes():
     assert (q2.bid_size, q2.ask_size) == (Decimal(0), Decimal(0))
     assert quote.id.startswith("rq-") and len({quote.id, q2.id, q3.id}) == 3
     assert trade.seq == 1
-    assert [e.line for e in errors] == [6] and "no ask" in errors[0].reason
+    assert [e.line for e in errors] == [6, 7]
+    assert "a bid but no ask" in errors[0].reason and "an ask but no bid" in errors[1].reason
 
 
 def test_a_quotes_only_file_needs_no_price_column():

@@ -14,7 +14,7 @@ from market.domain.simulator import MarketSimulator, ground_truth_json
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
-from streaming.schemas import is_valid_symbol
+from streaming.schemas import SYMBOL_RULE, is_valid_symbol
 from streaming.topics import QUOTES, TRADES, topic
 from streaming.wire import epoch_ms
 
@@ -50,7 +50,7 @@ class Command(BaseCommand):
         symbols = [s.strip().upper() for s in (options["symbols"] or ",".join(settings.SYMBOLS)).split(",") if s.strip()]
         bad = [s for s in symbols if not is_valid_symbol(s)]
         if bad or not symbols:
-            raise CommandError(f"--symbols: invalid symbol(s) {bad or symbols}: use letters, digits, '.' or '-'")
+            raise CommandError(f"--symbols: invalid symbol(s) {bad or symbols}: use {SYMBOL_RULE}")
         seed = options["seed"] if options["seed"] is not None else random.SystemRandom().randrange(1, 10**9)
         duration = options["duration"]
         if speed_rate is None and options["start"] is None:
