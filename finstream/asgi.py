@@ -14,13 +14,12 @@ from finstream.asgi_handler import SyncStackASGIHandler  # noqa: E402 - needs Dj
 
 django_asgi_app = SyncStackASGIHandler()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up first
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402 - needs Django set up first
 
 from finstream import tracing  # noqa: E402
 from finstream.env import env_bool  # noqa: E402
 from market.api.hot import HotReads  # noqa: E402
-from streaming.routing import websocket_urlpatterns  # noqa: E402
+from streaming.routing import websocket_application  # noqa: E402
 
 http_app = HotReads(django_asgi_app)
 if tracing.configure("web"):
@@ -35,7 +34,7 @@ if tracing.configure("web"):
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": websocket_application(),
     }
 )
 

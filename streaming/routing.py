@@ -1,6 +1,8 @@
-"""WebSocket routes (docs/api.md). finstream/asgi.py wraps them in
-AllowedHostsOriginValidator, so a browser page from another origin is refused."""
+"""WebSocket routes (docs/api.md), behind the Origin check of `websocket_application`."""
 
+from channels.routing import URLRouter
+from channels.security.websocket import OriginValidator
+from django.conf import settings
 from django.urls import path, re_path
 
 from streaming import consumers
@@ -12,3 +14,18 @@ websocket_urlpatterns = [
     path("ws/stream", consumers.MultiplexStreamConsumer.as_asgi()),
     re_path(r"", consumers.UnknownPathConsumer.as_asgi()),
 ]
+
+
+class BrowserOriginValidator(OriginValidator):
+    """A page of another site is refused, as by Channels' AllowedHostsOriginValidator; a client
+    that sends no Origin at all is let in. The check exists to stop a page in someone's browser
+    from opening a stream as them (cross-site WebSocket hijacking), and browsers always send
+    Origin; Python's websockets, websocat, wscat and a quant's script do not."""
+
+    def valid_origin(self, parsed_origin) -> bool:
+        return parsed_origin is None or super().valid_origin(parsed_origin)
+
+
+def websocket_application():
+    """The WebSocket routes behind the Origin check, against ALLOWED_HOSTS."""
+    return BrowserOriginValidator(URLRouter(websocket_urlpatterns), settings.ALLOWED_HOSTS)

@@ -168,12 +168,24 @@ def test_a_path_with_no_endpoint_is_told_so_and_closed_with_4404(market, path):
     run(scenario)
 
 
-def test_a_page_from_another_origin_is_refused(market):
+@pytest.mark.parametrize("origin", [b"http://evil.example", b"null", b"http://127.0.0.1.evil.example:8000"])
+def test_a_page_from_another_origin_is_refused(market, origin):
     async def scenario():
-        client = WebsocketCommunicator(application, "/ws/alerts",
-                                       headers=[(b"origin", b"http://evil.example"), (b"host", b"127.0.0.1")])
+        client = WebsocketCommunicator(application, "/ws/alerts", headers=[(b"origin", origin), (b"host", b"127.0.0.1")])
         connected, _ = await client.connect(timeout=TIMEOUT)
         assert not connected
+
+    run(scenario)
+
+
+def test_a_client_that_sends_no_origin_is_not_a_browser_page_and_is_let_in(market):
+    async def scenario():
+        client = WebsocketCommunicator(application, "/ws/trades/AAPL", headers=[(b"host", b"127.0.0.1")])
+        connected, _ = await client.connect(timeout=TIMEOUT)
+        assert connected
+        await send(market, trades=[trade(1)])
+        assert (await receive(client))["data"]["id"] == "t-AAPL-1"
+        await client.disconnect()
 
     run(scenario)
 

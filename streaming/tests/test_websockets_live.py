@@ -109,8 +109,10 @@ def test_live_events_reach_real_clients_through_kafka_the_relay_and_daphne(kafka
 
     async def scenario():
         connect = lambda path: websockets.connect(daphne + path, origin=origin, open_timeout=TIMEOUT)  # noqa: E731
+        # /ws/alerts as a script connects: no Origin header (browsers always send one).
         async with connect("/ws/trades/AAPL") as trades, connect("/ws/quotes/MSFT") as quotes, \
-                connect("/ws/alerts") as alerts, connect("/ws/stream") as stream:
+                websockets.connect(daphne + "/ws/alerts", open_timeout=TIMEOUT) as alerts, \
+                connect("/ws/stream") as stream:
             await stream.send(json.dumps({"action": "subscribe", "channels": ["candles.1m.AAPL", "trades.MSFT"]}))
             assert (await receive(stream))["type"] == "subscribed"
             snapshots = [await receive(stream), await receive(stream)]
