@@ -9,6 +9,7 @@
 #   deploy/stack.sh status         what runs, and /ready
 #   deploy/stack.sh logs           follow every process's log
 #   deploy/stack.sh clean          down, then remove the stack's var dir
+#   deploy/stack.sh ctl ARGS...    supervisorctl with the stack's settings (ctl stop app:build_candles)
 #
 # Each stack lives in FINSTREAM_VAR (default: var/) with its own ports, so the
 # test stack (var/test, other ports) never touches the one `make up` runs.
@@ -210,6 +211,16 @@ supervisor_running() {
 
 ctl() { "$VENV/bin/supervisorctl" -c "$SUPERVISOR_CONF" "$@"; }
 
+# The configuration the processes run with: every variable .env.example names, as this shell has
+# it (from .env, the environment or the defaults above). supervisord hands its processes the
+# environment it started with, so a changed configuration needs a new supervisord.
+config_fingerprint() {
+  local name
+  for name in $(grep -oE '^# ?[A-Z][A-Z0-9_]*=|^[A-Z][A-Z0-9_]*=' "$ROOT/.env.example" | tr -d '# =' | sort -u); do
+    printf '%s=%s\n' "$name" "${!name-}"
+  done | sha256sum | cut -d' ' -f1
+}
+
 start_supervisor() {
   if supervisor_running; then
     return
@@ -221,6 +232,7 @@ start_supervisor() {
   step "supervisord: starting (config deploy/supervisord.conf, logs in $FINSTREAM_VAR/log)"
   rm -f "$FINSTREAM_VAR/run/supervisor.sock"
   "$VENV/bin/supervisord" -c "$SUPERVISOR_CONF" || fail "supervisord did not start: see $FINSTREAM_VAR/log/supervisord.log"
+  config_fingerprint > "$FINSTREAM_VAR/run/config.sha"
   local i
   for ((i = 0; i < 100; i++)); do supervisor_running && return; sleep 0.1; done
   fail "supervisord did not answer: see $FINSTREAM_VAR/log/supervisord.log"
@@ -232,6 +244,11 @@ cmd_infra() {
   export PG_USER PGDATA PG_BIN
   prepare_postgres
   prepare_kafka
+  if supervisor_running && [ -f "$FINSTREAM_VAR/run/config.sha" ] \
+      && [ "$(config_fingerprint)" != "$(cat "$FINSTREAM_VAR/run/config.sha")" ]; then
+    step "The configuration (.env or the environment) changed since the stack started: restarting it"
+    cmd_down
+  fi
   start_supervisor
   # A running supervisord picks up an edited deploy/supervisord.conf; one that
   # started before the config named a new variable must be restarted.
@@ -350,5 +367,6 @@ case "${1:-}" in
   status) cmd_status ;;
   logs) cmd_logs ;;
   clean) cmd_clean ;;
-  *) fail "usage: deploy/stack.sh install|infra|up|down|status|logs|clean" ;;
+  ctl) shift; ctl "$@" ;;
+  *) fail "usage: deploy/stack.sh install|infra|up|down|status|logs|clean|ctl SUPERVISORCTL-ARGS..." ;;
 esac

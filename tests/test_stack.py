@@ -39,9 +39,9 @@ def stack(tmp_path_factory):
     env.update({"FINSTREAM_IGNORE_DOTENV": "1", "FINSTREAM_VAR": str(ROOT / "var" / f"test-stack-{SLOT}"),
                 "DJANGO_SUPERUSER_PASSWORD": "stack-test", "PG_FSYNC": "off", "KAFKA_HEAP": "384m"})
 
-    def run(*args: str) -> str:
-        result = subprocess.run([str(ROOT / "deploy" / "stack.sh"), *args], env=env, capture_output=True, text=True,
-                                timeout=600)
+    def run(*args: str, **changed: str) -> str:
+        result = subprocess.run([str(ROOT / "deploy" / "stack.sh"), *args], env={**env, **changed},
+                                capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
@@ -214,3 +214,18 @@ def test_down_and_up_keep_the_stored_data(stack):
         stored = {row[0] for row in db.execute("SELECT trade_id FROM market_trade WHERE trade_id = ANY(%s)",
                                                [list(kept)])}
     assert stored == kept, newest_before
+
+
+def test_ctl_reaches_the_stacks_supervisord_and_a_changed_configuration_restarts_it(stack):
+    stack("ctl", "stop", "app:simulator")
+    assert "app:simulator" not in pids(stack)
+    unchanged = stack("up")
+    assert "restarting" not in unchanged and "app:simulator" in pids(stack)
+    before = pids(stack)
+    changed = stack("up", TRADES_PER_SECOND="150")
+    assert "configuration (.env or the environment) changed" in changed and "FinStream is up." in changed
+    after = pids(stack)
+    assert set(after) == set(before) and all(after[name] != before[name] for name in before)
+    with open(f"/proc/{after['app:simulator']}/environ", "rb") as environ:
+        assert b"TRADES_PER_SECOND=150" in environ.read().split(b"\0")
+
