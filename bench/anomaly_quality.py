@@ -219,12 +219,13 @@ def stored_run(args: argparse.Namespace) -> int:
     topics_ensure(TOPIC_SPECS)
 
     now = datetime.now(UTC)
-    start = now - timedelta(seconds=WARM_UP_SECONDS)  # the simulator injects nothing in its first hour
+    history = max(WARM_UP_SECONDS.values())  # the simulator injects no volume burst in its first hour
+    start = now - timedelta(seconds=history)
     end = now + timedelta(minutes=args.stored)
     sim = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=seed, start=start, rate=args.rate,
                           anomaly_rate=args.anomalies, quotes_per_trade=args.quotes_per_trade)
     # Events up to now are overdue (published at once, as history); the rest play in real time.
-    pacer = Pacer(wall_start=time.monotonic() - WARM_UP_SECONDS, event_start_ms=epoch_ms(start), speed=1.0)
+    pacer = Pacer(wall_start=time.monotonic() - history, event_start_ms=epoch_ms(start), speed=1.0)
     stop = threading.Event()
     feed: dict[str, object] = {}
 

@@ -41,7 +41,7 @@ locals {
       singleton     = false
     }
     simulator = {
-      command       = ["python", "manage.py", "simulate", "--anomalies", "0.2"]
+      command       = ["python", "manage.py", "simulate", "--anomalies", "0.5"]
       metrics_port  = 9101
       health_port   = 9101
       health_path   = "/metrics"

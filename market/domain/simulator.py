@@ -47,10 +47,11 @@ The model, and why:
   truth in ``ground_truth``: price spikes (a 6-15 % move within 5-30 s, held
   1-5 min with wide spreads, then partly reverted over 10-20 min) and volume
   bursts (1-3 whole UTC minutes with 15-25x the expected volume: the symbol
-  trades twice as often and sizes make up the rest). None starts in the first
-  hour of a run (detectors need history) and one ends at least an hour before
-  the next starts on the same symbol, so that a detector's 30-60 minute
-  look-back never contains the previous episode. Anomaly times and shapes come
+  trades twice as often and sizes make up the rest). Detectors need history:
+  no spike starts in the first 5 minutes of a run, no burst in its first hour,
+  and one episode ends at least an hour before the next starts on the same
+  symbol, so that a detector's 30-60 minute look-back never contains the
+  previous episode. Anomaly times and shapes come
   from their own random stream.
 
 Without anomalies a 5 % move within a minute does not happen: for the most
@@ -89,7 +90,9 @@ JUMP_VARIANCE_SHARE = 0.1  # of the total variance; the diffusion carries the re
 SPREAD_PER_VOLATILE_DOLLAR = 0.0002  # spread in dollars ~ price x volatility x this
 PRICE_IMPROVEMENT_SHARE = 0.15  # trades printing strictly inside a wide spread
 
-WARM_UP_SECONDS = 3600.0  # no anomaly starts earlier in a run
+# No anomaly of a kind starts earlier in a run: a price spike is measured against the last minute's
+# trades, a volume burst against the last 30-60 minutes'.
+WARM_UP_SECONDS = {"price_spike": 300.0, "volume_burst": 3600.0}
 ANOMALY_GAP_SECONDS = 3600.0  # from the end of one episode to the start of the next, per symbol
 SPIKE_SPREAD_FACTOR = 4
 BURST_FREQUENCY_FACTOR = 2.0
@@ -336,8 +339,8 @@ class MarketSimulator:
     ``symbols`` are names (profiles from ``profile_for``) or ``SymbolProfile``s;
     ``start`` is the event time of the first events (timezone-aware); ``rate``
     is trades per second across all symbols; ``anomaly_rate`` the expected
-    number of injected anomalies per symbol per simulated hour (the hour of
-    warm-up and the hour between episodes cap it at about 0.8);
+    number of injected anomalies per symbol per simulated hour (the warm-up
+    and the hour between episodes cap it at about 0.8);
     ``quotes_per_trade`` the mean number of quotes per trade (> 0: quotes are
     what move prices).
 
@@ -398,7 +401,7 @@ class MarketSimulator:
         self._start_sod = (self.start - self.start.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
         if self.anomaly_rate > 0:
             for state in self._states:
-                self._schedule_anomaly(state, not_before=WARM_UP_SECONDS)
+                self._schedule_anomaly(state)
         self._stream: Iterator | None = None
         self._form: str | None = None
 
@@ -610,9 +613,13 @@ class MarketSimulator:
                 soonest = st.burst_end
         return soonest
 
-    def _schedule_anomaly(self, st: _SymbolState, *, not_before: float) -> None:
+    def _schedule_anomaly(self, st: _SymbolState, *, not_before: float | None = None) -> None:
+        """The symbol's next anomaly: after `not_before` (the end of its last episode and the gap), or
+        for its first, after its kind's warm-up."""
         arng = self._anomaly_rng
         kind: AnomalyKind = "price_spike" if arng.random() < 0.5 else "volume_burst"
+        if not_before is None:
+            not_before = WARM_UP_SECONDS[kind]
         # Mean time between starts is 1/anomaly_rate hours; the gap and the
         # episode itself (about 10 minutes on average) come out of it.
         mean_wait = max(3600.0 / self.anomaly_rate - ANOMALY_GAP_SECONDS - 600.0, 300.0)

@@ -312,7 +312,7 @@ def test_injected_anomalies_are_recorded_for_both_kinds_after_the_warm_up(anomal
     assert kinds == {"price_spike", "volume_burst"} and len(sim.ground_truth) >= 6
     by_symbol = defaultdict(list)
     for a in sim.ground_truth:
-        assert a.start >= START + timedelta(hours=1)
+        assert a.start >= START + (timedelta(minutes=5) if a.kind == "price_spike" else timedelta(hours=1))
         by_symbol[a.symbol].append(a)
     for episodes in by_symbol.values():
         for before, after in zip(episodes, episodes[1:]):
@@ -390,8 +390,8 @@ def test_volume_bursts_fill_whole_minutes_and_fire_a_3_sigma_detector(anomaly_ru
 
 def test_ground_truth_grows_as_events_are_generated():
     sim = MarketSimulator(symbols=("AAPL", "JNJ"), seed=8, start=START, rate=1.0, anomaly_rate=1.0)
-    run_for(sim, timedelta(minutes=59))
-    assert sim.ground_truth == []  # the warm-up hour
+    run_for(sim, timedelta(minutes=4, seconds=59))
+    assert sim.ground_truth == []  # the spikes' warm-up
     last = run_for(sim, timedelta(hours=4))[-1]
     assert sim.ground_truth and all(a.start <= last.ts for a in sim.ground_truth)
 

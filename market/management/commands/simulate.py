@@ -36,7 +36,8 @@ class Command(BaseCommand):
                             help="same seed, same stream (prices, sizes, ids); default: a random seed")
         parser.add_argument("--symbols", default=None, help="comma-separated symbols (default: SYMBOLS)")
         parser.add_argument("--anomalies", type=float, default=0.0, metavar="RATE",
-                            help="injected anomalies per symbol per simulated hour (price spikes, volume bursts)")
+                            help="injected anomalies per symbol per simulated hour (price spikes, volume bursts); none in "
+                                 "a run's first 5 minutes (spikes) or hour (bursts), an hour apart per symbol")
         parser.add_argument("--ground-truth", default=None, metavar="FILE",
                             help="write the injected anomalies as JSON to FILE (default with --anomalies: "
                                  "var/ground-truth-<seed>.json)")
