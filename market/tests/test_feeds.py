@@ -3,6 +3,7 @@ what they were asked to, a stop loses nothing they accepted, and a replayed
 file keeps its prices, times and ids."""
 
 import csv
+import io
 import os
 import re
 import signal
@@ -117,8 +118,15 @@ def sample_rows() -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_times(kafka_topics):
-    call_command("replay", str(SAMPLE), "--speed", "max")
+def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_times(kafka_topics, settings):
+    settings.TRADES_RETENTION_DAYS, settings.QUOTES_RETENTION_DAYS = 30, 7
+    settings.FINE_CANDLES_RETENTION_DAYS = 100_000  # the sample's 1m candles are kept: not named below
+    err = io.StringIO()
+    call_command("replay", str(SAMPLE), "--speed", "max", stderr=err)
+    # The sample (2026-01-05) is older than the trades' retention: the command says what will go.
+    assert "the file starts on 2026-01-05" in err.getvalue()
+    assert "drops trades after 30 days (TRADES_RETENTION_DAYS), quotes after 7 days" in err.getvalue()
+    assert "candles" not in err.getvalue()
     trades = trades_on_broker()
     rows = sample_rows()
     assert len(trades) == len(rows)

@@ -8,6 +8,7 @@ import zipfile
 import zlib
 import sys
 import time
+from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
 from streaming.topics import QUOTES, TRADES, topic
+from streaming.wire import epoch_us_time
 
 # What a damaged or truncated file raises while it is unpacked.
 _UNREADABLE = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
@@ -63,6 +65,21 @@ def _delimiter(text: str) -> str:
     if len(delimiter) != 1 or delimiter in "\"\r\n":
         raise CommandError(f"--delimiter {text!r}: give one character, such as ';' or '|', or \\t for a tab")
     return delimiter
+
+
+def retention_warning(*, first_event_ms: int, now: datetime) -> str | None:
+    """What the hourly retention will drop of a file that starts at `first_event_ms`, or None."""
+    start = epoch_us_time(first_event_ms * 1000)
+    age_days = (now - start).days
+    dropped = [f"{what} after {days} days ({name})" for what, days, name in (
+        ("trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS"),
+        ("quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS"),
+        ("1m and 5m candles", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS"),
+    ) if age_days >= days]
+    if not dropped:
+        return None
+    return (f"the file starts on {start:%Y-%m-%d}, {age_days} days ago: it is stored, and the hourly retention "
+            f"then drops {', '.join(dropped)}. To keep it, raise those settings for the stack (docs/replay.md)")
 
 
 class Command(BaseCommand):
@@ -136,6 +153,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: no rows to replay") from None
             pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
             messages = chain([first], messages)
+            if warning := retention_warning(first_event_ms=first[3], now=datetime.now(UTC)):
+                self.stderr.write(f"{path}: {warning}")
             kafka_cluster_reachable(timeout=10)
             should_stop = stop_on_signals()
             metrics.serve_metrics(settings.METRICS_PORT)
