@@ -69,21 +69,26 @@ def bad_request(request, exception):
     if isinstance(exception, TooManyFieldsSent):
         message = f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query parameters"
     elif isinstance(exception, DisallowedHost):
-        message = "the Host header names no host this server answers for"
+        message = "the Host header names no host this server answers for (ALLOWED_HOSTS lists them)"
     else:
         message = "the request is malformed"
     return JsonResponse({"error": {"code": "bad_request", "message": message}}, status=400)
 
 
-def too_many_parameters_middleware(get_response):
-    """Django refuses a request of more than DATA_UPLOAD_MAX_NUMBER_FIELDS parameters where a view first
-    reads them; with DEBUG on, its error page then reads them again and fails with a 500. They are read here
-    first, and such a request is a 400 at once."""
+def client_errors_middleware(get_response):
+    """Requests Django refuses as malformed, answered as `bad_request` before any view runs.
+
+    Over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters: Django refuses them where a view first reads
+    them, and with DEBUG on its error page reads them again and fails with a 500. A Host not in
+    ALLOWED_HOSTS under /api/: with DEBUG on, Django answers with its HTML debug page, not the
+    API's error shape (pages keep that page, which says what to add to ALLOWED_HOSTS)."""
 
     def middleware(request):
         try:
             request.GET
-        except TooManyFieldsSent as error:
+            if request.path.startswith("/api/"):
+                request.get_host()
+        except (TooManyFieldsSent, DisallowedHost) as error:
             return bad_request(request, error)
         return get_response(request)
 

@@ -61,7 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "finstream.errors.too_many_parameters_middleware",
+    "finstream.errors.client_errors_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -211,6 +211,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 LOGIN_URL = "/admin/login/"
+# The dashboard's /login/ without a ?next= lands on the market overview (Django's default is a 404).
+LOGIN_REDIRECT_URL = "dashboard-overview"
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": [

@@ -223,6 +223,12 @@ def test_an_anonymous_visitor_sees_no_buttons_and_cannot_acknowledge(alerts):
     assert Alert.objects.get(id="al-1").acknowledged_at is None
 
 
+def test_logging_in_at_login_without_a_next_page_lands_on_the_market():
+    get_user_model().objects.create_user("trader", password="pw-for-tests")
+    logged_in = Client().post("/login/", {"username": "trader", "password": "pw-for-tests", "next": ""})
+    assert logged_in.status_code == 302 and logged_in["Location"] == "/"
+
+
 def test_a_logged_in_user_acknowledges_with_htmx_and_resolves_without_javascript(alerts):
     user = get_user_model().objects.create_user("trader", password="pw-for-tests")  # not staff
     client = Client(enforce_csrf_checks=True)
