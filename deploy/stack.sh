@@ -144,7 +144,7 @@ install_kafka() {
   fi
   step "Kafka broker jars: copying from Maven Central into $KAFKA_LIBS"
   rm -rf "$KAFKA_LIBS"
-  mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS" \
+  mvn -q -B -Dstyle.color=never -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS" \
     || fail "mvn could not fetch the Kafka jars (deploy/kafka/pom.xml)"
   echo "$want" >"$stamp"
 }

@@ -28,7 +28,8 @@ urlpatterns = [
     path("api/v1/", include("alerts.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"),
+         name="api-redoc"),
     path("api-auth/", include("rest_framework.urls")),  # log in/out links of the browsable API
     re_path(r"^api/", api_not_found),
     path("", include("market.urls_pages")),  # the dashboard: /, /symbols/<s>/, /alerts/, /pipeline/

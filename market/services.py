@@ -17,10 +17,18 @@ from streaming.schemas import Quote, Trade, encode
 from streaming.wire import epoch_us
 
 
+# Names of the seed symbols (the spec's ten); any other symbol gets its name in Django admin.
+SEED_NAMES = {
+    "AAPL": "Apple Inc.", "GOOGL": "Alphabet Inc. Class A", "MSFT": "Microsoft Corporation",
+    "AMZN": "Amazon.com, Inc.", "META": "Meta Platforms, Inc.", "NVDA": "NVIDIA Corporation",
+    "TSLA": "Tesla, Inc.", "JPM": "JPMorgan Chase & Co.", "V": "Visa Inc.", "JNJ": "Johnson & Johnson",
+}
+
+
 def symbols_seed(*, tickers: Sequence[str]) -> int:
-    """Create the symbols that do not exist yet; returns how many were new."""
+    """Create the symbols that do not exist yet (a seed symbol with its name); returns how many were new."""
     existing = set(Symbol.objects.filter(ticker__in=tickers).values_list("ticker", flat=True))
-    new = [Symbol(ticker=ticker) for ticker in tickers if ticker not in existing]
+    new = [Symbol(ticker=ticker, name=SEED_NAMES.get(ticker, "")) for ticker in tickers if ticker not in existing]
     Symbol.objects.bulk_create(new, ignore_conflicts=True)
     return len(new)
 

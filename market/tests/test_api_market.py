@@ -59,7 +59,8 @@ def assert_error(body: dict, code: str, *mentions: str) -> None:
 # --- symbols and quotes ----------------------------------------------------------------------
 def test_symbols_lists_the_active_symbols(client):
     assert get(client, "/api/v1/symbols") == {"symbols": [
-        {"symbol": "AAPL", "name": ""}, {"symbol": "MSFT", "name": ""}, {"symbol": "NVDA", "name": ""}]}
+        {"symbol": "AAPL", "name": "Apple Inc."}, {"symbol": "MSFT", "name": "Microsoft Corporation"},
+        {"symbol": "NVDA", "name": "NVIDIA Corporation"}]}
 
 
 @pytest.mark.django_db(transaction=True)
