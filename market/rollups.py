@@ -80,10 +80,15 @@ _INSERT_MISSING = f"""
     SELECT symbol, %(interval)s, time, {", ".join(_VALUE_COLUMNS)}, now() FROM seal_expected
     ON CONFLICT (symbol, interval, time) DO NOTHING
 """
+# A candle without a trade. Not "absent from seal_expected" alone: a consumer may commit a late trade's
+# first candle in a closed bucket after seal_expected was made (its row did not exist to be locked);
+# this statement sees that trade, committed with the candle, and leaves the candle.
 _DELETE_PHANTOMS = """
     DELETE FROM market_candle c
     WHERE c.interval = %(interval)s AND c.time >= %(start)s AND c.time < %(end)s
       AND NOT EXISTS (SELECT 1 FROM seal_expected e WHERE e.symbol = c.symbol AND e.time = c.time)
+      AND NOT EXISTS (SELECT 1 FROM market_trade t
+                      WHERE t.symbol = c.symbol AND t.time >= c.time AND t.time < c.time + %(width)s::interval)
 """
 
 

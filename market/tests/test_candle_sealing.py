@@ -3,6 +3,7 @@ differs from its trades, inserts a missing one, deletes a phantom; the 24-hour
 statistics land in Redis."""
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ import pytest
 from django.db import connection, transaction
 
 from market import rollups
+from market.domain.candles import bucket_start
 from market.models import Candle
 from market.pipelines import TradesPipeline
 from streaming import metrics
@@ -76,6 +78,29 @@ def test_a_missing_candle_is_recreated_and_a_phantom_deleted(kafka_topics, redis
         cursor.execute("DELETE FROM market_candle WHERE interval = '5m' AND time = %s", [START])
     assert rollups.candles_seal(interval="5m", since=START, now=LATER) == 2
     assert snapshot("5m") == good
+
+
+@pytest.mark.parametrize("interval", ["1m", "1h"])
+def test_a_late_trade_stored_while_a_seal_runs_keeps_its_new_candle(kafka_topics, redis_clean, interval):
+    """A consumer commits the first trade of a closed bucket (its candle row new, so not locked by the
+    seal) after the seal computed what it expects: the seal must not take that candle for a phantom."""
+    store(trades())
+    late = Trade(id="late-1", symbol="NVDA", ts=START + timedelta(hours=5, seconds=7), seq=999,
+                 price=Decimal("141.00"), size=Decimal(5), side="sell")
+
+    def consumer_commits_after_the_expectation(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "CREATE TEMP TABLE seal_expected" in sql:
+            committing = threading.Thread(target=lambda: (store([late]), connection.close()))
+            committing.start()
+            committing.join()
+        return result
+
+    with connection.execute_wrapper(consumer_commits_after_the_expectation):
+        assert rollups.candles_seal(interval=interval, since=START, now=LATER) == 0
+    kept = Candle.objects.get(symbol="NVDA", interval=interval, time=bucket_start(late.ts, interval))
+    assert (kept.trades, kept.close, kept.last_trade_id) == (1, Decimal("141.00"), "late-1")
+    assert rollups.candles_seal(interval=interval, since=START, now=LATER) == 0  # and it was right
 
 
 def test_coarse_candles_are_sealed_from_the_minute_candles(kafka_topics, redis_clean):
