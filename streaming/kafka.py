@@ -58,6 +58,11 @@ def consumer_config(group_id: str, **overrides: object) -> dict[str, object]:
         # Eager rebalancing: the runner seeks every assigned partition to the
         # offset PostgreSQL holds, which assign() in on_assign does in one call.
         "partition.assignment.strategy": "range",
+        # A consumer killed without leaving (kill -9, a lost host) holds its partitions until the broker
+        # misses its heartbeats for this long: 45 s by default, a minute and more of no ingest after each
+        # crash. librdkafka heartbeats from its own thread, so a long batch does not count against it.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 100,
         "queued.max.messages.kbytes": 64 * 1024,
