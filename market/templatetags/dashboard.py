@@ -29,22 +29,21 @@ def _decimal(value) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _digits(number: Decimal) -> tuple[str, str, str]:
-    """(sign, whole digits, fraction digits without trailing zeros) of ``number``."""
-    text = f"{abs(number):f}"
-    whole, _, fraction = text.partition(".")
+def _digits(value, render) -> str:
+    """``render(sign, whole digits, fraction digits without trailing zeros)`` of a decimal value, or the
+    em dash when there is none."""
+    number = _decimal(value)
+    if number is None:
+        return MISSING
+    whole, _, fraction = f"{abs(number):f}".partition(".")
     fraction = fraction.rstrip("0")
-    return ("-" if number < 0 and (whole != "0" or fraction) else ""), whole, fraction
+    return render("-" if number < 0 and (whole != "0" or fraction) else "", whole, fraction)
 
 
 @register.filter
 def price(value) -> str:
     """Every digit of a price, at least two places, no grouping: 412 -> "412.00", "0.00001227" stays."""
-    number = _decimal(value)
-    if number is None:
-        return MISSING
-    sign, whole, fraction = _digits(number)
-    return f"{sign}{whole}.{fraction.ljust(2, '0')}"
+    return _digits(value, lambda sign, whole, fraction: f"{sign}{whole}.{fraction.ljust(2, '0')}")
 
 
 @register.filter
@@ -58,11 +57,7 @@ def signed_price(value) -> str:
 @register.filter
 def quantity(value) -> str:
     """A size or volume: thousands grouped, every decimal digit: "123,456,789,012.12345678"."""
-    number = _decimal(value)
-    if number is None:
-        return MISSING
-    sign, whole, fraction = _digits(number)
-    return f"{sign}{int(whole):,}" + (f".{fraction}" if fraction else "")
+    return _digits(value, lambda sign, whole, fraction: f"{sign}{int(whole):,}" + (f".{fraction}" if fraction else ""))
 
 
 def _fixed(number: Decimal, places: int) -> str:
