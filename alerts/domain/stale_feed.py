@@ -6,9 +6,11 @@ and ``resumed``, the start of the current trading session: the first trade of a 
 begins more than ``gap_seconds`` (of the rule's base params) after ``market_last``, i.e. after a
 market-wide silence. A symbol's silence is measured from ``start = max(last, resumed)`` so that
 a market close or halt, or this consumer being down, does not count against every symbol. A
-symbol is watched from its first trade no more than ``gap_seconds`` behind the market's latest
-(before its batch): trades of a symbol that only ever came as history (a file replayed beside the
-live feed) never make it stale.
+symbol is watched from its first trade no more than ``gap_seconds`` behind the watermark of the
+last ``advance`` (before its batch): trades of a symbol that only ever came as history (a file
+replayed beside the live feed) never make it stale. The watermark, not the market's latest trade:
+it waits for every partition, so a symbol on a partition being caught up is watched. (In the
+first batch after a cold start there is no watermark yet, and history there is watched.)
 
 ``advance(w)`` (``w`` = the market's event time, the consumer passes the trades topic's
 watermark) raises an alert for each symbol with ``w - start > gap_seconds``, unless the market itself
@@ -54,6 +56,7 @@ class StaleFeedDetector:
         self.market_last = -math.inf
         self.resumed = -math.inf
         self.resumed_ts: datetime | None = None
+        self._watermark = -math.inf  # the latest advance(w)
         # A lower bound of every symbol's due time (start + gap), so that most advance() calls
         # return without visiting every symbol.
         self._next_check = math.inf
@@ -79,7 +82,7 @@ class StaleFeedDetector:
         states = self._states
         # A symbol is watched from its first trade in the market's present: one whose trades are
         # history next to the rest (a replayed file beside the live feed) never "kept trading".
-        present = self.market_last - self._market_gap
+        present = self._watermark - self._market_gap
         for trade, t, _price, _size, late in rows:
             if late:
                 continue
@@ -112,6 +115,7 @@ class StaleFeedDetector:
             self._seen(st, t, ts)
 
     def advance(self, w: float, out: list[AlertSignal]) -> None:
+        self._watermark = max(self._watermark, w)
         if w < self._next_check or w - self.market_last > self._market_gap:
             return
         next_check = math.inf

@@ -6,7 +6,7 @@ import pytest
 
 from alerts.domain.signals import alert_id
 
-from .factories import at, engine, feed, rule, steady, trade
+from .factories import at, consumer_order, engine, feed, rule, steady, trade
 
 
 def stale(cooldown: int = 300, **params):
@@ -114,3 +114,13 @@ def test_a_symbol_that_only_came_as_history_beside_the_live_market_is_never_stal
     signals += feed(eng, steady("BRK.A", -7 * 86400, -7 * 86400 + 60) + [trade("NVDA", 300.5, "500.00")], batch=100)
     signals += feed(eng, live[300:], batch=10, advance=True)
     assert [(s.symbol, s.ts) for s in signals] == [("NVDA", at(300.5 + 120))]
+
+
+def test_a_symbol_on_a_partition_being_caught_up_is_watched():
+    # After a restart MSFT's partition is read to 600 s while NVDA's lags: the watermark, the
+    # earliest of the partitions' latest, holds at NVDA's. NVDA then falls silent at 330 s.
+    eng = stale()
+    signals = eng.on_trades(consumer_order(steady("MSFT", 0, 600))) + eng.advance(at(300))
+    signals += eng.on_trades(consumer_order(steady("NVDA", 300, 330))) + eng.advance(at(330))
+    signals += feed(eng, steady("MSFT", 600, 1200), batch=10, advance=True)
+    assert [(s.symbol, s.ts) for s in signals] == [("NVDA", at(329 + 120))]
