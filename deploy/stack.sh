@@ -18,13 +18,21 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export FINSTREAM_ROOT=$ROOT
 # A .env beside the Makefile configures `make up` (not the test stack, whose
-# ports and URLs deploy/test.sh sets).
-if [ -f "$ROOT/.env" ] && [ -z "${FINSTREAM_IGNORE_DOTENV:-}" ]; then
-  set -a
-  # shellcheck disable=SC1091
-  . "$ROOT/.env"
-  set +a
-fi
+# ports and URLs deploy/test.sh sets). As in finstream/settings.py, a variable
+# the environment already sets wins over the file's.
+load_dotenv() {
+  local file=$1 name names=()
+  while IFS= read -r name; do
+    [ -n "${!name+x}" ] || names+=("$name")
+  done < <(sed -nE 's/^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=.*/\2/p' "$file")
+  [ ${#names[@]} -gt 0 ] || return 0
+  # shellcheck disable=SC1090
+  eval "$(set -a; . "$file"; for name in "${names[@]}"; do printf 'export %s=%q\n' "$name" "${!name}"; done)"
+}
+case "${FINSTREAM_IGNORE_DOTENV:-}" in
+  1 | [Tt]rue | TRUE | [Yy]es | YES | [Oo]n | ON) ;;
+  *) if [ -f "$ROOT/.env" ]; then load_dotenv "$ROOT/.env"; fi ;;
+esac
 export FINSTREAM_VAR=${FINSTREAM_VAR:-$ROOT/var}
 export PG_PORT=${PG_PORT:-5432}
 export REDIS_PORT=${REDIS_PORT:-6379}

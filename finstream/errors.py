@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -10,6 +12,8 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+security_log = logging.getLogger("django.security.DisallowedHost")
 
 
 class ApiError(exceptions.APIException):
@@ -88,7 +92,11 @@ def client_errors_middleware(get_response):
             request.GET
             if request.path.startswith("/api/"):
                 request.get_host()
-        except (TooManyFieldsSent, DisallowedHost) as error:
+        except TooManyFieldsSent as error:
+            return bad_request(request, error)
+        except DisallowedHost as error:
+            # Logged as Django logs it when it answers the 400 itself: a probe of the server shows in the logs.
+            security_log.error(str(error), extra={"status_code": 400, "request": request})
             return bad_request(request, error)
         return get_response(request)
 

@@ -4,7 +4,6 @@ Every variable is listed in `.env.example` with its default. The defaults run
 the local stack that `make up` starts; production differs only by environment.
 """
 
-import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -25,7 +24,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # The .env that configures `make up` configures a process run by hand too (`manage.py replay`
 # against a stack on other ports); what the environment already sets wins, as in deploy/stack.sh.
-if not os.environ.get("FINSTREAM_IGNORE_DOTENV"):
+if not env_bool("FINSTREAM_IGNORE_DOTENV", False):
     load_dotenv(BASE_DIR / ".env", override=False)
 # The local stack's ports (deploy/stack.sh): the URLs below default to them.
 PG_PORT = env_int("PG_PORT", 5432, minimum=1, maximum=65535)

@@ -91,6 +91,7 @@ def test_the_environment_wins_over_the_dotenv_and_the_tests_ignore_it(tmp_path):
     assert _settings_of_a_checkout_with(tmp_path, dotenv, KAFKA_BOOTSTRAP_SERVERS="broker:9092")[0] == "broker:9092"
     ignored = _settings_of_a_checkout_with(tmp_path / "again", dotenv, FINSTREAM_IGNORE_DOTENV="1")
     assert ignored[0] == "127.0.0.1:9092" and ignored[3] != "AAPL"
+    assert _settings_of_a_checkout_with(tmp_path / "zero", dotenv, FINSTREAM_IGNORE_DOTENV="0")[0] == "127.0.0.1:49092"
 
 
 def test_a_bad_database_url_is_one_line():

@@ -35,6 +35,9 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # date (20261127) than a time in 1970-1973, when no market data here begins.
 _MIN_EPOCH_MS = 10**11
 _DIGITS = re.compile(r"[0-9]+")
+# An id PostgreSQL can compare: at most 64 characters, no NUL, no lone surrogate (JSON's "\ud800"), which
+# UTF-8 cannot encode and the database driver would fail on.
+_STORABLE_ID = re.compile(r"[^\x00\ud800-\udfff]{0,64}")
 _TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
 
 
@@ -150,7 +153,8 @@ def cursor_decode(text: str, *, sort: str) -> Position:
         time = epoch_us_time(int(micros))
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
-    if issued_for not in SORTS or not isinstance(row_id, str) or "\x00" in row_id or isinstance(micros, bool):
+    if issued_for not in SORTS or not isinstance(row_id, str) or isinstance(micros, bool) \
+            or not _STORABLE_ID.fullmatch(row_id):
         raise bad
     if seq and (len(seq) > 1 or type(seq[0]) is not int or not 0 <= seq[0] < 2**63):
         raise bad

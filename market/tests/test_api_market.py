@@ -197,11 +197,18 @@ def test_a_foreign_or_mismatched_cursor_is_400(client):
     assert_error(get(client, f"/api/v1/trades/AAPL?cursor={cursor}&sort=asc", 400), "invalid_cursor", "sort=desc")
 
 
-def test_a_forged_cursor_with_a_nul_is_400_not_a_database_error(client):
+@pytest.mark.parametrize("inside", [
+    b'["desc",1795766744609096,"a\\u0000b",1]',  # a NUL
+    b'["desc",1795766744609096,"\\ud800",3]',  # a lone surrogate: not UTF-8
+    b'["desc",1795766744609096,"' + b"x" * 65 + b'",3]',  # longer than any id
+    b'["desc",1795766744609096,"a",-1]', b'["desc",1795766744609096,"a",true]', b'["desc",1795766744609096,"a",1,2]',
+])
+def test_a_forged_cursor_is_400_not_a_database_error(client, inside):
     import base64
 
-    forged = base64.urlsafe_b64encode(b'["desc",1795766744609096,"a\\u0000b"]').decode().rstrip("=")
-    assert_error(get(client, f"/api/v1/trades/AAPL?cursor={forged}", 400), "invalid_cursor")
+    forged = base64.urlsafe_b64encode(inside).decode().rstrip("=")
+    for endpoint in ("/api/v1/trades/AAPL", "/api/v1/candles/AAPL", "/api/v1/alerts"):
+        assert_error(get(client, f"{endpoint}?cursor={forged}", 400), "invalid_cursor")
 
 
 def test_an_empty_parameter_counts_as_absent(client):
