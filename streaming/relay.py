@@ -43,6 +43,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 from channels.layers import get_channel_layer
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -66,20 +67,26 @@ MESSAGE_TYPE = "stream.batch"  # {"type", "channels": {channel: [[seq, envelope 
 # events) goes out as several messages, each far below what Redis lets a pub/sub subscriber fall
 # behind by before it cuts it off (client-output-buffer-limit pubsub, 32 MB by default).
 MESSAGE_MAX_EVENTS = 2000
+# How far ahead of the relay's clock an event may be and still become its channel's snapshot: the broker
+# refuses messages an hour ahead of its own clock; a feed's clock may run a little fast.
+SNAPSHOT_HORIZON = timedelta(hours=1)
 
-# KEYS: the channels' hashes. ARGV: per key, its event count, then of its newest event by event time: the
-# time (epoch microseconds), how many events follow it in the batch, and its envelope before and after
-# the seq. Returns each channel's last number. One script, so that numbering and the snapshot are one
-# atomic step: two relays during a rebalance cannot leave a snapshot behind its number. The snapshot
-# stands at the channel's last number whichever event it shows: a client takes the events after it.
+# KEYS: the channels' hashes. ARGV: the latest event time a snapshot may have (epoch microseconds), then
+# per key its event count and, of its newest event by event time, the time, how many events follow it in
+# the batch, and its envelope before and after the seq. Returns each channel's last number. One script, so
+# that numbering and the snapshot are one atomic step: two relays during a rebalance cannot leave a
+# snapshot behind its number. The snapshot stands at the channel's last number whichever event it shows:
+# a client takes the events after it. An event dated past the horizon (a trade of 2100 published by hand)
+# is relayed but never kept, and one kept before such a horizon gives way: it would pin the snapshot.
 _NUMBER_AND_KEEP_NEWEST = """
+local horizon = tonumber(ARGV[1])
 local numbers = {}
 for i, key in ipairs(KEYS) do
-  local at = 5 * i - 4
+  local at = 5 * i - 3
   local last = redis.call('HINCRBY', key, 'seq', ARGV[at])
   local time = tonumber(ARGV[at + 1])
   local kept = tonumber(redis.call('HGET', key, 'last_time'))
-  if kept == nil or time >= kept then
+  if time <= horizon and (kept == nil or time >= kept or kept > horizon) then
     local own = last - tonumber(ARGV[at + 2])
     redis.call('HSET', key, 'last', ARGV[at + 3] .. string.format('%d', own) .. ARGV[at + 4],
                'last_time', ARGV[at + 1])
@@ -202,7 +209,7 @@ class RelayPipeline:
             self._number_script = redis_client().register_script(_NUMBER_AND_KEEP_NEWEST)
         channels = list(batches)
         envelopes: dict[str, list[tuple[str, str]]] = {}
-        args: list[object] = []
+        args: list[object] = [epoch_us(datetime.now(UTC) + SNAPSHOT_HORIZON)]
         for channel in channels:
             items = batches[channel]
             envelopes[channel] = [envelope_around_seq(type=kind, channel=channel, data=data)

@@ -240,6 +240,32 @@ def test_the_snapshot_is_the_newest_event_by_event_time_not_the_last_to_come(mar
     run(scenario)
 
 
+def test_an_event_dated_far_ahead_is_streamed_but_never_pins_the_snapshot(market, redis_clean):
+    from streaming.relay import CHANNEL_KEY
+
+    future = Trade(id="t-2100", symbol="AAPL", ts=datetime(2100, 1, 1, tzinfo=UTC), seq=1, price=Decimal("1.00"),
+                   size=Decimal(1), side="buy")
+
+    async def snapshot_price():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert (await receive(client))["type"] == "subscribed"
+        price = (await receive(client))["data"]["price"]
+        await client.disconnect()
+        return price
+
+    async def scenario():
+        await send(market, trades=[trade(5, price="190.00")])
+        await send(market, trades=[future])
+        assert await snapshot_price() == "190.00"
+        # A snapshot kept by a relay before the horizon existed gives way to the next event.
+        redis_clean.hset(CHANNEL_KEY.format("trades.AAPL"), "last_time", "4102444800000000")
+        await send(market, trades=[trade(6, price="190.50")])
+        assert await snapshot_price() == "190.50"
+
+    run(scenario)
+
+
 def test_subscribing_again_after_a_gap_sends_a_fresh_snapshot(market):
     async def scenario():
         client = await connect("/ws/stream")
