@@ -16,7 +16,7 @@ from django import template
 register = template.Library()
 MISSING = "—"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _decimal(value) -> Decimal | None:
@@ -115,9 +115,9 @@ def epoch(value: datetime | None) -> str:
 
 
 @register.filter
-def epoch_ms(value: datetime | None) -> str:
-    """Whole epoch milliseconds, what Date.parse() gives in the page's scripts."""
-    return str((value - _EPOCH) // _MILLISECOND) if isinstance(value, datetime) else ""
+def epoch_us(value: datetime | None) -> str:
+    """Whole epoch microseconds, what FinStream.fmt.micros() makes of an event's time in the page's scripts."""
+    return str((value - _EPOCH) // _MICROSECOND) if isinstance(value, datetime) else ""
 
 
 @register.filter

@@ -206,6 +206,12 @@
     arrow: function (value) {
       return { up: "▲", down: "▼" }[fmt.direction(value)] || "";
     },
+    /* An event's RFC 3339 time as epoch microseconds (NaN if it has none): late events are told
+       apart from newer ones to the microsecond, as the server orders them. */
+    micros: function (iso) {
+      var fraction = /\.(\d+)/.exec(iso || "");
+      return Date.parse(iso) * 1000 + (fraction ? Number((fraction[1] + "000000").slice(3, 6)) : 0);
+    },
     hms: function (iso) {
       return iso ? new Date(iso).toISOString().slice(11, 19) : "—";
     },

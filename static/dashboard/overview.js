@@ -23,6 +23,7 @@
       tr: tr,
       last: tr.dataset.last || null,
       lastTime: Number(tr.dataset.lastTime || 0),
+      quoteTime: Number(tr.dataset.quoteTime || 0),
       open: tr.dataset.open || null,
       volume: tr.dataset.volume || null,
       statsTime: Number(tr.dataset.statsTime || 0),
@@ -98,13 +99,13 @@
   function onTrade(trade, info) {
     var state = rows.get(trade.symbol);
     if (!state) return;
-    var time = Date.parse(trade.ts);
+    var time = fmt.micros(trade.ts);
     // Trades newer than the 24h statistics add to their volume until the next refresh.
-    if (!info.snapshot && state.volume !== null && time / 1000 > state.statsTime) {
+    if (!info.snapshot && state.volume !== null && time / 1e6 > state.statsTime) {
       state.volume = fmt.add(state.volume, trade.size);
       schedule(state);
     }
-    if (time < state.lastTime) return; // a late print: streamed, but not the last price
+    if (!(time >= state.lastTime)) return; // a late print (or no time): streamed, but not the last price
     state.lastTime = time;
     state.move = state.last === null ? "flat" : fmt.direction(fmt.sub(trade.price, state.last));
     state.last = trade.price;
@@ -113,7 +114,9 @@
 
   function onQuote(quote) {
     var state = rows.get(quote.symbol);
-    if (!state) return;
+    var time = fmt.micros(quote.ts);
+    if (!state || !(time >= state.quoteTime)) return; // an older quote than the one shown
+    state.quoteTime = time;
     state.bid = quote.bid;
     state.ask = quote.ask;
     schedule(state);

@@ -182,8 +182,8 @@
   var changeEl = document.getElementById("change");
 
   function onPrice(trade) {
-    var time = Date.parse(trade.ts || trade.time);
-    if (time < lastTime) return; // a late print: on the tape, but not the last price
+    var time = fmt.micros(trade.ts || trade.time);
+    if (!(time >= lastTime)) return; // a late print (or no time): on the tape, but not the last price
     lastTime = time;
     var move = lastPrice === null ? "flat" : fmt.direction(fmt.sub(trade.price, lastPrice));
     lastPrice = trade.price;
@@ -200,7 +200,11 @@
   }
 
   var quoteEl = document.getElementById("quote");
+  var quoteTime = Number(quoteEl.dataset.quoteTime || 0);
   function onQuote(quote) {
+    var time = fmt.micros(quote.ts);
+    if (!(time >= quoteTime)) return; // an older quote than the one shown
+    quoteTime = time;
     var set = function (field, text) { quoteEl.querySelector('[data-field="' + field + '"]').textContent = text; };
     set("bid", fmt.price(quote.bid));
     set("ask", fmt.price(quote.ask));
