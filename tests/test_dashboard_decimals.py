@@ -62,7 +62,14 @@ def test_the_values_that_floats_got_wrong():
                     ["sign", "-0.00"]]) == ["9,999,999,999,999,999", "0.00000012", 1, 0]
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "NaN", "Infinity", " "])
+def test_spellings_without_a_leading_digit_or_with_spaces_read_alike():
+    texts = [".5", "-.5", "5.", "+0.10", " 7 ", "1E+3", "-0.00"]
+    assert in_node([["price", t] for t in texts]) == [price(t) for t in texts] == [
+        "0.50", "-0.50", "5.00", "0.10", "7.00", "1000.00", "0.00"]
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1.2.3", "NaN", "Infinity", " ", ".", "-", "1_000", "\u0661\u0662",
+                                  "1e99999999999", "0x10"])
 def test_what_is_not_a_decimal_shows_as_missing(text):
     assert in_node([["price", text], ["quantity", text]]) == [MISSING, MISSING]
     assert price(text) == quantity(text) == MISSING

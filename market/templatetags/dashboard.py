@@ -8,8 +8,9 @@ same way (tests/test_dashboard_decimals.py holds the two to one output).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from django import template
 
@@ -19,14 +20,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+# What static/dashboard/decimal.js reads too: ASCII digits (not "1_000" or Arabic-Indic ones, which
+# Decimal() takes), an exponent of at most 4 digits.
+_DECIMAL_TEXT = re.compile(r"\s*[+-]?(?=\.?[0-9])[0-9]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,4})?\s*")
+
+
 def _decimal(value) -> Decimal | None:
     if value is None or value == "":
         return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    text = str(value)
+    return Decimal(text) if _DECIMAL_TEXT.fullmatch(text) else None
 
 
 def _digits(value, render) -> str:

@@ -135,6 +135,21 @@ def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_t
     assert sorted((t.symbol, t.ts, t.price, t.size) for t in trades) == expected
 
 
+def test_the_retention_warning_comes_while_there_is_a_day_to_spare(settings):
+    from market.management.commands.replay import retention_warning
+
+    settings.TRADES_RETENTION_DAYS, settings.QUOTES_RETENTION_DAYS, settings.FINE_CANDLES_RETENTION_DAYS = 30, 7, 90
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+    def warning(age: timedelta) -> str | None:
+        return retention_warning(first_event_ms=int((now - age).timestamp() * 1000), now=now)
+
+    assert warning(timedelta(days=5)) is None
+    six_days = warning(timedelta(days=6, hours=23))  # its quotes go tomorrow: said today
+    assert six_days is not None and "quotes after 7 days" in six_days and "trades" not in six_days
+    assert "candles" in warning(timedelta(days=95))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_replaying_a_file_twice_gives_the_same_ids_and_stores_each_trade_once(kafka_topics, redis_clean):
     call_command("replay", str(SAMPLE), "--speed", "max")

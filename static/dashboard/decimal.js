@@ -9,7 +9,8 @@
   "use strict";
 
   var MISSING = "—";
-  var DECIMAL = /^([+-]?)(\d+)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
+  // ASCII digits with at least one digit ("5", "5.", ".5"), an optional exponent of at most 4 digits.
+  var DECIMAL = /^([+-]?)(?=\.?\d)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,4}))?$/;
 
   /* {units: BigInt, scale: places} of a decimal text (value = units / 10^scale), or null. */
   function parse(value) {
@@ -17,7 +18,7 @@
     var match = DECIMAL.exec(String(value).trim());
     if (!match) return null;
     var fraction = match[3] || "";
-    var units = BigInt(match[2] + fraction);
+    var units = BigInt((match[2] || "0") + fraction);
     var scale = fraction.length - Number(match[4] || 0);
     if (scale < 0) {
       units *= BigInt(10) ** BigInt(-scale);

@@ -8,7 +8,7 @@ import zipfile
 import zlib
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
 
@@ -68,18 +68,19 @@ def _delimiter(text: str) -> str:
 
 
 def retention_warning(*, first_event_ms: int, now: datetime) -> str | None:
-    """What the hourly retention will drop of a file that starts at `first_event_ms`, or None."""
+    """What the hourly retention will drop within a day of a file whose first row is at `first_event_ms`,
+    or None."""
     start = epoch_us_time(first_event_ms * 1000)
-    age_days = (now - start).days
     dropped = [f"{what} after {days} days ({name})" for what, days, name in (
         ("trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS"),
         ("quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS"),
         ("1m and 5m candles", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS"),
-    ) if age_days >= days]
+    ) if start < now - timedelta(days=days - 1)]
     if not dropped:
         return None
-    return (f"the file starts on {start:%Y-%m-%d}, {age_days} days ago: it is stored, and the hourly retention "
-            f"then drops {', '.join(dropped)}. To keep it, raise those settings for the stack (docs/replay.md)")
+    return (f"the file starts on {start:%Y-%m-%d}, {(now - start).days} days ago: it is stored, and within a day "
+            f"the hourly retention drops {', '.join(dropped)}. To keep it, raise those settings for the stack "
+            "(docs/replay.md)")
 
 
 class Command(BaseCommand):
