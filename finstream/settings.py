@@ -172,6 +172,8 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Celery's worker and beat log through LOGGING's handler (JSON lines with LOG_FORMAT=json), not their own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Observability ------------------------------------------------------------
 # Long-running commands serve Prometheus metrics on METRICS_PORT (0 = off).
@@ -198,7 +200,11 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own console handler would print request errors a second time, in plain text (DEBUG on).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }
 
 # --- Web ----------------------------------------------------------------------

@@ -462,5 +462,10 @@ def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = No
     gc.freeze()
     try:
         runner.run()
+    except Exception:
+        # In the log's own format (JSON lines where LOG_FORMAT=json), not only as the traceback the
+        # command prints: a log shipper's level filter sees why the consumer stopped.
+        log.exception("%s stopped on an error (its supervisor restarts it)", pipeline.name)
+        raise
     finally:
         tracing.shutdown()
