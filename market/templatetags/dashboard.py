@@ -9,15 +9,15 @@ same way (tests/test_dashboard_decimals.py holds the two to one output).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from django import template
 
+from streaming import wire
+
 register = template.Library()
 MISSING = "—"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 # What static/dashboard/decimal.js reads too: ASCII digits (not "1_000" or Arabic-Indic ones, which
@@ -122,7 +122,7 @@ def epoch(value: datetime | None) -> str:
 @register.filter
 def epoch_us(value: datetime | None) -> str:
     """Whole epoch microseconds, what FinStream.fmt.micros() makes of an event's time in the page's scripts."""
-    return str((value - _EPOCH) // _MICROSECOND) if isinstance(value, datetime) else ""
+    return str(wire.epoch_us(value)) if isinstance(value, datetime) else ""
 
 
 @register.filter
