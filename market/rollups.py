@@ -155,7 +155,7 @@ def market_stats_refresh(*, now: datetime) -> int:
             "change_24h": decimal_text(change),
             "change_pct_24h": str((change / open_ * 100).quantize(Decimal("0.01"))),
             "high_24h": decimal_text(high), "low_24h": decimal_text(low),
-            "volume_24h": decimal_text(volume), "vwap_24h": f"{vwap(notional, volume):f}",
+            "volume_24h": decimal_text(volume), "vwap_24h": decimal_text(vwap(notional, volume)),
             "trades_24h": int(trades), "last_trade_time": last_time.astimezone(UTC).isoformat(),
             "computed_at": now.isoformat(),
         }

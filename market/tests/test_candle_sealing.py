@@ -132,3 +132,10 @@ def test_market_statistics_cover_the_last_24_hours(kafka_topics, redis_clean):
     assert Decimal(stats["last"]) == prices[-1]
     assert Decimal(stats["high_24h"]) == max(prices) and Decimal(stats["low_24h"]) == min(prices)
     assert Decimal(stats["volume_24h"]) == 9000 and stats["trades_24h"] == 90
+
+
+def test_market_statistics_write_decimals_as_the_api_does(kafka_topics, redis_clean):
+    store(trades(2))  # 140.00 and 140.01: the VWAP is 140.005, computed to 8 places
+    rollups.market_stats_refresh(now=START + timedelta(hours=1))
+    stats = json.loads(redis_clean.get(rollups.STATS_KEY.format("NVDA")))
+    assert (stats["vwap_24h"], stats["change_24h"], stats["volume_24h"]) == ("140.005", "0.01", "200")
