@@ -7,8 +7,9 @@
 Every event is one JSON text frame, made once by the relay (streaming/relay.py):
 ``{"type": "trade", "channel": "trades.AAPL", "seq": 42, "data": {...}}`` where
 ``data`` is the Kafka message and ``seq`` numbers the channel's events. A
-client that sees a seq jump has missed events (delivery is at-most-once):
-/ws/stream clients re-subscribe for a fresh snapshot.
+client that sees a seq jump has missed events: /ws/stream clients
+re-subscribe for a fresh snapshot. After a relay crash a batch may come again
+under new numbers (delivery is at-least-once, streaming/relay.py).
 
 Limits: a client message over WS_MAX_MESSAGE_BYTES is refused (close 4009:
 daphne's WebSocket library sends no 1009 from a server);

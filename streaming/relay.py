@@ -30,11 +30,16 @@ its clients do not follow. The relay and the web processes must run the same
 version: until 2026-11-26 the relay sent one message per channel, to a group
 per channel.
 
-store() writes nothing: the runner still stores the offsets in its
-transaction, so the relay resumes where it stopped. Delivery to clients is
-at-most-once (a crash between the offsets' commit and the sends loses that
-batch for live clients); sequence numbers and snapshots let a client notice
-and recover.
+store() publishes, and the runner then stores the offsets in its
+transaction (the relay writes nothing else to PostgreSQL), so the relay
+resumes where it stopped. Publishing first keeps PostgreSQL's round trips
+(and, with fsync on, a WAL flush that can queue behind the store consumers'
+batches) out of every event's way to the clients: the next fetch is already
+on its way while the offsets are written. Delivery is at-least-once: a crash
+between the sends and the offsets' commit sends that batch again after the
+restart, under new sequence numbers (the events keep their ids). Before
+2026-11-27 the relay published after the commit, and such a crash lost the
+batch without a jump in the numbers.
 """
 
 from __future__ import annotations
@@ -181,14 +186,22 @@ class RelayPipeline:
         # connections per event loop.
         self._loop = asyncio.new_event_loop()
         self._number_script = None
+        self._published: Events | None = None
 
     def prepare(self, events: Events) -> None:
         pass
 
-    def store(self, events: Events) -> Events:
-        return events  # nothing to write; the runner stores the offsets
+    def store(self, events: Events) -> None:
+        # The runner calls store() again for the same batch when PostgreSQL fails mid-transaction:
+        # the clients have it already.
+        if events is not self._published:
+            self.publish(events)
+            self._published = events
 
-    def after_commit(self, events: Events) -> None:
+    def after_commit(self, result: None) -> None:
+        pass
+
+    def publish(self, events: Events) -> None:
         batches = relay_batches(events)
         if not batches:
             return

@@ -158,7 +158,7 @@ def test_two_processes_share_the_port_and_every_client_gets_the_relay_batches(re
     relay = RelayPipeline()
 
     async def every_client_receives(clients, first: int, last: int) -> None:
-        await asyncio.to_thread(relay.after_commit, {TRADES: [trade(i) for i in range(first, last + 1)]})
+        await asyncio.to_thread(relay.publish, {TRADES: [trade(i) for i in range(first, last + 1)]})
         for client in clients:
             assert [(await receive(client))["seq"] for _ in range(first, last + 1)] == list(range(first, last + 1))
 

@@ -1,5 +1,5 @@
 """The WebSocket endpoints with channels' WebsocketCommunicator on the real
-Redis channel layer, fed by the relay pipeline's after_commit (the Kafka leg
+Redis channel layer, fed by the relay pipeline's publish (the Kafka leg
 is in test_websockets_live.py)."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def market(redis_clean, settings):
 
 def relay_send(relay: RelayPipeline, **events) -> None:
     """One relay batch, as after the runner's commit; from async code via a thread."""
-    relay.after_commit({
+    relay.publish({
         TRADES: events.get("trades", []), QUOTES: events.get("quotes", []),
         CANDLES: events.get("candles", []), ALERTS: events.get("alerts", []),
     })

@@ -169,7 +169,7 @@ def test_a_client_that_stops_reading_is_dropped_with_4008_by_the_real_server(red
             for number in range(batches):
                 first = number * per_batch + 1
                 batch = [trade(i) for i in range(first, first + per_batch)]
-                await asyncio.to_thread(relay.after_commit, {TRADES: batch})
+                await asyncio.to_thread(relay.publish, {TRADES: batch})
             seqs = []
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 async with asyncio.timeout(60):
