@@ -1,7 +1,10 @@
 """Alert rules (managed in Django admin) and the alerts they raise."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from alerts.domain.rules import RuleConfig, RuleConfigError, rule_config_from_params
 
 
 class AlertRule(models.Model):
@@ -27,6 +30,19 @@ class AlertRule(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        """What the detectors would refuse, refused where the rule is edited (Django admin)."""
+        try:
+            self.rule_config()
+        except RuleConfigError as error:
+            raise ValidationError(str(error)) from error
+
+    def rule_config(self) -> RuleConfig:
+        """The detectors' configuration of this row; raises RuleConfigError when it is not valid."""
+        return rule_config_from_params(rule=self.slug, type=self.type, params=self.params,
+                                       symbol_overrides=self.symbol_overrides, enabled=self.enabled,
+                                       cooldown_seconds=self.cooldown_seconds)
 
 
 class Alert(models.Model):

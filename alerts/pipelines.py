@@ -65,7 +65,10 @@ class AnomalyPipeline:
         self._rules_checked = now
         version = alert_selectors.alert_rules_version()
         if self._engine is None or version != self._rules_version:
-            engine = AnomalyEngine(alert_selectors.alert_rule_configs())
+            configs, problems = alert_selectors.alert_rule_configs()
+            for problem in problems:
+                log.error("alert rule left out until it is fixed in the admin: %s", problem)
+            engine = AnomalyEngine(configs)
             since = datetime.now(UTC)
             engine.warm(candles=market_selectors.candles_since(interval="1m", since=since - WARM_CANDLES),
                         trades=market_selectors.trades_since(since=since - WARM_TRADES),

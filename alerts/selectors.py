@@ -6,18 +6,21 @@ from datetime import datetime
 
 from django.db.models import Count, Max
 
-from alerts.domain.rules import RuleConfig, rule_config_from_params
+from alerts.domain.rules import RuleConfig, RuleConfigError
 from alerts.models import Alert, AlertRule
 
 
-def alert_rule_configs() -> list[RuleConfig]:
-    """Every rule as the detectors' configuration. Raises RuleConfigError for a bad row."""
-    return [
-        rule_config_from_params(rule=row.slug, type=row.type, params=row.params,
-                                symbol_overrides=row.symbol_overrides, enabled=row.enabled,
-                                cooldown_seconds=row.cooldown_seconds)
-        for row in AlertRule.objects.order_by("slug")
-    ]
+def alert_rule_configs() -> tuple[list[RuleConfig], list[str]]:
+    """Every valid rule as the detectors' configuration, and what is wrong with each of the others (a
+    row written past the admin's checks, by SQL or an older version): one bad row must not stop the
+    rest."""
+    configs, problems = [], []
+    for row in AlertRule.objects.order_by("slug"):
+        try:
+            configs.append(row.rule_config())
+        except RuleConfigError as error:
+            problems.append(str(error))
+    return configs, problems
 
 
 def alert_rules_version() -> tuple:

@@ -212,7 +212,9 @@ def stored_run(args: argparse.Namespace) -> int:
         sys.exit("--volume-min-ratio applies to the pure run; the stored run uses the database's rules")
     seed = args.seeds[0]
     alert_rules_seed()
-    configs = alert_rule_configs()
+    configs, problems = alert_rule_configs()
+    if problems:
+        sys.exit("alert rules to fix in the admin first: " + "; ".join(problems))
     if {c.rule: c for c in configs} != {c.rule: c for c in DEFAULT_RULES}:
         print("note: the database's alert rules differ from DEFAULT_RULES; the pipeline runs with the database's")
     print(f"rules: {_describe_rules(configs)}")

@@ -96,7 +96,9 @@ def main() -> int:
     from alerts.services import alert_rules_seed
 
     alert_rules_seed()
-    configs = alert_rule_configs()
+    configs, problems = alert_rule_configs()
+    if problems:
+        sys.exit("alert rules to fix in the admin first: " + "; ".join(problems))
     if {c.rule: c for c in configs} != {c.rule: c for c in DEFAULT_RULES}:
         print("note: the database's alert rules differ from DEFAULT_RULES (edited in admin, or seeded by an older "
               "version); the detector runs with the database's:", flush=True)

@@ -7,7 +7,10 @@ time when it does not. Either way every unique key includes the time column,
 which both modes require.
 """
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from streaming.schemas import SYMBOL_RULE, is_valid_symbol
 
 PRICE = {"max_digits": 20, "decimal_places": 8}
 SIZE = {"max_digits": 24, "decimal_places": 8}
@@ -24,6 +27,11 @@ class Symbol(models.Model):
 
     def __str__(self) -> str:
         return self.ticker
+
+    def clean(self) -> None:
+        """A ticker the feeds could never publish would be listed by the API and then refused by it."""
+        if not is_valid_symbol(self.ticker):
+            raise ValidationError({"ticker": f"{self.ticker!r} is not a symbol: use {SYMBOL_RULE}"})
 
 
 class Trade(models.Model):

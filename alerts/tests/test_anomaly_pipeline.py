@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
-from alerts.models import Alert
+from alerts.models import Alert, AlertRule
 from alerts.pipelines import AnomalyPipeline
 from alerts.services import alert_rules_seed
 from streaming.schemas import Alert as AlertMessage
@@ -90,3 +90,16 @@ def test_a_symbol_on_a_partition_behind_is_not_called_stale(kafka_topics, redis_
     pipeline.close()
     [stale] = [a for a in caught_up.alerts if a.type == "stale_feed"]
     assert stale.symbol == "MSFT"
+
+
+def test_a_bad_rule_row_is_left_out_and_the_other_rules_go_on(kafka_topics, redis_clean, caplog):
+    alert_rules_seed()
+    # Past the admin's checks, as SQL or an older version could write it.
+    AlertRule.objects.filter(slug="volume-anomaly").update(params={"bogus_key": 1})
+    pipeline = AnomalyPipeline()
+    result = run_batch(pipeline, batch(spike_trades()))
+    pipeline.close()
+    assert [a.type for a in result.alerts if a.type == "price_spike"]
+    assert "volume-anomaly" not in [rule.rule for rule in pipeline._engine_current().rules]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("'volume-anomaly': unknown parameter 'bogus_key'" in e for e in errors), errors
