@@ -69,8 +69,14 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
                         type=lambda text: _count(text, name="--processes (WEB_PROCESSES)", low=1,
                                                  high=MAX_PROCESSES),
                         help="daphne processes (default WEB_PROCESSES, or 2)")
+    parser.add_argument("--trusted-proxies", default=environ.get("TRUSTED_PROXIES") or "0",
+                        type=lambda text: _count(text, name="--trusted-proxies (TRUSTED_PROXIES)", low=0, high=10),
+                        help="reverse proxies in front (default TRUSTED_PROXIES, or 0); with any, daphne takes the "
+                             "client's address and scheme from their X-Forwarded-* headers")
     args = parser.parse_args(own)
-    args.daphne_args = daphne_args
+    # Without a proxy in front those headers are the client's own words: an https it never used, an
+    # address it made up.
+    args.daphne_args = (["--proxy-headers"] if args.trusted_proxies else []) + daphne_args
     return args
 
 
@@ -118,7 +124,7 @@ class WebServer:
         try:
             listener.listen(1024)
             child = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "--proxy-headers", *self.daphne_args,
+                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), *self.daphne_args,
                  APPLICATION],
                 pass_fds=(listener.fileno(),), env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir},
                 preexec_fn=_die_with(os.getpid()),

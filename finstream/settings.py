@@ -224,7 +224,10 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # Token first: a request without a user, or with a wrong token or password, gets 401 with
+    # `WWW-Authenticate: Token` (with session authentication first, DRF answers 403 and no challenge).
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
@@ -256,12 +259,8 @@ CANDLE_SEAL_GRACE_SECONDS = env_int("CANDLE_SEAL_GRACE_SECONDS", 120, minimum=0)
 import re as _re  # noqa: E402 - this section is appended to the settings above
 
 INSTALLED_APPS += ["rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
-# Writes (acknowledge/resolve an alert) need a user: a browser session, or
-# `Authorization: Token <key>` (`manage.py drf_create_token <username>`).
-REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
-    *REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"],
-    "rest_framework.authentication.TokenAuthentication",
-]
+# Writes (acknowledge/resolve an alert) need a user (REST_FRAMEWORK's authentication classes above):
+# `Authorization: Token <key>` (`manage.py drf_create_token <username>`), a browser session, or HTTP Basic.
 REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 
 
@@ -286,6 +285,11 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
     for scope, rate in _throttles.items() if rate
 ]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {scope: rate for scope, rate in _throttles.items() if rate}
+# Reverse proxies in front of the web server (a load balancer: 1). With none, X-Forwarded-For is whatever a
+# client wrote, and DRF's default would count each made-up value as a new client; with N, a client is the
+# address the N-th proxy from the server appended (finstream/serve.py trusts their headers likewise).
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "FinStream API",

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
 
-from market.domain.candles import INTERVALS, bucket_start, decimal_text, vwap
+from market.domain.candles import INTERVALS, bucket_start, change_percent, decimal_text, vwap
 from streaming import metrics
 from streaming.redis import redis_client
 
@@ -153,7 +152,7 @@ def market_stats_refresh(*, now: datetime) -> int:
         stats = {
             "symbol": symbol, "open_24h": decimal_text(open_), "last": decimal_text(close),
             "change_24h": decimal_text(change),
-            "change_pct_24h": str((change / open_ * 100).quantize(Decimal("0.01"))),
+            "change_pct_24h": f"{change_percent(change, open_):f}",
             "high_24h": decimal_text(high), "low_24h": decimal_text(low),
             "volume_24h": decimal_text(volume), "vwap_24h": decimal_text(vwap(notional, volume)),
             "trades_24h": int(trades), "last_trade_time": last_time.astimezone(UTC).isoformat(),

@@ -11,7 +11,7 @@ from decimal import Decimal
 import msgspec
 from django.db import connection
 
-from market.domain.candles import plain, vwap
+from market.domain.candles import change_percent, plain, vwap
 from market.models import Quote, Symbol, Trade
 from market.rollups import STATS_KEY
 from streaming.redis import redis_client
@@ -336,7 +336,7 @@ def market_summary_rows(symbols: list[str], replies: list) -> list[SummaryRow]:
             fields["high_24h"] = max(stats["high_24h"], last)
             fields["low_24h"] = min(stats["low_24h"], last)
             fields["change_24h"] = last - stats["open_24h"]
-            fields["change_pct_24h"] = (fields["change_24h"] / stats["open_24h"] * 100).quantize(Decimal("0.01"))
+            fields["change_pct_24h"] = change_percent(fields["change_24h"], stats["open_24h"])
         if quote is not None:
             fields.update(bid=quote.bid, ask=quote.ask, quote_time=quote.ts.astimezone(UTC))
         rows.append(SummaryRow(symbol=symbol, **fields))

@@ -49,6 +49,12 @@ def test_what_follows_a_double_dash_goes_to_daphne():
     assert serve.parse_args(["--port", "9000"], environ={}).daphne_args == []
 
 
+def test_daphne_trusts_proxy_headers_only_with_a_proxy_in_front():
+    assert "--proxy-headers" not in serve.parse_args([], environ={}).daphne_args
+    assert serve.parse_args([], environ={"TRUSTED_PROXIES": "1"}).daphne_args == ["--proxy-headers"]
+    assert serve.parse_args(["--trusted-proxies", "0"], environ={"TRUSTED_PROXIES": "1"}).daphne_args == []
+
+
 def test_the_process_count_comes_from_web_processes_unless_given():
     assert serve.parse_args([], environ={}).processes == 2
     assert serve.parse_args([], environ={"WEB_PROCESSES": "3"}).processes == 3

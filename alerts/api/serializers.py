@@ -15,6 +15,7 @@ def _choices(name: str, values) -> dict:
 
 
 class AlertQuerySerializer(PageQuerySerializer):
+    pages = "alerts"
     symbol = serializers.CharField(required=False, max_length=16, help_text="Only this symbol's alerts, e.g. AAPL.")
     severity = serializers.ChoiceField(**_choices("severity", Alert.Severity.values))
     type = serializers.ChoiceField(**_choices("type", AlertRule.Type.values))

@@ -3,7 +3,6 @@ POST /api/v1/alerts/{id}/acknowledge|resolve (an authenticated user)."""
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,9 +21,6 @@ WRITE_RESPONSES = {
     403: OpenApiResponse(ErrorSerializer, description="Not allowed (e.g. a session POST without its CSRF token)."),
     404: OpenApiResponse(ErrorSerializer, description="unknown_alert"),
 }
-# Token first: an anonymous POST then gets 401 with `WWW-Authenticate: Token`
-# (with session authentication first, DRF answers 403 and no challenge).
-WRITE_AUTHENTICATION = [TokenAuthentication, SessionAuthentication, BasicAuthentication]
 
 
 class AlertListApi(ReadApi):
@@ -47,7 +43,7 @@ class AlertListApi(ReadApi):
         )
         return Response(AlertPageSerializer({
             "alerts": rows[:limit],
-            "next": next_link(request, rows, limit=limit, sort=params["sort"],
+            "next": next_link(request, rows, limit=limit, sort=params["sort"], pages=AlertQuerySerializer.pages,
                               position_of=lambda alert: Position(alert.event_time, alert.id)),
         }).data)
 
@@ -61,7 +57,6 @@ def _alert(alert_id: str):
 
 
 class AlertAcknowledgeApi(APIView):
-    authentication_classes = WRITE_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(operation_id="alerts_acknowledge", summary="Acknowledge an alert (idempotent)", request=None,
@@ -72,7 +67,6 @@ class AlertAcknowledgeApi(APIView):
 
 
 class AlertResolveApi(APIView):
-    authentication_classes = WRITE_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(operation_id="alerts_resolve", summary="Resolve an alert; also acknowledges it (idempotent)",

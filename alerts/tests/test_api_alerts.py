@@ -116,6 +116,15 @@ def test_writes_need_a_user(alerts, action):
     assert alerts[0].acknowledged_at is None
 
 
+@pytest.mark.parametrize("url", ["/api/v1/alerts", "/api/v1/symbols", "/api/v1/quotes/AAPL", "/api/v1/candles/AAPL"])
+def test_wrong_credentials_are_401_on_reads_too(alerts, user, url):
+    for credentials in ("Token bogus", "Basic b3BzOndyb25n"):  # ops:wrong
+        response = APIClient().get(url, HTTP_AUTHORIZATION=credentials)
+        assert response.status_code == 401, (credentials, response.content)
+        assert response["WWW-Authenticate"] == "Token"
+        assert response.json()["error"]["code"] == "authentication_failed"
+
+
 def test_acknowledge_with_a_token_is_idempotent(alerts, user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")

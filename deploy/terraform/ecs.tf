@@ -22,6 +22,8 @@ locals {
     READY_CONSUMERS         = "build_candles,ingest_quotes,detect_anomalies"
     # Metrics servers listen on the task's address for an in-VPC collector.
     METRICS_ADDR = "0.0.0.0"
+    # The ALB in front: a client is the address it appends to X-Forwarded-For (docs/api.md, Throttling).
+    TRUSTED_PROXIES = "1"
   }
 
   # singleton: never two at once (two beats would schedule every task twice,

@@ -289,7 +289,7 @@ class HotReads:
                 return selectors.CandlePageJson(*await cursor.fetchone())
         page = await self._shared(("candles", sql, *args), read)
         link = b"null" if page.more_after_us is None else _render(next_url(
-            request, Position(epoch_us_time(page.more_after_us)), sort=sort))
+            request, Position(epoch_us_time(page.more_after_us)), sort=sort, pages=CandleQuerySerializer.pages))
         return (b'{"symbol":' + _render(ticker) + b',"interval":' + _render(params["interval"])
                 + b',"candles":[' + page.candles.encode() + b'],"next":' + link + b"}")
 

@@ -6,8 +6,8 @@
 * ``sort`` is ``desc`` (newest first, the default) or ``asc``.
 * ``cursor`` is opaque: the ``next`` link of a page carries it with every other
   parameter of the request. Inside it is the (time, id) of the page's last row
-  (a trade's: time, seq and id, its order on the tape) and the sort it was
-  made for, so a page never repeats or skips a row however many rows share a
+  (a trade's: time, seq and id, its order on the tape), the sort it was made
+  for and the endpoint's kind of pages (trades, candles, alerts), so a page never repeats or skips a row however many rows share a
   timestamp (keyset pagination: no OFFSET, each page is one index range scan).
 """
 
@@ -38,12 +38,14 @@ _DIGITS = re.compile(r"[0-9]+")
 # An id PostgreSQL can compare: at most 64 characters, no NUL, no lone surrogate (JSON's "\ud800"), which
 # UTF-8 cannot encode and the database driver would fail on.
 _STORABLE_ID = re.compile(r"[^\x00\ud800-\udfff]{0,64}")
+# 2026-03-02T15:30:00+01:00 put in a URL as it is: the query string's "+" arrives as a space.
+_UNENCODED_PLUS = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:\d\d)$")
 _TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
 
 
 def parse_time(text: str) -> datetime:
     """A UTC datetime from RFC 3339, a date or epoch ms; ValueError says what is accepted."""
-    text = text.strip()
+    text = _UNENCODED_PLUS.sub(r"\1+\2", text.strip())
     not_a_time = ValueError(f"{text[:40]!r} is not a time: use {_TIME_HELP}")
     if _EPOCH_MS.fullmatch(text):
         if int(text) < _MIN_EPOCH_MS:
@@ -115,14 +117,15 @@ class PageQuerySerializer(serializers.Serializer):
         choices=SORTS, default="desc", help_text="desc: newest first (default); asc: oldest first.",
         error_messages={"invalid_choice": "{input!r} is not a sort order: use desc (newest first) or asc"},
     )
-    cursor = CursorField(required=False, max_length=500, help_text="Opaque: take it from a page's `next` link.")
+    cursor = CursorField(required=False, help_text="Opaque: take it from a page's `next` link.")
+    pages: str  # what the endpoint pages through, written into its cursors: "trades", "candles", "alerts"
 
     def validate(self, attrs):
         start, end = attrs.get("start"), attrs.get("end")
         if start is not None and end is not None and start >= end:
             raise serializers.ValidationError({"end": ["must be after start"]})
         if "cursor" in attrs:
-            attrs["cursor"] = cursor_decode(attrs["cursor"], sort=attrs["sort"])
+            attrs["cursor"] = cursor_decode(attrs["cursor"], sort=attrs["sort"], pages=self.pages)
         return attrs
 
 
@@ -136,45 +139,54 @@ class Position:
     seq: int | None = None
 
 
-def cursor_encode(position: Position, *, sort: str) -> str:
-    fields = [sort, epoch_us(position.time), position.id]
+# Far longer than any cursor this API issues (~60-150 characters), short enough to refuse before decoding.
+CURSOR_MAX_LENGTH = 500
+
+
+def cursor_encode(position: Position, *, sort: str, pages: str) -> str:
+    fields = [pages, sort, epoch_us(position.time), position.id]
     if position.seq is not None:
         fields.append(position.seq)
     raw = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def cursor_decode(text: str, *, sort: str) -> Position:
+def cursor_decode(text: str, *, sort: str, pages: str) -> Position:
     bad = ApiError(code="invalid_cursor", message="cursor is not one this API issued: follow a page's `next` link "
                                                   "as it is, or drop `cursor` to start from the first page")
+    if len(text) > CURSOR_MAX_LENGTH:
+        raise bad
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        issued_for, micros, row_id, *seq = json.loads(raw)
+        issued_pages, issued_for, micros, row_id, *seq = json.loads(raw)
         time = epoch_us_time(int(micros))
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
-    if issued_for not in SORTS or not isinstance(row_id, str) or isinstance(micros, bool) \
-            or not _STORABLE_ID.fullmatch(row_id):
+    if not isinstance(issued_pages, str) or issued_for not in SORTS or not isinstance(row_id, str) \
+            or isinstance(micros, bool) or not _STORABLE_ID.fullmatch(row_id):
         raise bad
     if seq and (len(seq) > 1 or type(seq[0]) is not int or not 0 <= seq[0] < 2**63):
         raise bad
+    if issued_pages != pages:
+        raise ApiError(code="invalid_cursor", message=f"this cursor is not one of {pages} pages: follow the `next` "
+                                                      f"link of a {pages} page as it is")
     if issued_for != sort:
         raise ApiError(code="invalid_cursor", message=f"this cursor belongs to sort={issued_for}: "
                                                       f"follow the `next` link as it is")
     return Position(time=time, id=row_id, seq=seq[0] if seq else None)
 
 
-def next_link(request, rows: list, *, limit: int, sort: str, position_of) -> str | None:
+def next_link(request, rows: list, *, limit: int, sort: str, pages: str, position_of) -> str | None:
     """The URL of the page after `rows` (fetched with limit + 1), or None on the last page."""
     if len(rows) <= limit:
         return None
-    return next_url(request, position_of(rows[limit - 1]), sort=sort)
+    return next_url(request, position_of(rows[limit - 1]), sort=sort, pages=pages)
 
 
-def next_url(request, position: Position, *, sort: str) -> str:
+def next_url(request, position: Position, *, sort: str, pages: str) -> str:
     """The URL of the page after the row at `position`: the request's parameters and a cursor.
     `request` is Django's or DRF's (which hands `GET` through to Django's)."""
     params = {key: value for key, value in request.GET.items() if key != "cursor"}
     params["sort"] = sort
-    params["cursor"] = cursor_encode(position, sort=sort)
+    params["cursor"] = cursor_encode(position, sort=sort, pages=pages)
     return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")

@@ -26,10 +26,12 @@ _INTERVALS = ", ".join(INTERVALS)
 
 # --- query parameters -------------------------------------------------------------
 class TradeQuerySerializer(PageQuerySerializer):
+    pages = "trades"
     limit = limit_field(**TRADES_LIMIT)
 
 
 class CandleQuerySerializer(PageQuerySerializer):
+    pages = "candles"
     interval = serializers.ChoiceField(
         choices=list(INTERVALS), default="1m", help_text=f"Candle width: one of {_INTERVALS} (default 1m).",
         error_messages={"invalid_choice": f"{{input!r}} is not an interval: use one of {_INTERVALS}"},

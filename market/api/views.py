@@ -94,7 +94,7 @@ class TradeListApi(ReadApi):
         params = query(TradeQuerySerializer, request)
         after = params.get("cursor")
         if after is not None and after.seq is None:
-            raise ApiError(code="invalid_cursor", message="this cursor is not one of a trades page: follow the "
+            raise ApiError(code="invalid_cursor", message="this cursor is not one this API issued: follow the "
                                                           "`next` link of a trades page as it is")
         limit = params["limit"]
         rows = selectors.trade_page(
@@ -105,7 +105,7 @@ class TradeListApi(ReadApi):
         # Rendered as TradePageSerializer documents it (test_api_market checks they agree).
         return Response({
             "symbol": ticker, "trades": trades_json(rows[:limit]),
-            "next": next_link(request, rows, limit=limit, sort=params["sort"],
+            "next": next_link(request, rows, limit=limit, sort=params["sort"], pages=TradeQuerySerializer.pages,
                               position_of=lambda row: Position(row.time, row.trade_id, row.seq)),
         })
 
@@ -127,7 +127,7 @@ class CandleListApi(ReadApi):
         )
         return Response({
             "symbol": ticker, "interval": params["interval"], "candles": candles_json(rows[:limit]),
-            "next": next_link(request, rows, limit=limit, sort=params["sort"],
+            "next": next_link(request, rows, limit=limit, sort=params["sort"], pages=CandleQuerySerializer.pages,
                               position_of=lambda candle: Position(candle.start)),
         })
 

@@ -90,7 +90,6 @@ _CONTEXT = decimal.Context(
     rounding=decimal.ROUND_HALF_EVEN,
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
 )
-_VWAP_SCALE = 10**VWAP_PLACES
 _ONE = Decimal(1)
 
 CandleKey = tuple[str, str, datetime]  # (symbol, interval, bucket start)
@@ -219,18 +218,29 @@ def vwap(notional: Decimal, volume: Decimal) -> Decimal:
     Decimal and then quantizing would round twice. ``volume`` must be positive
     (a candle always has one); zero raises ZeroDivisionError.
     """
+    return _quotient(notional, volume, VWAP_PLACES)
+
+
+def _quotient(dividend: Decimal, divisor: Decimal, places: int) -> Decimal:
+    """``dividend / divisor`` rounded half-to-even to ``places`` decimal places, exactly."""
     # On the integer ratios, without Fraction (whose gcd on every value made the API's candle pages
-    # slow): notional / volume * 10**8 = num / den, floored by divmod, then half to even.
-    n_num, n_den = notional.as_integer_ratio()
-    v_num, v_den = volume.as_integer_ratio()
-    num, den = n_num * v_den * _VWAP_SCALE, n_den * v_num
+    # slow): dividend / divisor * 10**places = num / den, floored by divmod, then half to even.
+    n_num, n_den = dividend.as_integer_ratio()
+    v_num, v_den = divisor.as_integer_ratio()
+    num, den = n_num * v_den * 10**places, n_den * v_num
     if den < 0:
         num, den = -num, -den
     scaled, remainder = divmod(num, den)
     twice = 2 * remainder
     if twice > den or (twice == den and scaled & 1):
         scaled += 1
-    return Decimal(scaled).scaleb(-VWAP_PLACES, _CONTEXT)
+    return Decimal(scaled).scaleb(-places, _CONTEXT)
+
+
+def change_percent(change: Decimal, base: Decimal) -> Decimal:
+    """``change`` as a percentage of ``base``, to 2 places: a fall too small to show is 0.00, not -0.00."""
+    percent = _quotient(change.scaleb(2), base, 2)
+    return percent.copy_abs() if percent.is_zero() else percent
 
 
 def plain(value: Decimal) -> Decimal:

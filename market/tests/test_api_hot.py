@@ -155,8 +155,8 @@ def test_the_hot_quote_follows_redis_and_the_summary_rerenders_only_what_changed
     ("/api/v1/quotes/MSFT", b"", JSON, "GET", 404),  # no_quote yet
     ("/api/v1/quotes/AAPL/", b"", JSON, "GET", 404),
     ("/api/v1/market-summary/", b"", JSON, "GET", 404),
-    ("/api/v1/quotes/AAPL", b"", [*JSON, (b"authorization", b"Token not-a-token")], "GET", 403),
-    ("/api/v1/quotes/AAPL", b"", [*JSON, (b"authorization", b"Basic Zm9vOmJhcg==")], "GET", 403),
+    ("/api/v1/quotes/AAPL", b"", [*JSON, (b"authorization", b"Token not-a-token")], "GET", 401),
+    ("/api/v1/quotes/AAPL", b"", [*JSON, (b"authorization", b"Basic Zm9vOmJhcg==")], "GET", 401),
     ("/api/v1/market-summary", b"", [*JSON, (b"host", b"evil.example")], "GET", 400),  # ALLOWED_HOSTS
     ("/api/v1/quotes/AAPL", "&".join(f"p{i}=1" for i in range(1001)).encode(), JSON, "GET", 400),  # too many
 ])

@@ -147,6 +147,10 @@ def test_start_and_end_bound_trades_in_rfc3339_or_epoch_ms(client):
     assert [t["id"] for t in rfc["trades"]] == in_range
     epoch = get(client, f"/api/v1/trades/AAPL?start={int(start.timestamp() * 1000)}&end={int(end.timestamp() * 1000)}")
     assert [t["id"] for t in epoch["trades"]] == in_range
+    # An offset's "+" typed into a URL as it is arrives as a space; %2B is the same time.
+    for plus in ("+", "%2B"):
+        unencoded = get(client, f"/api/v1/trades/AAPL?start=2026-03-02T15:30:14{plus}01:00&end=2026-03-02T14:30:35Z")
+        assert [t["id"] for t in unencoded["trades"]] == in_range
     pages = follow(client, "/api/v1/trades/AAPL?start=2026-03-02T14:30:14Z&end=2026-03-02T14:30:35Z&limit=2")
     assert [t["id"] for p in pages for t in p["trades"]] == in_range
     assert get(client, "/api/v1/trades/AAPL?start=2026-03-03")["trades"] == []
@@ -195,19 +199,35 @@ def test_a_foreign_or_mismatched_cursor_is_400(client):
     cursor = next_url.split("cursor=")[1]
     assert_error(get(client, "/api/v1/trades/AAPL?cursor=not-a-cursor", 400), "invalid_cursor", "next")
     assert_error(get(client, f"/api/v1/trades/AAPL?cursor={cursor}&sort=asc", 400), "invalid_cursor", "sort=desc")
+    assert_error(get(client, "/api/v1/trades/AAPL?cursor=" + "A" * 600, 400), "invalid_cursor")
+
+
+def test_a_cursor_works_only_on_the_endpoint_that_issued_it(client):
+    store_trades(make_trades(10, every=timedelta(minutes=1)))
+    cursors = {
+        "trades": get(client, "/api/v1/trades/AAPL?limit=1")["next"].split("cursor=")[1],
+        "candles": get(client, "/api/v1/candles/AAPL?limit=1")["next"].split("cursor=")[1],
+    }
+    for pages, endpoint in (("trades", "/api/v1/trades/AAPL"), ("candles", "/api/v1/candles/AAPL"),
+                            ("alerts", "/api/v1/alerts")):
+        for issuer, cursor in cursors.items():
+            if issuer != pages:
+                assert_error(get(client, f"{endpoint}?limit=1&cursor={cursor}", 400), "invalid_cursor",
+                             f"not one of {pages} pages")
 
 
 @pytest.mark.parametrize("inside", [
-    b'["desc",1795766744609096,"a\\u0000b",1]',  # a NUL
-    b'["desc",1795766744609096,"\\ud800",3]',  # a lone surrogate: not UTF-8
-    b'["desc",1795766744609096,"' + b"x" * 65 + b'",3]',  # longer than any id
-    b'["desc",1795766744609096,"a",-1]', b'["desc",1795766744609096,"a",true]', b'["desc",1795766744609096,"a",1,2]',
+    b',"desc",1795766744609096,"a\\u0000b",1]',  # a NUL
+    b',"desc",1795766744609096,"\\ud800",3]',  # a lone surrogate: not UTF-8
+    b',"desc",1795766744609096,"' + b"x" * 65 + b'",3]',  # longer than any id
+    b',"desc",1795766744609096,"a",-1]', b',"desc",1795766744609096,"a",true]', b',"desc",1795766744609096,"a",1,2]',
 ])
 def test_a_forged_cursor_is_400_not_a_database_error(client, inside):
     import base64
 
-    forged = base64.urlsafe_b64encode(inside).decode().rstrip("=")
-    for endpoint in ("/api/v1/trades/AAPL", "/api/v1/candles/AAPL", "/api/v1/alerts"):
+    for pages, endpoint in (("trades", "/api/v1/trades/AAPL"), ("candles", "/api/v1/candles/AAPL"),
+                            ("alerts", "/api/v1/alerts")):
+        forged = base64.urlsafe_b64encode(b'["' + pages.encode() + b'"' + inside).decode().rstrip("=")
         assert_error(get(client, f"{endpoint}?cursor={forged}", 400), "invalid_cursor")
 
 
@@ -356,10 +376,11 @@ def test_the_fast_quote_and_summary_renderers_agree_with_the_documented_serializ
     assert summary_json(rows) == SummaryRowSerializer(rows, many=True).data
 
 
-def _four_reads_throttled_at_three_a_minute(**env: str) -> tuple[list[int], dict, str | None]:
+def _four_reads_throttled_at_three_a_minute(forwarded_for: str | None = None,
+                                            **env: str) -> tuple[list[int], dict, str | None]:
     """Four reads in a process started with API_THROTTLE_ANON=3/min (DRF fixes its throttle classes at
     import, so a process started with the setting is the honest test): statuses, the last body and
-    its Retry-After."""
+    its Retry-After. `forwarded_for`: each read's X-Forwarded-For, formatted with its number."""
     import os
     import subprocess
     import sys
@@ -369,7 +390,9 @@ def _four_reads_throttled_at_three_a_minute(**env: str) -> tuple[list[int], dict
 
     database = connection.settings_dict
     code = ("import json, django; django.setup(); from django.test import Client; c = Client(HTTP_HOST='localhost'); "
-            "rs = [c.get('/api/v1/symbols') for _ in range(4)]; "
+            f"xff = {forwarded_for!r}; "
+            "rs = [c.get('/api/v1/symbols', **({'HTTP_X_FORWARDED_FOR': xff.format(i)} if xff else {})) "
+            "for i in range(4)]; "
             "print(json.dumps([[r.status_code for r in rs], rs[-1].json(), rs[-1].headers.get('Retry-After')]))")
     env = {**os.environ, "API_THROTTLE_ANON": "3/min", "TIMESCALE_URL":
            f"postgresql://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:{database['PORT']}/"
@@ -386,6 +409,16 @@ def test_reads_over_the_configured_anonymous_rate_get_429_in_the_error_shape(dja
     assert statuses == [200, 200, 200, 429]
     assert body["error"]["code"] == "throttled" and body["error"]["message"]
     assert int(retry_after) > 0
+
+
+@pytest.mark.parametrize(("proxies", "forwarded_for", "statuses"), [
+    ("0", "10.0.0.{}", [200, 200, 200, 429]),  # no proxy in front: the header is the client's own, ignored
+    ("1", "10.0.0.{}, 192.0.2.7", [200, 200, 200, 429]),  # behind one: what it appended, not what came before
+    ("1", "10.0.0.9, 192.0.2.{}", [200, 200, 200, 200]),  # four clients behind the proxy
+])
+def test_a_client_is_counted_by_the_address_a_trusted_proxy_gave_not_one_it_made_up(
+        django_db_setup, redis_clean, proxies, forwarded_for, statuses):
+    assert _four_reads_throttled_at_three_a_minute(forwarded_for, TRUSTED_PROXIES=proxies)[0] == statuses
 
 
 def test_with_redis_unreachable_throttled_reads_are_let_through_uncounted(django_db_setup):

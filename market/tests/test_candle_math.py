@@ -29,6 +29,7 @@ from market.domain.candles import (
     UnknownInterval,
     aggregate,
     bucket_start,
+    change_percent,
     merge,
     merge_maps,
     parse_interval,
@@ -533,3 +534,16 @@ def test_plain_writes_a_decimal_without_trailing_zeros_or_an_exponent(value, zer
     assert not ("." in text and text.endswith("0"))
     assert str(plain(Decimal("2.3E+2"))) == "230" and str(plain(Decimal("1E+2"))) == "100"
     assert str(plain(Decimal("0.00"))) == "0" and str(plain(Decimal("230.50"))) == "230.5"
+
+
+@given(base=prices(), last=prices())
+def test_a_change_in_percent_is_the_exact_ratio_rounded_half_even_to_cents_never_minus_zero(base, last):
+    percent = change_percent(last - base, base)
+    assert percent.as_tuple().exponent == -2
+    assert Fraction(percent) == round(Fraction(last - base) / Fraction(base) * 100, 2)  # round(): half to even
+    assert not (percent.is_zero() and percent.is_signed())
+
+
+def test_a_change_in_percent_of_a_tiny_fall_is_zero():
+    assert f"{change_percent(Decimal('-0.01'), Decimal('1000')):f}" == "0.00"
+    assert f"{change_percent(Decimal('-2'), Decimal('8')):f}" == "-25.00"
