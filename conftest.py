@@ -49,6 +49,17 @@ def redis_clean():
     return client
 
 
+@pytest.fixture
+def redis_away(settings):
+    """Redis as a process sees it when the server is down: a port where nothing listens."""
+    from streaming.redis import redis_client
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_client.cache_clear()  # the process's one client: made again for the URL above, and after
+    yield
+    redis_client.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def _series_tables_empty(request):
     """Transactional tests commit for real, and Django's flush skips the

@@ -7,12 +7,15 @@ import logging
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+log = logging.getLogger(__name__)
 security_log = logging.getLogger("django.security.DisallowedHost")
 
 
@@ -38,7 +41,27 @@ def _code_for(exc: exceptions.APIException) -> str:
     return codes if isinstance(codes, str) else "error"
 
 
+# What /ready calls each dependency, for a request that found it away.
+_DEPENDENCY_ERRORS = ((RedisError, "Redis"), ((OperationalError, InterfaceError), "PostgreSQL"))
+RETRY_AFTER_SECONDS = 5
+
+
+def _dependency_away(exc) -> Response | None:
+    """503 in the error shape when Redis or PostgreSQL did not answer: the client's request was fine."""
+    for errors, name in _DEPENDENCY_ERRORS:
+        if isinstance(exc, errors):
+            log.warning("API: %s did not answer: %r", name, exc)
+            return Response({"error": {"code": "service_unavailable",
+                                       "message": f"{name} did not answer; try again shortly (/ready shows what is "
+                                                  f"down)"}},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return None
+
+
 def api_exception_handler(exc, context):
+    away = _dependency_away(exc)
+    if away is not None:
+        return away
     # Django's own 404 and 403 (raised by DRF itself too, e.g. for ?format=xml): DRF answers them as its own,
     # and so must the body below.
     if isinstance(exc, Http404):

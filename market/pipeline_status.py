@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from django.conf import settings
 from django.db import connection
+from redis.exceptions import RedisError
 
 from finstream.readiness import readiness_report
 from market import storage
@@ -50,7 +51,7 @@ class PartitionLag:
     partition: int
     end_offset: int
     committed: int | None  # next offset to read, as stored in PostgreSQL; None: never committed
-    lag: int
+    lag: int | None  # None: Kafka did not say where the partition ends
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class GroupLag:
     group: str
     consumer: str  # the group without KAFKA_CONSUMER_GROUP_PREFIX, e.g. "build_candles"
     partitions: list[PartitionLag]
-    lag: int
+    lag: int | None
     messages_per_second: float | None
     updated_at: datetime | None  # newest offset write: when the group last stored a batch
 
@@ -115,15 +116,7 @@ class PipelineStatus:
     readiness: dict
     storage_mode: str | None
     partitions: dict[str, int]  # table -> partition count (partition mode only)
-
-    def group_lag(self, consumer: str, base_name: str) -> int | None:
-        """Total lag of `consumer` on topic `base_name`, or None when unknown."""
-        for status in self.topics:
-            if status.base_name == base_name:
-                for group in status.groups:
-                    if group.consumer == consumer:
-                        return group.lag
-        return None
+    redis_error: str | None = None  # Redis away: no rates, and the processes' heartbeats are unknown
 
 
 def pipeline_status(*, dead_letter_limit: int = 10) -> PipelineStatus:
@@ -150,7 +143,14 @@ def pipeline_status(*, dead_letter_limit: int = 10) -> PipelineStatus:
         consumer.close()
 
     committed = _committed_offsets(list(names))
-    rates = _rates(ends, committed, now=time.time())
+    redis_error, rates, processes = None, {}, []
+    try:
+        rates = _rates(ends, committed, now=time.time())
+        ages = heartbeats.heartbeat_ages(list(dict.fromkeys([*PROCESSES, *settings.READY_CONSUMERS])))
+        processes = [ProcessState(name, age, name in settings.READY_CONSUMERS) for name, age in ages.items()]
+    except RedisError as error:
+        redis_error = (f"Redis did not answer ({error}): no rates, and the processes' heartbeats (kept there) are "
+                       f"unknown. Is it running? `make status`")
     topics = []
     for name, base in names.items():
         partitions = ends.get(name, {})
@@ -162,19 +162,18 @@ def pipeline_status(*, dead_letter_limit: int = 10) -> PipelineStatus:
                 end = partitions.get(partition)
                 next_offset = stored["offsets"].get(partition)
                 if end is None:  # Kafka away: the committed offset alone
-                    rows.append(PartitionLag(partition, -1, next_offset, 0))
+                    rows.append(PartitionLag(partition, -1, next_offset, None))
                     continue
                 rows.append(PartitionLag(partition, end, next_offset, max(0, end - (next_offset or 0))))
+            lags = [row.lag for row in rows]
             groups.append(GroupLag(
                 group=group, consumer=_consumer_name(group), partitions=rows,
-                lag=sum(row.lag for row in rows), messages_per_second=rates.get(f"{group}|{name}"),
+                lag=None if None in lags else sum(lags), messages_per_second=rates.get(f"{group}|{name}"),
                 updated_at=stored["updated_at"],
             ))
         topics.append(TopicStatus(name=name, base_name=base, end_offsets=partitions,
                                   messages_per_second=rates.get(name), groups=groups))
 
-    ages = heartbeats.heartbeat_ages(list(dict.fromkeys([*PROCESSES, *settings.READY_CONSUMERS])))
-    processes = [ProcessState(name, age, name in settings.READY_CONSUMERS) for name, age in ages.items()]
     mode = storage.storage_mode()
     partition_counts = {}
     if mode == storage.PARTITIONS:
@@ -182,7 +181,7 @@ def pipeline_status(*, dead_letter_limit: int = 10) -> PipelineStatus:
     return PipelineStatus(
         checked_at=datetime.now(UTC), kafka_error=kafka_error, topics=topics, dead_letter_topic=dead_letter_topic,
         dead_letter_count=dead_count, dead_letters=dead_letters, processes=processes,
-        readiness=readiness_report(), storage_mode=mode, partitions=partition_counts,
+        readiness=readiness_report(), storage_mode=mode, partitions=partition_counts, redis_error=redis_error,
     )
 
 

@@ -95,6 +95,14 @@ def test_a_new_symbol_of_a_batch_rolled_back_is_registered_when_the_batch_is_ret
     assert "ETH-USD" in [s["symbol"] for s in get(client, "/api/v1/symbols")["symbols"]]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/quotes/AAPL", "/api/v1/market-summary"])
+def test_with_redis_away_the_redis_reads_are_503_in_the_error_shape(client, redis_away, path):
+    response = client.get(path)
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert "Redis did not answer" in response.json()["error"]["message"]
+
+
 def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
     older = Quote(id="q1", symbol="AAPL", ts=T0, bid=Decimal("187.20"), ask=Decimal("187.22"),
                   bid_size=Decimal(300), ask_size=Decimal(500))

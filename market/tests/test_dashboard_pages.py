@@ -325,10 +325,24 @@ def test_messages_per_second_come_from_the_last_two_samples(kafka_topics, redis_
 
 
 def test_the_pipeline_page_says_when_kafka_is_away(redis_clean, settings):
+    offsets_save(group=f"{settings.KAFKA_CONSUMER_GROUP_PREFIX}.build_candles", offsets={(topic(TRADES), 0): 42})
     settings.KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"
     html = Client().get("/pipeline/").content.decode()
     assert "Kafka at 127.0.0.1:1 did not answer" in html and "make status" in html
     assert 'id="processes"' in html  # the rest of the page is still there
+    # The committed offset is known, the lag is not (it was shown as 0).
+    row = re.search(r'<tr class="group-row" data-consumer="build_candles" data-topic="market.trades" '
+                    r'data-lag="">.*?</tr>', html, re.S)
+    assert row and 'data-field="lag">—</td>' in row.group(0)
+
+
+def test_the_pipeline_page_says_when_redis_is_away(redis_away):
+    response = Client().get("/pipeline/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Redis did not answer" in html and "heartbeats (kept there) are unknown" in html
+    assert "Unknown: the heartbeats are kept in Redis." in html
+    assert 'id="lag-table"' in html  # offsets and lag still come from Kafka and PostgreSQL
 
 
 # --- every page --------------------------------------------------------------------------------

@@ -222,6 +222,7 @@
   function tapeRow(trade) {
     var tr = document.createElement("tr");
     tr.dataset.id = trade.id;
+    tr.dataset.time = fmt.micros(trade.ts || trade.time);
     tr.className = trade.side;
     var cells = [
       [fmt.hms(trade.ts || trade.time), "num"], [fmt.price(trade.price), "num"],
@@ -242,7 +243,10 @@
     var placeholder = tape.querySelector("tr.placeholder");
     if (placeholder) placeholder.remove();
     var row = tapeRow(trade);
-    tape.insertBefore(row, tape.firstElementChild);
+    // Newest first, as the API orders them: a late print goes where its time puts it, not on top.
+    var time = Number(row.dataset.time);
+    var after = Array.prototype.find.call(tape.rows, function (other) { return !(Number(other.dataset.time) > time); });
+    tape.insertBefore(row, after || null);
     fs.flash(row, trade.side === "buy" ? "up" : "down");
     fs.trimRows(tape, tapeMax);
   }

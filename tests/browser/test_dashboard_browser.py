@@ -91,7 +91,7 @@ class Stack:
             return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                     "finstream.asgi:application"]
         if name == "simulate":
-            return [sys.executable, "manage.py", "simulate", "--rate", str(TRADES_PER_SECOND), "--seed", "7",
+            return [sys.executable, "manage.py", "simulate", "--rate", str(TRADES_PER_SECOND), "--seed", "7", "--fresh",
                     "--symbols", ",".join(SYMBOLS)]
         return [sys.executable, "manage.py", name]
 
@@ -256,6 +256,14 @@ def browser(tmp_path):
         driver.quit()
 
 
+def fits_a_phone(browser, shot: str) -> None:
+    """Nothing on the page wider than a phone-width screen (tables scroll inside their own box)."""
+    browser.set_window_size(375, 812)
+    wait(browser, lambda d: js(d, "return document.documentElement.scrollWidth <= window.innerWidth;"),
+         "the page to fit a phone-width screen")
+    screenshot(browser, shot)
+
+
 def wait(driver, condition, what: str, timeout: float = WAIT):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
         lambda d: condition(d), message=f"timed out after {timeout:.0f} s waiting for {what}")
@@ -327,10 +335,7 @@ def test_the_overview_shows_every_symbol_and_prices_move_live(stack, browser):
     assert "sort=symbol&dir=desc" in browser.current_url and same_page(browser)
 
     # A phone-width screen: nothing wider than the screen.
-    browser.set_window_size(390, 844)
-    wait(browser, lambda d: js(d, "return document.documentElement.scrollWidth <= window.innerWidth;"),
-         "the page to fit a phone-width screen")
-    screenshot(browser, "overview-phone")
+    fits_a_phone(browser, "overview-phone")
     assert_no_console_errors(browser)
 
 
@@ -364,10 +369,25 @@ def test_the_symbol_page_draws_candles_and_switches_interval(stack, browser):
     wait(browser, lambda d: len(set(js(d, tape_ids)) - first) >= rows // 2, "the tape to roll")
     assert len(js(browser, tape_ids)) == rows
 
-    browser.set_window_size(390, 844)
-    wait(browser, lambda d: js(d, "return document.documentElement.scrollWidth <= window.innerWidth;"),
-         "the page to fit a phone-width screen")
-    screenshot(browser, "symbol-phone")
+    # A late print goes where its time puts it on the tape, not on top of it.
+    from market.selectors import trade_latest
+    from streaming.kafka import EventPublisher
+    from streaming.schemas import Trade, encode
+    from streaming.topics import TRADES, topic
+    from streaming.wire import epoch_us_time
+
+    tape_times = "return Array.from(document.querySelectorAll('#tape tr[data-id]')).map(r => r.dataset.time);"
+    late = Trade(id=f"late-{uuid.uuid4().hex[:12]}", symbol="NVDA", seq=0, side="sell", size=Decimal(7),
+                 ts=epoch_us_time(int(js(browser, tape_times)[2]) - 1), price=trade_latest(symbol="NVDA").price)
+    publisher = EventPublisher(name="browser-test")
+    publisher.publish(topic(TRADES), late.symbol, encode(late))
+    publisher.flush()
+    wait(browser, lambda d: late.id in js(d, tape_ids), "the late print on the tape")
+    assert js(browser, tape_ids).index(late.id) > 0
+    times = [int(time) for time in js(browser, tape_times)]
+    assert times == sorted(times, reverse=True)
+
+    fits_a_phone(browser, "symbol-phone")
     assert_no_console_errors(browser)
 
 
@@ -430,6 +450,7 @@ def test_a_logged_in_user_acknowledges_an_alert(stack, browser):
          "the row to show it acknowledged")
     assert f"by {USERNAME}" in js(browser, state, f"alert-{alert_id}")[1] and same_page(browser)
     assert Alert.objects.select_related("acknowledged_by").get(id=alert_id).acknowledged_by.username == USERNAME
+    fits_a_phone(browser, "alerts-phone")
     assert_no_console_errors(browser)
 
 
@@ -461,6 +482,7 @@ def test_the_pipeline_page_shows_lag_growing_while_a_consumer_is_stopped(stack, 
     wait(browser, lambda d: js(d, lag_script) is not None and js(d, lag_script) < grown / 2,
          "the lag to shrink once build_candles runs again", timeout=90)
     assert same_page(browser)  # HTMX refreshed the numbers in place
+    fits_a_phone(browser, "pipeline-phone")
     assert_no_console_errors(browser)
 
 
