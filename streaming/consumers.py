@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
@@ -117,6 +118,17 @@ def queued_backlog(send) -> int | None:
     if isinstance(queue, asyncio.Queue):
         return sum(len(message.get("text") or message.get("bytes") or b"") for message in list(queue._queue))
     return None
+
+
+def _not_a_json_number(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a JSON number")
+    return value
 
 
 def _error(code: str, message: str, **extra) -> str:
@@ -283,6 +295,19 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         log.info("dropping a slow WebSocket client of %s: %d bytes unsent", self.endpoint, backlog)
         self.closing = asyncio.ensure_future(self._close_too_slow())
 
+    async def receive(self, text_data=None, bytes_data=None):
+        """The single-channel endpoints only send: what a client sends them is ignored, within the size
+        every endpoint allows."""
+        await self.refused_as_too_big(text_data, bytes_data)
+
+    async def refused_as_too_big(self, text_data, bytes_data) -> bool:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size <= settings.WS_MAX_MESSAGE_BYTES:
+            return False
+        await self.send(_error("message_too_big", f"messages are at most {settings.WS_MAX_MESSAGE_BYTES} bytes"))
+        await self.close(code=CLOSE_MESSAGE_TOO_BIG)
+        return True
+
     async def _close_too_slow(self) -> None:
         self.leave(list(self.subscribed))
         await self.close(code=CLOSE_TOO_SLOW, reason="too slow: reconnect and take a snapshot")
@@ -374,15 +399,14 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
                 "+00:00", "Z"), "seqs": dict(self.subscribed)}))
 
     async def receive(self, text_data=None, bytes_data=None):
+        if await self.refused_as_too_big(text_data, bytes_data):
+            return
         if bytes_data is not None or text_data is None:
             await self.send(_error("bad_request", 'send JSON text frames: {"action": "subscribe", "channels": [...]}'))
             return
-        if len(text_data.encode()) > settings.WS_MAX_MESSAGE_BYTES:
-            await self.send(_error("message_too_big", f"messages are at most {settings.WS_MAX_MESSAGE_BYTES} bytes"))
-            await self.close(code=CLOSE_MESSAGE_TOO_BIG)
-            return
         try:
-            request = json.loads(text_data)
+            # NaN, Infinity and 1e999 are refused: an "id" is echoed, and JSON has no such numbers.
+            request = json.loads(text_data, parse_constant=_not_a_json_number, parse_float=_finite_float)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             request = None
         if not isinstance(request, dict):

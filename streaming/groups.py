@@ -59,9 +59,9 @@ def channel_parse(text: object) -> Channel:
     """A Channel from its name; raises BadChannel. Symbols are upper-cased."""
     if not isinstance(text, str) or not text or len(text) > 40:
         raise BadChannel(f"{str(text)[:40]!r} is not a channel: use {_EXAMPLES}")
-    kind, _, rest = text.partition(".")
-    if kind == "alerts" and not rest:
+    if text == ALERTS_CHANNEL:
         return Channel("alerts")
+    kind, _, rest = text.partition(".")
     if kind == "candles":
         interval, _, symbol = rest.partition(".")
         if interval not in INTERVALS:

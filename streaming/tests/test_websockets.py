@@ -549,7 +549,12 @@ def test_heartbeats_carry_the_last_seq_of_each_channel(market, settings):
     ('{"action": "subscribe", "channels": ["candles.7m.AAPL"]}', "bad_channel"),
     ('{"action": "subscribe", "channels": ["books.AAPL"]}', "bad_channel"),
     ('{"action": "subscribe", "channels": ["trades.NOPE", "trades.AAPL"]}', "unknown_symbol"),
+    ('{"action": "subscribe", "channels": ["alerts."]}', "bad_channel"),
     ("[" * 30_000 + "]" * 30_000, "bad_request"),  # deeper than the JSON parser goes
+    # JSON has no such numbers, and the id is echoed: a reply with them would not parse in a browser
+    ('{"action": "subscribe", "channels": ["alerts"], "id": NaN}', "bad_request"),
+    ('{"action": "subscribe", "channels": ["alerts"], "id": -Infinity}', "bad_request"),
+    ('{"action": "subscribe", "channels": ["alerts"], "id": 1e999}', "bad_request"),
 ])
 def test_a_bad_request_gets_an_error_message_and_changes_nothing(market, request_, code):
     async def scenario():
@@ -583,11 +588,12 @@ def test_too_many_subscriptions_are_refused(market, settings):
     run(scenario)
 
 
-def test_a_message_over_the_size_limit_closes_the_connection(market, settings):
+@pytest.mark.parametrize("path", ["/ws/stream", "/ws/trades/AAPL", "/ws/alerts"])
+def test_a_message_over_the_size_limit_closes_the_connection(market, settings, path):
     settings.WS_MAX_MESSAGE_BYTES = 1024
 
     async def scenario():
-        client = await connect("/ws/stream")
+        client = await connect(path)
         await client.send_to(text_data=json.dumps({"action": "subscribe", "channels": ["alerts"] * 300}))
         message = await receive(client)
         assert message["code"] == "message_too_big"
