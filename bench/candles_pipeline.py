@@ -534,7 +534,8 @@ class Bench:
         consumer = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "build_candles"], env=env, cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=consumer_log.open("w"))
         simulator = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "simulate", "--rate", str(rate), "--seed", str(self.args.seed)],
+            [sys.executable, str(ROOT / "manage.py"), "simulate", "--rate", str(rate), "--seed", str(self.args.seed),
+             "--fresh"],
             env=env, cwd=ROOT, stdout=simulate_log.open("w"), stderr=subprocess.STDOUT)
         watermarks = Consumer(consumer_config(f"{group_prefix}.watermarks"))
         trades_topic = self.prefix + TRADES

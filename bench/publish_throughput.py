@@ -130,7 +130,7 @@ def main() -> None:
             for round_ in range(1, args.rounds + 1):
                 raw = raw_produce(messages)
                 ours, ours_process = command_rates(["simulate", "--rate", "max", "--duration", str(duration),
-                                                    "--seed", "1", "--start", START.isoformat()])
+                                                    "--seed", "1", "--fresh", "--start", START.isoformat()])
                 raw_trades = raw_produce(replay_messages)
                 replayed, replayed_process = command_rates(["replay", str(replay_file), "--speed", "max"])
                 sim_ratios.append(ours / raw)

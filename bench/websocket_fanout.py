@@ -262,7 +262,8 @@ def _run_fanout(args, *, per_event: bool, wsload: Path, prefix: str) -> dict:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         simulator = _manage("simulate", "--rate", str(args.rate), "--duration", str(args.duration),
-                            "--seed", "7", "--symbols", ",".join(symbols), env=env, stdout=subprocess.DEVNULL)
+                            "--seed", "7", "--fresh", "--symbols", ",".join(symbols), env=env,
+                            stdout=subprocess.DEVNULL)
         processes.append(simulator)
         rss = []
         while simulator.poll() is None:

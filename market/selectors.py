@@ -225,6 +225,16 @@ def candle_current(*, symbol: str, interval: str) -> CandleMessage | None:
     return None if row is None else candle_message_from_row(row)
 
 
+def last_closes(*, symbols: list[str]) -> dict[str, Decimal]:
+    """Each symbol's close of its newest stored 1m candle (its last trade in tape order), for those that have one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.symbol, c.close FROM unnest(%s::text[]) AS s(symbol) CROSS JOIN LATERAL ("
+            "SELECT close FROM market_candle WHERE symbol = s.symbol AND interval = '1m' ORDER BY time DESC LIMIT 1"
+            ") AS c", [symbols])
+        return dict(cursor.fetchall())
+
+
 # --- live state from Redis (kept by the consumers) ------------------------------------
 def _latest_key(kind: str) -> str:
     # Imported here: market.services imports this module at its top.

@@ -2,15 +2,19 @@
 Kafka, the build_candles consumer stores the trades, and the API serves them
 with the ids that are on the broker."""
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.test import Client
 
 from market.pipelines import TradesPipeline
 from market.services import symbols_seed
-from streaming.runner import ConsumerRunner, RunnerOptions
+from streaming.kafka import topics_delete, topics_ensure
+from streaming.runner import ConsumerRunner, Events, RunnerOptions
 from streaming.schemas import Trade, decoder_for
 from streaming.testing import consume_until, read_topic
 from streaming.topics import TRADES, topic
@@ -48,3 +52,29 @@ def test_the_trades_endpoint_refuses_an_unknown_symbol_and_a_bad_limit():
         bad = client.get(f"/api/v1/trades/AAPL?limit={limit}")
         assert bad.status_code == 400, limit
         assert bad.json()["error"]["code"] == "invalid_parameter"
+
+
+def test_a_restarted_simulator_goes_on_from_the_stored_prices(kafka_topics, redis_clean):
+    stored = Trade(id="before-restart", symbol="AAPL", ts=datetime.now(UTC) - timedelta(minutes=5), seq=1,
+                   price=Decimal("123.45"), size=Decimal(10), side="buy")
+    pipeline = TradesPipeline()
+    with transaction.atomic():
+        pipeline.store(Events({TRADES: [stored]}))
+    pipeline.close()
+
+    def first_prices(*fresh: str) -> dict[str, Decimal]:
+        call_command("simulate", "--rate", "max", "--duration", "1", "--seed", "5", "--symbols", "AAPL,MSFT", *fresh,
+                     stdout=StringIO())
+        first: dict[str, Decimal] = {}
+        for message in read_topic(topic(TRADES)):
+            trade = decoder_for(Trade).decode(message.value())
+            if trade.id.startswith("sim-"):
+                first.setdefault(trade.symbol, trade.price)
+        topics_delete(kafka_topics)  # the next run reads its own trades
+        topics_ensure()
+        return first
+
+    continued = first_prices()
+    assert abs(continued["AAPL"] - Decimal("123.45")) < Decimal("1.5")
+    assert abs(continued["MSFT"] - Decimal("420.00")) < Decimal("5")  # nothing stored: its profile's price
+    assert abs(first_prices("--fresh")["AAPL"] - Decimal("230.00")) < Decimal("3")

@@ -99,6 +99,7 @@ BURST_FREQUENCY_FACTOR = 2.0
 
 AnomalyKind = Literal["price_spike", "volume_burst"]
 
+MIN_PRICE = Decimal("0.01")  # a start price: the simulator's prices move in cents
 _MAX_SEQ_DIGITS = 15  # ids stay within the schema's 64 characters up to seq 10**15
 _MAX_CENTS = int(MAX_PRICE * 100)
 _BLOCK = 4096  # events drawn at a time: enough to make numpy's per-call cost vanish, small enough to stay in cache
@@ -121,7 +122,7 @@ class SymbolProfile:
     def __post_init__(self) -> None:
         if not is_valid_symbol(self.symbol):
             raise ValueError(f"{self.symbol!r} is not a valid symbol: use {SYMBOL_RULE}")
-        if not (self.price.is_finite() and self.price >= Decimal("0.01")):
+        if not (self.price.is_finite() and self.price >= MIN_PRICE):
             raise ValueError(f"{self.symbol}: start price must be at least 0.01, got {self.price}")
         if not (math.isfinite(self.volatility) and 0 <= self.volatility <= 5):
             raise ValueError(f"{self.symbol}: volatility is annualised, between 0 and 5; got {self.volatility}")

@@ -2,15 +2,18 @@
 
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from finstream import tracing
 from market.domain.pacing import Pacer
-from market.domain.simulator import MarketSimulator, ground_truth_json
+from market import selectors
+from market.domain.simulator import MIN_PRICE, MarketSimulator, SymbolProfile, ground_truth_json, profile_for
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
@@ -33,7 +36,8 @@ class Command(BaseCommand):
                             help="seconds of event time to simulate (paced: as many wall seconds); default: "
                                  "forever, or with --rate max and no --start a day")
         parser.add_argument("--seed", type=int, default=None,
-                            help="same seed, same stream (prices, sizes, ids); default: a random seed")
+                            help="same seed and start prices, same stream (prices, sizes, ids); default: a random "
+                                 "seed")
         parser.add_argument("--symbols", default=None, help="comma-separated symbols (default: SYMBOLS)")
         parser.add_argument("--anomalies", type=float, default=0.0, metavar="RATE",
                             help="injected anomalies per symbol per simulated hour (price spikes, volume bursts); none in "
@@ -41,6 +45,9 @@ class Command(BaseCommand):
         parser.add_argument("--ground-truth", default=None, metavar="FILE",
                             help="write the injected anomalies as JSON to FILE (default with --anomalies: "
                                  "var/ground-truth-<seed>.json)")
+        parser.add_argument("--fresh", action="store_true",
+                            help="start every symbol from its profile's price (AAPL 230.00, ...), not from the close "
+                                 "of its newest stored 1m candle; with --seed, the same stream on every run")
         parser.add_argument("--start", default=None,
                             help="event time of the first event (ISO-8601); default now, and with --rate max "
                                  "--duration seconds (default a day) before now: it simulates history up to now")
@@ -62,7 +69,10 @@ class Command(BaseCommand):
         else:
             start = self._start(options["start"])
         # 'max' still needs a nominal rate for event time: 1000 trades per event second.
-        simulator = MarketSimulator(symbols=symbols, seed=seed, start=start, rate=speed_rate or 1000.0,
+        profiles = [profile_for(symbol) for symbol in symbols]
+        if not options["fresh"]:
+            profiles = self._from_last_prices(profiles)
+        simulator = MarketSimulator(symbols=profiles, seed=seed, start=start, rate=speed_rate or 1000.0,
                                     anomaly_rate=options["anomalies"])
         until = None if duration is None else start + timedelta(seconds=duration)
         messages = simulator.wire_messages(trades_topic=topic(TRADES), quotes_topic=topic(QUOTES), until=until)
@@ -100,6 +110,21 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - stats.started
         self.stdout.write(f"published {stats.trades} trades and {stats.quotes} quotes in {elapsed:.1f} s "
                           f"({stats.rate(time.monotonic()):,.0f} events/s)")
+
+    def _from_last_prices(self, profiles: list[SymbolProfile]) -> list[SymbolProfile]:
+        """Each symbol from where the stored market left it, so that a restarted simulator is not a jump
+        in every chart (and a price-spike alert)."""
+        try:
+            closes = selectors.last_closes(symbols=[profile.symbol for profile in profiles])
+        except DatabaseError as error:
+            self.stderr.write(f"the database did not answer ({error}): starting from the profiles' prices")
+            return profiles
+        continued = [replace(profile, price=closes[profile.symbol]) if closes.get(profile.symbol, 0) >= MIN_PRICE
+                     else profile for profile in profiles]
+        if closes:
+            self.stdout.write("continuing from the last stored prices: " + ", ".join(
+                f"{profile.symbol} {profile.price}" for profile in continued if profile.symbol in closes))
+        return continued
 
     def _start(self, text):
         if text is None:
