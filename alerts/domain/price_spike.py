@@ -27,6 +27,8 @@ import decimal
 from collections import deque
 from decimal import Decimal
 
+from market.domain.candles import decimal_text  # the API writes decimals so too
+
 from .rules import PriceSpikeParams, RuleConfig
 from .signals import MAX_LEVEL, AlertSignal, Episode, fmt_seconds, format_ts
 
@@ -158,14 +160,14 @@ class PriceSpikeDetector:
                 symbol=symbol,
                 message=(
                     f"{symbol} {'rose' if up else 'fell'} {(move * _HUNDRED).quantize(_CENT)}% in "
-                    f"{fmt_seconds(seconds)} ({ref:f} → {price:f})"
+                    f"{fmt_seconds(seconds)} ({decimal_text(ref)} → {decimal_text(price)})"
                 ),
                 ts=trade.ts,
                 observed={
                     "direction": "up" if up else "down",
                     "move_pct": round(float(move * _HUNDRED), 6),
-                    "price": f"{price:f}",
-                    "reference_price": f"{ref:f}",
+                    "price": f"{decimal_text(price)}",
+                    "reference_price": f"{decimal_text(ref)}",
                     "reference_ts": format_ts(ref_trade.ts),
                     "seconds": round(seconds, 6),
                     "threshold_pct": st.limits.threshold_pct,

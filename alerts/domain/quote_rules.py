@@ -24,6 +24,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections import deque
 
+from market.domain.candles import decimal_text  # the API writes decimals so too
+
 from .rules import CrossedQuoteParams, RuleConfig, SpreadBlowoutParams
 from .signals import AlertSignal, Episode
 
@@ -113,8 +115,8 @@ class SpreadBlowoutDetector:
                     "spread_bps": round(bps, 6),
                     "median_bps": round(st.median, 6),
                     "ratio": round(ratio, 6),
-                    "bid": f"{quote.bid:f}",
-                    "ask": f"{quote.ask:f}",
+                    "bid": f"{decimal_text(quote.bid)}",
+                    "ask": f"{decimal_text(quote.ask)}",
                     "multiple": params.multiple,
                     "samples": len(st.samples),
                     "quote_id": quote.id,
@@ -156,14 +158,14 @@ class CrossedQuoteDetector:
                     type="crossed_quote",
                     severity=severity,  # type: ignore[arg-type]
                     symbol=quote.symbol,
-                    message=f"{quote.symbol} quote {state}: bid {quote.bid:f} {'>' if crossed else '='} ask {quote.ask:f}",
+                    message=f"{quote.symbol} quote {state}: bid {decimal_text(quote.bid)} {'>' if crossed else '='} ask {decimal_text(quote.ask)}",
                     ts=quote.ts,
                     observed={
                         "state": state,
-                        "bid": f"{quote.bid:f}",
-                        "ask": f"{quote.ask:f}",
-                        "bid_size": f"{quote.bid_size:f}",
-                        "ask_size": f"{quote.ask_size:f}",
+                        "bid": f"{decimal_text(quote.bid)}",
+                        "ask": f"{decimal_text(quote.ask)}",
+                        "bid_size": f"{decimal_text(quote.bid_size)}",
+                        "ask_size": f"{decimal_text(quote.ask_size)}",
                         "quote_id": quote.id,
                     },
                 )

@@ -110,7 +110,7 @@ def test_a_crossed_quote_alerts_and_a_locked_one_too():
     assert signal.message == "AAPL quote crossed: bid 100.02 > ask 100.01"
     assert signal.observed["state"] == "crossed"
     [signal] = eng.on_quotes([quote("MSFT", 0, "300.00", "300.00")])
-    assert (signal.severity, signal.message) == ("medium", "MSFT quote locked: bid 300.00 = ask 300.00")
+    assert (signal.severity, signal.message) == ("medium", "MSFT quote locked: bid 300 = ask 300")
 
 
 def test_a_locked_book_that_crosses_escalates_once():
