@@ -10,7 +10,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -42,7 +43,8 @@ def _code_for(exc: exceptions.APIException) -> str:
 
 
 # What /ready calls each dependency, for a request that found it away.
-_DEPENDENCY_ERRORS = ((RedisError, "Redis"), ((OperationalError, InterfaceError), "PostgreSQL"))
+_DEPENDENCY_ERRORS = (((RedisConnectionError, RedisTimeoutError), "Redis"),
+                      ((OperationalError, InterfaceError), "PostgreSQL"))
 RETRY_AFTER_SECONDS = 5
 
 
@@ -51,10 +53,10 @@ def _dependency_away(exc) -> Response | None:
     for errors, name in _DEPENDENCY_ERRORS:
         if isinstance(exc, errors):
             log.warning("API: %s did not answer: %r", name, exc)
-            return Response({"error": {"code": "service_unavailable",
-                                       "message": f"{name} did not answer; try again shortly (/ready shows what is "
-                                                  f"down)"}},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            body = {"error": {"code": "service_unavailable",
+                              "message": f"{name} did not answer; try again shortly (/ready shows what is down)"}}
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return None
 
 

@@ -69,14 +69,14 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
                         type=lambda text: _count(text, name="--processes (WEB_PROCESSES)", low=1,
                                                  high=MAX_PROCESSES),
                         help="daphne processes (default WEB_PROCESSES, or 2)")
-    parser.add_argument("--trusted-proxies", default=environ.get("TRUSTED_PROXIES") or "0",
-                        type=lambda text: _count(text, name="--trusted-proxies (TRUSTED_PROXIES)", low=0, high=10),
-                        help="reverse proxies in front (default TRUSTED_PROXIES, or 0); with any, daphne takes the "
-                             "client's address and scheme from their X-Forwarded-* headers")
     args = parser.parse_args(own)
-    # Without a proxy in front those headers are the client's own words: an https it never used, an
-    # address it made up.
-    args.daphne_args = (["--proxy-headers"] if args.trusted_proxies else []) + daphne_args
+    # TRUSTED_PROXIES, as the settings read it (no option: the two must agree). Without a proxy in front
+    # the X-Forwarded-* headers are the client's own words: an https it never used, an address it made up.
+    try:
+        proxies = _count(environ.get("TRUSTED_PROXIES") or "0", name="TRUSTED_PROXIES", low=0, high=10)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    args.daphne_args = (["--proxy-headers"] if proxies else []) + daphne_args
     return args
 
 

@@ -287,7 +287,8 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {scope: rate for scope, rate in _throttles.items() if rate}
 # Reverse proxies in front of the web server (a load balancer: 1). With none, X-Forwarded-For is whatever a
 # client wrote, and DRF's default would count each made-up value as a new client; with N, a client is the
-# address the N-th proxy from the server appended (finstream/serve.py trusts their headers likewise).
+# N-th entry from the right, the one the outermost proxy appended (finstream/serve.py then lets daphne
+# read X-Forwarded-Proto; daphne's own client address, in its access log, is the leftmost entry).
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0, maximum=10)
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 

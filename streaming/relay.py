@@ -245,8 +245,8 @@ class RelayPipeline:
         return len(messages)
 
     def _with_retries(self, action):
-        """Redis away: retry with bounded back-off, then raise (the supervisor
-        restarts the relay; clients see the gap in the sequence numbers)."""
+        """Redis away: retry with bounded back-off, then raise. The batch's offsets are not written, so
+        the restarted relay sends it again (with a jump in the numbers if they were taken before)."""
         delay = 0.25
         for attempt in range(1, self.redis_retries + 1):
             try:

@@ -10,8 +10,9 @@ runner does the rest, one `step()` at a time:
 4. `pipeline.prepare(events)` outside any transaction (e.g. create partitions);
    `events.event_time` says how far every partition has got in event time;
 5. in ONE transaction: `pipeline.store(events)` and the next offsets;
-6. after the commit: `pipeline.after_commit(result)` (publish), then commit
-   the offsets to Kafka too, for lag tools only.
+6. after the commit: `pipeline.after_commit(result)` (publish what was
+   stored; the relay, which stores nothing, publishes in store()), then
+   commit the offsets to Kafka too, for lag tools only.
 
 PostgreSQL holds the offsets: on assignment the runner seeks each partition to
 the offset stored with the data. A crash anywhere re-reads exactly the

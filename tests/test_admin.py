@@ -67,3 +67,11 @@ def test_a_symbol_can_be_added_named_and_hidden_but_not_renamed_or_deleted(opera
     assert list(Symbol.objects.filter(ticker__startswith="BRK").values_list("ticker", "name", "active")) == [
         ("BRK.B", "Berkshire Hathaway B", False)]
     assert operator.get("/admin/market/symbol/BRK.B/delete/").status_code == 403
+
+
+def test_params_that_are_not_an_object_are_refused_too(operator):
+    alert_rules_seed()
+    rule = AlertRule.objects.get(slug="price-spike")
+    response = operator.post(f"/admin/alerts/alertrule/{rule.pk}/change/", rule_form(rule, params="[1]"))
+    assert response.status_code == 200
+    assert "params must be a JSON object" in response.content.decode()

@@ -58,8 +58,10 @@ def test_a_restarted_simulator_goes_on_from_the_stored_prices(kafka_topics, redi
     stored = Trade(id="before-restart", symbol="AAPL", ts=datetime.now(UTC) - timedelta(minutes=5), seq=1,
                    price=Decimal("123.45"), size=Decimal(10), side="buy")
     pipeline = TradesPipeline()
+    events = Events({TRADES: [stored]})
+    pipeline.prepare(events)  # today's partition, in native partition mode
     with transaction.atomic():
-        pipeline.store(Events({TRADES: [stored]}))
+        pipeline.store(events)
     pipeline.close()
 
     def first_prices(*fresh: str) -> dict[str, Decimal]:

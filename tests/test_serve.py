@@ -49,10 +49,13 @@ def test_what_follows_a_double_dash_goes_to_daphne():
     assert serve.parse_args(["--port", "9000"], environ={}).daphne_args == []
 
 
-def test_daphne_trusts_proxy_headers_only_with_a_proxy_in_front():
+def test_daphne_trusts_proxy_headers_only_with_a_proxy_in_front(capsys):
     assert "--proxy-headers" not in serve.parse_args([], environ={}).daphne_args
+    assert serve.parse_args([], environ={"TRUSTED_PROXIES": "0"}).daphne_args == []
     assert serve.parse_args([], environ={"TRUSTED_PROXIES": "1"}).daphne_args == ["--proxy-headers"]
-    assert serve.parse_args(["--trusted-proxies", "0"], environ={"TRUSTED_PROXIES": "1"}).daphne_args == []
+    with pytest.raises(SystemExit):
+        serve.parse_args([], environ={"TRUSTED_PROXIES": "lots"})
+    assert "TRUSTED_PROXIES must be a whole number" in capsys.readouterr().err
 
 
 def test_the_process_count_comes_from_web_processes_unless_given():

@@ -164,8 +164,8 @@ def process_env(collector: Collector) -> dict[str, str]:
 
 
 def test_simulate_exports_its_spans_over_otlp_when_an_endpoint_is_set(kafka_topics, collector):
-    result = subprocess.run([sys.executable, "manage.py", "simulate", "--rate", "max", "--duration", "20",
-                             "--seed", "2", "--symbols", "AAPL"], cwd=settings.BASE_DIR, env=process_env(collector),
+    result = subprocess.run([sys.executable, "manage.py", "simulate", "--fresh", "--rate", "max", "--duration",
+                             "20", "--seed", "2", "--symbols", "AAPL"], cwd=settings.BASE_DIR, env=process_env(collector),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     names = collector.names("finstream-simulator")

@@ -166,8 +166,8 @@ class PriceSpikeDetector:
                 observed={
                     "direction": "up" if up else "down",
                     "move_pct": round(float(move * _HUNDRED), 6),
-                    "price": f"{decimal_text(price)}",
-                    "reference_price": f"{decimal_text(ref)}",
+                    "price": decimal_text(price),
+                    "reference_price": decimal_text(ref),
                     "reference_ts": format_ts(ref_trade.ts),
                     "seconds": round(seconds, 6),
                     "threshold_pct": st.limits.threshold_pct,

@@ -115,8 +115,8 @@ class SpreadBlowoutDetector:
                     "spread_bps": round(bps, 6),
                     "median_bps": round(st.median, 6),
                     "ratio": round(ratio, 6),
-                    "bid": f"{decimal_text(quote.bid)}",
-                    "ask": f"{decimal_text(quote.ask)}",
+                    "bid": decimal_text(quote.bid),
+                    "ask": decimal_text(quote.ask),
                     "multiple": params.multiple,
                     "samples": len(st.samples),
                     "quote_id": quote.id,
@@ -158,14 +158,15 @@ class CrossedQuoteDetector:
                     type="crossed_quote",
                     severity=severity,  # type: ignore[arg-type]
                     symbol=quote.symbol,
-                    message=f"{quote.symbol} quote {state}: bid {decimal_text(quote.bid)} {'>' if crossed else '='} ask {decimal_text(quote.ask)}",
+                    message=(f"{quote.symbol} quote {state}: bid {decimal_text(quote.bid)} "
+                             f"{'>' if crossed else '='} ask {decimal_text(quote.ask)}"),
                     ts=quote.ts,
                     observed={
                         "state": state,
-                        "bid": f"{decimal_text(quote.bid)}",
-                        "ask": f"{decimal_text(quote.ask)}",
-                        "bid_size": f"{decimal_text(quote.bid_size)}",
-                        "ask_size": f"{decimal_text(quote.ask_size)}",
+                        "bid": decimal_text(quote.bid),
+                        "ask": decimal_text(quote.ask),
+                        "bid_size": decimal_text(quote.bid_size),
+                        "ask_size": decimal_text(quote.ask_size),
                         "quote_id": quote.id,
                     },
                 )

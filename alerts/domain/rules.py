@@ -249,6 +249,15 @@ def _params(rule: str, base: Params, values: Mapping[str, object]) -> Params:
         raise RuleConfigError(f"rule {rule!r}: {error}") from None
 
 
+def _mapping(rule: str, what: str, value: object, example: str) -> Mapping:
+    """A JSON object, as an AlertRule row's JSON fields must hold (an empty value counts as {})."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RuleConfigError(f"rule {rule!r}: {what} must be a JSON object such as {example}, got {value!r:.60}")
+    return value
+
+
 def rule_config_from_params(
     *,
     rule: str,
@@ -267,8 +276,10 @@ def rule_config_from_params(
     cls = PARAMS_BY_TYPE.get(type)
     if cls is None:
         raise RuleConfigError(f"rule {rule!r}: unknown type {type!r}; use one of {', '.join(PARAMS_BY_TYPE)}")
-    base = _params(rule, cls(), params or {})
-    overrides = {symbol: _params(rule, base, values) for symbol, values in (symbol_overrides or {}).items()}
+    base = _params(rule, cls(), _mapping(rule, "params", params, '{"threshold_pct": 5}'))
+    overrides = {symbol: _params(rule, base, _mapping(rule, f"the override for {symbol}", values, "{}"))
+                 for symbol, values in _mapping(rule, "symbol_overrides", symbol_overrides,
+                                                '{"TSLA": {"threshold_pct": 8}}').items()}
     return RuleConfig(rule=rule, type=type, params=base, enabled=enabled,  # type: ignore[arg-type]
                       cooldown_seconds=cooldown_seconds, symbol_overrides=overrides)
 

@@ -45,6 +45,12 @@ def test_params_and_partial_overrides_from_json():
         ({"symbol_overrides": {"tsla": {}}}, "override key 'tsla' is not a symbol"),
         ({"symbol_overrides": {"TSLA": {"window_seconds": 0}}}, "window_seconds must be 1..3600"),
         ({"cooldown_seconds": -1}, "cooldown_seconds must be 0..86400"),
+        # JSON the admin's fields accept that is not an object of parameters
+        ({"params": [1]}, "params must be a JSON object"),
+        ({"params": "x"}, "params must be a JSON object"),
+        ({"params": 5}, "params must be a JSON object"),
+        ({"symbol_overrides": ["TSLA"]}, "symbol_overrides must be a JSON object"),
+        ({"symbol_overrides": {"TSLA": 5}}, "the override for TSLA must be a JSON object"),
     ],
 )
 def test_a_bad_configuration_names_the_rule_and_the_fix(kwargs, message):

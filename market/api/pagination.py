@@ -6,9 +6,11 @@
 * ``sort`` is ``desc`` (newest first, the default) or ``asc``.
 * ``cursor`` is opaque: the ``next`` link of a page carries it with every other
   parameter of the request. Inside it is the (time, id) of the page's last row
-  (a trade's: time, seq and id, its order on the tape), the sort it was made
-  for and the endpoint's kind of pages (trades, candles, alerts), so a page never repeats or skips a row however many rows share a
-  timestamp (keyset pagination: no OFFSET, each page is one index range scan).
+  (a trade's: time, seq and id, its order on the tape), so a page never
+  repeats or skips a row however many rows share a timestamp (keyset
+  pagination: no OFFSET, each page is one index range scan), and the sort and
+  the endpoint's kind of pages (trades, candles, alerts) it was made for.
+  Cursors issued before 2026-11-27 held no kind: they are refused (400).
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ def trades_on_broker() -> list[Trade]:
 
 
 def test_a_seeded_simulation_publishes_the_same_stream_twice(kafka_topics):
-    call_command("simulate", "--rate", "max", "--duration", "30", "--seed", "3", "--symbols", "AAPL,JPM",
+    call_command("simulate", "--fresh", "--rate", "max", "--duration", "30", "--seed", "3", "--symbols", "AAPL,JPM",
                  "--start", "2026-03-02T14:30:00Z")
     first = trades_on_broker()
-    call_command("simulate", "--rate", "max", "--duration", "30", "--seed", "3", "--symbols", "AAPL,JPM",
+    call_command("simulate", "--fresh", "--rate", "max", "--duration", "30", "--seed", "3", "--symbols", "AAPL,JPM",
                  "--start", "2026-03-02T14:30:00Z")
     both = trades_on_broker()
     assert len(both) == 2 * len(first) > 0
@@ -50,7 +50,7 @@ def test_a_seeded_simulation_publishes_the_same_stream_twice(kafka_topics):
 
 def test_a_paced_simulation_publishes_its_rate_over_its_duration(kafka_topics):
     started = time.monotonic()
-    call_command("simulate", "--rate", "200", "--duration", "10", "--seed", "5", "--symbols", "AAPL,MSFT,JPM")
+    call_command("simulate", "--fresh", "--rate", "200", "--duration", "10", "--seed", "5", "--symbols", "AAPL,MSFT,JPM")
     # Paced: nothing is published before its event time comes round on the clock (a lower bound only:
     # how much later a busy machine finishes is not the simulator's doing).
     assert time.monotonic() - started >= 9.5
@@ -63,7 +63,7 @@ def test_a_paced_simulation_publishes_its_rate_over_its_duration(kafka_topics):
 def test_sigterm_during_a_run_loses_no_accepted_message(kafka_topics):
     env = {**os.environ, "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
            "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS}
-    process = subprocess.Popen([sys.executable, "manage.py", "simulate", "--rate", "max", "--seed", "9"],
+    process = subprocess.Popen([sys.executable, "manage.py", "simulate", "--fresh", "--rate", "max", "--seed", "9"],
                                cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     wait_for(lambda: len(read_topic(topic(TRADES))) > 5000, timeout=60, interval=0.5, what="simulated trades")
@@ -79,7 +79,7 @@ def test_sigterm_during_a_run_loses_no_accepted_message(kafka_topics):
 
 def test_an_unpaced_run_without_a_start_simulates_the_duration_up_to_now(kafka_topics):
     before = datetime.now(UTC)
-    call_command("simulate", "--rate", "max", "--duration", "600", "--seed", "4", "--symbols", "AAPL")
+    call_command("simulate", "--fresh", "--rate", "max", "--duration", "600", "--seed", "4", "--symbols", "AAPL")
     times = [trade.ts for trade in trades_on_broker()]
     assert before - timedelta(seconds=601) <= min(times) and max(times) <= datetime.now(UTC)
     assert max(times) - min(times) > timedelta(seconds=590)
@@ -88,7 +88,7 @@ def test_an_unpaced_run_without_a_start_simulates_the_duration_up_to_now(kafka_t
 def test_an_unpaced_run_in_the_future_fails_saying_to_start_in_the_past(kafka_topics):
     # The broker refuses timestamps more than an hour ahead of its clock.
     with pytest.raises(CommandError, match="give a --start in the past"):
-        call_command("simulate", "--rate", "max", "--duration", "1", "--seed", "2", "--symbols", "AAPL",
+        call_command("simulate", "--fresh", "--rate", "max", "--duration", "1", "--seed", "2", "--symbols", "AAPL",
                      "--start", "2099-01-01T00:00:00Z")
 
 

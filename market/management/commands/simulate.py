@@ -8,11 +8,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from finstream import tracing
-from market.domain.pacing import Pacer
 from market import selectors
+from market.domain.pacing import Pacer
 from market.domain.simulator import MIN_PRICE, MarketSimulator, SymbolProfile, ground_truth_json, profile_for
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
@@ -119,6 +119,8 @@ class Command(BaseCommand):
         except DatabaseError as error:
             self.stderr.write(f"the database did not answer ({error}): starting from the profiles' prices")
             return profiles
+        finally:
+            connection.close()  # the one read of a process that publishes for days
         continued = [replace(profile, price=closes[profile.symbol]) if closes.get(profile.symbol, 0) >= MIN_PRICE
                      else profile for profile in profiles]
         if closes:
