@@ -6,7 +6,8 @@
  * numbers: a jump, or a heartbeat that names a newer seq than we saw, means
  * events were lost, so it re-subscribes that channel for a fresh snapshot.
  * Reconnects back off from 0.5 s to 10 s; the status pill in the top bar says
- * "live", "connecting" or "reconnecting" meanwhile.
+ * "live", "connecting" or "reconnecting" meanwhile, and "no data for N s"
+ * when the trades and quotes it follows have stopped coming (QUIET_MS).
  *
  * handler(data, info): data is the Kafka message; info is {channel, type, snapshot}.
  */
@@ -18,6 +19,10 @@
   // Heartbeats come every WS_HEARTBEAT_SECONDS (15 s by default): 40 s of
   // silence means a connection that died without a close.
   var SILENCE_MS = 40000;
+  // A page that follows trades or quotes and gets none for this long, on a
+  // connection that is fine, says so: the feed or a consumer has stopped
+  // upstream, and the prices shown are not moving for that reason.
+  var QUIET_MS = 10000;
 
   var listeners = new Map(); // channel -> Set of handlers
   var lastSeq = new Map(); // channel -> seq of the newest event or snapshot seen
@@ -27,6 +32,8 @@
   var watchdog = null;
   var reconnectTimer = null;
   var reconnectHooks = []; // called after a reconnection: what was missed meanwhile is the page's to fetch
+  var lastMarketEvent = 0; // Date.now() of the newest trade or quote, or of the connection
+  var quietCheck = null;
 
   function setStatus(state, text) {
     var pill = document.getElementById("live-status");
@@ -58,6 +65,9 @@
       setStatus("live", "live");
       send("subscribe", Array.from(listeners.keys()));
       touch();
+      lastMarketEvent = Date.now();
+      clearInterval(quietCheck);
+      quietCheck = setInterval(checkQuiet, 1000);
       if (again) reconnectHooks.forEach(function (hook) { hook(); });
     };
     ws.onmessage = function (event) {
@@ -72,6 +82,7 @@
     if (socket !== ws) return;
     socket = null;
     clearTimeout(watchdog);
+    clearInterval(quietCheck);
     attempts += 1;
     setStatus("reconnecting", "reconnecting…");
     if (reconnectTimer === null) {
@@ -89,6 +100,23 @@
       try { ws.close(); } catch (e) { /* already closing */ }
       disconnected(ws);
     }, SILENCE_MS);
+  }
+
+  function followsMarket() {
+    return Array.from(listeners.keys()).some(function (channel) {
+      return channel.indexOf("trades.") === 0 || channel.indexOf("quotes.") === 0;
+    });
+  }
+
+  function checkQuiet() {
+    var silent = Date.now() - lastMarketEvent;
+    if (followsMarket() && silent >= QUIET_MS) setStatus("quiet", "no data for " + Math.round(silent / 1000) + " s");
+  }
+
+  function marketEvent() {
+    lastMarketEvent = Date.now();
+    var pill = document.getElementById("live-status");
+    if (pill && pill.dataset.state === "quiet") setStatus("live", "live");
   }
 
   function resync(channel) {
@@ -123,6 +151,7 @@
         if (last === undefined) return; // unsubscribed, or waiting for a re-subscription's snapshot
         if (message.seq <= last) return; // already covered
         lastSeq.set(message.channel, message.seq);
+        if (message.type === "trade" || message.type === "quote") marketEvent();
         if (message.seq > last + 1) {
           resync(message.channel); // events were lost: take a fresh snapshot
           return;

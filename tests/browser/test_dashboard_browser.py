@@ -81,6 +81,7 @@ class Stack:
     env: dict[str, str]
     port: int
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    simulator_seed: int = 7  # the next simulator's: a restarted one must not publish the same ids again
 
     @property
     def url(self) -> str:
@@ -91,8 +92,9 @@ class Stack:
             return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                     "finstream.asgi:application"]
         if name == "simulate":
-            return [sys.executable, "manage.py", "simulate", "--rate", str(TRADES_PER_SECOND), "--seed", "7", "--fresh",
-                    "--symbols", ",".join(SYMBOLS)]
+            self.simulator_seed += 1
+            return [sys.executable, "manage.py", "simulate", "--rate", str(TRADES_PER_SECOND),
+                    "--seed", str(self.simulator_seed - 1), "--fresh", "--symbols", ",".join(SYMBOLS)]
         return [sys.executable, "manage.py", name]
 
     def start(self, name: str) -> None:
@@ -537,3 +539,18 @@ def test_the_symbol_page_shows_alerts_raised_while_it_was_disconnected(stack, br
     assert f"alert-{alert_id}" in [row_id for row_id, _ in rows] and times == sorted(times, reverse=True)
     assert same_page(browser)
     assert_no_console_errors(browser, allow=("/ws/stream",))
+
+
+def test_the_pill_says_when_no_trade_or_quote_comes_on_a_connection_that_is_fine(stack, browser):
+    browser.get(stack.url + "/symbols/AAPL/")
+    wait(browser, live, "the stream to connect")
+    mark_page(browser)
+    pill = "return document.getElementById('live-status').textContent;"
+    stack.stop("simulate")
+    try:
+        wait(browser, lambda d: js(d, pill).startswith("no data for"), "the pill to say no data comes")
+    finally:
+        stack.start("simulate")
+    wait(browser, live, "the pill to say live again once trades come")
+    assert same_page(browser)
+    assert_no_console_errors(browser)
