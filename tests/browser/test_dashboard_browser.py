@@ -92,9 +92,8 @@ class Stack:
             return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                     "finstream.asgi:application"]
         if name == "simulate":
-            self.simulator_seed += 1
             return [sys.executable, "manage.py", "simulate", "--rate", str(TRADES_PER_SECOND),
-                    "--seed", str(self.simulator_seed - 1), "--fresh", "--symbols", ",".join(SYMBOLS)]
+                    "--seed", str(self.simulator_seed), "--fresh", "--symbols", ",".join(SYMBOLS)]
         return [sys.executable, "manage.py", name]
 
     def start(self, name: str) -> None:
@@ -102,6 +101,8 @@ class Stack:
         with open(ARTIFACTS / "logs" / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(self.command(name), cwd=ROOT, env=self.env, stdout=log,
                                                     stderr=subprocess.STDOUT)
+        if name == "simulate":
+            self.simulator_seed += 1
         if name == "daphne":
             wait_for(self._daphne_listening, timeout=60, interval=0.1, what="daphne listening")
 
