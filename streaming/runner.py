@@ -52,13 +52,15 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from redis.exceptions import RedisError
 
 from finstream import tracing
 from streaming import heartbeats, metrics
 from streaming.dead_letters import Poison, dead_letters_send
 from streaming.event_time import EventTimeWatermark
-from streaming.kafka import EventPublisher, consumer_config
+from streaming.kafka import EventPublisher, KafkaUnavailable, consumer_config, kafka_cluster_reachable
 from streaming.offsets import offsets_load, offsets_save
+from streaming.redis import redis_client
 from streaming.schemas import TOPIC_SCHEMAS, decoder_for
 from streaming.topics import topic
 
@@ -115,6 +117,11 @@ IDLE_POLL_SECONDS = 0.1
 # Once a fetch's first message is in, how long the runner waits for the rest of that fetch: the
 # client hands over a response's partitions one after another, microseconds apart.
 GATHER_SECONDS = 0.001
+
+
+# How long a consumer starting waits for PostgreSQL, Redis and Kafka before it gives up (and its supervisor
+# starts it again): longer than supervisord's startsecs, so that an outage of any length ends in a restart.
+PREFLIGHT_WAIT_SECONDS = 60.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -426,24 +433,40 @@ class ConsumerRunner:
                 self._latency.observe(max(0.0, now - value.ts.timestamp()))
 
 
-def preflight() -> None:
-    """Fail fast, in one line, when PostgreSQL or Kafka cannot be reached at start."""
-    from django.core.management.base import CommandError
-
-    from streaming.kafka import KafkaUnavailable, kafka_cluster_reachable
-
+def _unreachable() -> str | None:
+    """What of PostgreSQL, Redis and Kafka cannot be reached, in one line; None when all answer."""
     try:
         connection.ensure_connection()
     except OperationalError as error:
+        connection.close()
         database = settings.DATABASES["default"]
-        raise CommandError(
-            f"PostgreSQL at {database['HOST']}:{database['PORT']}/{database['NAME']} refused the connection: "
-            f"{str(error).strip().splitlines()[0]} (check TIMESCALE_URL; is it running? `make status`)"
-        ) from None
+        return (f"PostgreSQL at {database['HOST']}:{database['PORT']}/{database['NAME']} refused the connection: "
+                f"{str(error).strip().splitlines()[0]} (check TIMESCALE_URL; is it running? `make status`)")
+    try:
+        redis_client().ping()
+    except RedisError as error:
+        return f"Redis at {settings.REDIS_URL} did not answer: {error} (check REDIS_URL; is it running? `make status`)"
     try:
         kafka_cluster_reachable(timeout=10)
     except KafkaUnavailable as error:
-        raise CommandError(str(error)) from None
+        return str(error)
+    return None
+
+
+def preflight(*, wait_seconds: float = PREFLIGHT_WAIT_SECONDS) -> None:
+    """Wait up to `wait_seconds` for PostgreSQL, Redis and Kafka, saying what is missing, then fail in one
+    line. A consumer that exited on an outage is restarted by its supervisor straight into this wait: were
+    it to fail at once, supervisord would give up after three quick exits and leave it stopped for good."""
+    from django.core.management.base import CommandError
+
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.5
+    while (problem := _unreachable()) is not None:
+        if time.monotonic() + delay > deadline:
+            raise CommandError(problem)
+        log.warning("waiting for the services (up to %.0f s more): %s", deadline - time.monotonic(), problem)
+        time.sleep(delay)
+        delay = min(delay * 2, 8.0)
 
 
 def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = None,

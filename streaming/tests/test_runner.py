@@ -246,3 +246,41 @@ def test_a_rebalance_during_a_batch_gather_neither_loses_nor_repeats_a_message(k
         joining.join()
         first.close()
     assert sorted(stored) == sorted(trade.id for trade in trades)
+
+
+@pytest.mark.django_db
+def test_a_consumer_starting_during_an_outage_waits_for_the_services(settings, caplog):
+    # Redis comes back 2 s into the wait: the consumer goes on, where it used to exit at once (and
+    # supervisord, after three quick exits, left it stopped for good).
+    import socket
+    import subprocess
+
+    from django.core.management.base import CommandError
+
+    from streaming.redis import redis_client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    redis_client.cache_clear()
+    servers: list[subprocess.Popen] = []
+    late = threading.Timer(2.0, lambda: servers.append(subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""], stdout=subprocess.DEVNULL)))
+    try:
+        late.start()
+        started = time.monotonic()
+        runner_module.preflight(wait_seconds=60)
+        assert time.monotonic() - started >= 2
+        assert any("waiting for the services" in r.getMessage() and f"127.0.0.1:{port}" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        late.join()
+        for server in servers:
+            server.kill()
+            server.wait(10)
+        redis_client.cache_clear()
+    # Still away when the wait ends: one line saying what.
+    with pytest.raises(CommandError, match=f"Redis at redis://127.0.0.1:{port}/0 did not answer"):
+        runner_module.preflight(wait_seconds=1)
+    redis_client.cache_clear()
