@@ -33,6 +33,9 @@ class AlertRule(models.Model):
 
     def clean(self) -> None:
         """What the detectors would refuse, refused where the rule is edited (Django admin)."""
+        # The form's JSON `null`: no params (the type's defaults), no overrides. The columns are NOT NULL.
+        self.params = {} if self.params is None else self.params
+        self.symbol_overrides = {} if self.symbol_overrides is None else self.symbol_overrides
         try:
             self.rule_config()
         except RuleConfigError as error:

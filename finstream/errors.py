@@ -9,6 +9,7 @@ from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from django.shortcuts import render
 from django.views import defaults
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -48,16 +49,43 @@ _DEPENDENCY_ERRORS = (((RedisConnectionError, RedisTimeoutError), "Redis"),
 RETRY_AFTER_SECONDS = 5
 
 
-def _dependency_away(exc) -> Response | None:
-    """503 in the error shape when Redis or PostgreSQL did not answer: the client's request was fine."""
+def dependency_away(exc: BaseException) -> str | None:
+    """Which service did not answer, when `exc` says one did not: "Redis" or "PostgreSQL"."""
     for errors, name in _DEPENDENCY_ERRORS:
         if isinstance(exc, errors):
-            log.warning("API: %s did not answer: %r", name, exc)
-            body = {"error": {"code": "service_unavailable",
-                              "message": f"{name} did not answer; try again shortly (/ready shows what is down)"}}
-            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return name
     return None
+
+
+def _dependency_away(exc) -> Response | None:
+    """503 in the error shape when Redis or PostgreSQL did not answer: the client's request was fine."""
+    name = dependency_away(exc)
+    if name is None:
+        return None
+    log.warning("API: %s did not answer: %r", name, exc)
+    body = {"error": {"code": "service_unavailable",
+                      "message": f"{name} did not answer; try again shortly (/ready shows what is down)"}}
+    return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class DependencyAwayMiddleware:
+    """A page whose view found PostgreSQL or Redis away: a 503 page saying which, not a 500 (with DEBUG on,
+    Django's traceback page). The page is plain: the site's layout reads the session, from PostgreSQL."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        name = dependency_away(exception)
+        if name is None:
+            return None
+        log.warning("page %s: %s did not answer: %r", request.path, name, exception)
+        response = render(request, "unavailable.html", {"name": name}, status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
 
 def api_exception_handler(exc, context):

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from market import selectors
 from streaming import metrics
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 CLOSE_MESSAGE_TOO_BIG = 4009
 CLOSE_TOO_SLOW = 4008
 CLOSE_NOT_FOUND = 4404  # an unknown symbol, or path
+CLOSE_UNAVAILABLE = 4503  # Redis did not answer a subscription's join or snapshot: connect again shortly
 
 
 class DaphneSocket:
@@ -164,6 +167,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
     max_waiting_batches = 1000  # ~50 s of relay batches: a snapshot read never takes that long
 
     async def websocket_connect(self, message):
+        self.accepted = False
         self.subscribed: dict[str, int] = {}  # channel -> seq of the last event sent
         self.waiting: dict[str, list[PreparedBatch]] = {}
         self.counted = False
@@ -171,6 +175,22 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self.daphne = DaphneSocket.behind(self.base_send)
         self.max_backlog = settings.WS_MAX_BACKLOG_BYTES
         await super().websocket_connect(message)
+
+    async def dispatch(self, message):
+        # Redis away while joining a channel or reading its snapshot: say so and close with a code of
+        # our own, rather than the 1011 and traceback of an error left to the server.
+        try:
+            await super().dispatch(message)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            log.warning("WebSocket %s: Redis did not answer: %r", self.endpoint, error)
+            if not self.accepted:
+                await self.accept()
+            await self.send(_error("service_unavailable", "Redis did not answer: connect again in a few seconds"))
+            await self.close(code=CLOSE_UNAVAILABLE)
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.accepted = True
 
     async def opened(self) -> None:
         await self.accept()
@@ -408,7 +428,9 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
             # NaN, Infinity and 1e999 are refused: an "id" is echoed, and JSON has no such numbers.
             request = json.loads(text_data, parse_constant=_not_a_json_number, parse_float=_finite_float)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-            request = None
+            await self.send(_error("bad_request", "not JSON (nor are NaN, Infinity and numbers past a float's range): "
+                                                  'send {"action": "subscribe", "channels": [...]}'))
+            return
         if not isinstance(request, dict):
             await self.send(_error("bad_request", 'not a JSON object: send {"action": "subscribe", "channels": [...]}'))
             return

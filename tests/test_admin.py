@@ -69,6 +69,16 @@ def test_a_symbol_can_be_added_named_and_hidden_but_not_renamed_or_deleted(opera
     assert operator.get("/admin/market/symbol/BRK.B/delete/").status_code == 403
 
 
+def test_null_params_mean_the_defaults_and_no_overrides(operator):
+    alert_rules_seed()
+    rule = AlertRule.objects.get(slug="price-spike")
+    response = operator.post(f"/admin/alerts/alertrule/{rule.pk}/change/",
+                             rule_form(rule, params="null", symbol_overrides="null"))
+    assert response.status_code == 302
+    rule.refresh_from_db()
+    assert (rule.params, rule.symbol_overrides) == ({}, {})
+
+
 def test_params_that_are_not_an_object_are_refused_too(operator):
     alert_rules_seed()
     rule = AlertRule.objects.get(slug="price-spike")

@@ -171,7 +171,7 @@ def cursor_decode(text: str, *, sort: str, pages: str) -> Position:
         raise bad
     if issued_pages != pages:
         raise ApiError(code="invalid_cursor", message=f"this cursor is not one of {pages} pages: follow the `next` "
-                                                      f"link of a {pages} page as it is")
+                                                      f"link of a page of {pages} as it is")
     if issued_for != sort:
         raise ApiError(code="invalid_cursor", message=f"this cursor belongs to sort={issued_for}: "
                                                       f"follow the `next` link as it is")

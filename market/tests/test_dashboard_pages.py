@@ -6,6 +6,7 @@ only the fragment they swap. Real PostgreSQL, Redis and Kafka."""
 from __future__ import annotations
 
 import json
+import socket
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -358,3 +359,27 @@ def test_every_page_loads_only_local_assets_and_links_admin_api_docs_and_metrics
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     for link in ('href="/admin/"', 'href="/api/docs/"', 'href="/metrics"'):
         assert link in html
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("path", "page"), [("/", True), ("/alerts/", True), ("/symbols/AAPL/", True),
+                                            ("/api/v1/trades/AAPL", False)])
+def test_with_postgres_away_a_page_or_the_api_says_so_in_a_503(redis_clean, path, page):
+    from django.db import connection
+
+    symbols_seed(tickers=["AAPL"])
+    real = dict(connection.settings_dict)
+    connection.close()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        connection.settings_dict["PORT"] = closed.getsockname()[1]
+        try:
+            response = Client().get(path)
+        finally:
+            connection.close()
+            connection.settings_dict.update(real)
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    if page:
+        assert "PostgreSQL did not answer" in response.content.decode()
+    else:
+        assert response.json()["error"]["code"] == "service_unavailable"

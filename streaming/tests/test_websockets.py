@@ -903,3 +903,16 @@ def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis
         await until(lambda: not fanout.reading)
 
     run(scenario)
+
+
+def test_a_subscription_while_redis_is_away_is_closed_with_4503_saying_so(market, redis_away):
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        message = await receive(client)
+        if message["type"] == "subscribed":  # acknowledged before its snapshot is read
+            message = await receive(client)
+        assert (message["type"], message["code"]) == ("error", "service_unavailable")
+        assert (await client.receive_output(timeout=TIMEOUT))["code"] == 4503
+
+    run(scenario)

@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection
 
 from finstream import tracing
 from market import selectors
+from market.domain.candles import decimal_text
 from market.domain.pacing import Pacer
 from market.domain.simulator import MIN_PRICE, MarketSimulator, SymbolProfile, ground_truth_json, profile_for
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
@@ -125,7 +126,7 @@ class Command(BaseCommand):
                      else profile for profile in profiles]
         if closes:
             self.stdout.write("continuing from the last stored prices: " + ", ".join(
-                f"{profile.symbol} {profile.price}" for profile in continued if profile.symbol in closes))
+                f"{profile.symbol} {decimal_text(profile.price)}" for profile in continued if profile.symbol in closes))
         return continued
 
     def _start(self, text):
