@@ -57,7 +57,7 @@ def dependency_away(exc: BaseException) -> str | None:
     return None
 
 
-def _dependency_away(exc) -> Response | None:
+def _service_unavailable(exc) -> Response | None:
     """503 in the error shape when Redis or PostgreSQL did not answer: the client's request was fine."""
     name = dependency_away(exc)
     if name is None:
@@ -89,7 +89,7 @@ class DependencyAwayMiddleware:
 
 
 def api_exception_handler(exc, context):
-    away = _dependency_away(exc)
+    away = _service_unavailable(exc)
     if away is not None:
         return away
     # Django's own 404 and 403 (raised by DRF itself too, e.g. for ?format=xml): DRF answers them as its own,
