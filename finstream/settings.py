@@ -103,15 +103,18 @@ DATABASE_URL = env_url(
 # thread, kept CONN_MAX_AGE seconds). The web app needs the pool: under ASGI each request runs its
 # sync code in a thread of its own, so a per-thread connection would be opened for every request.
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0, maximum=500)
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 DATABASES = {
     "default": {
         **database_from_url("TIMESCALE_URL", DATABASE_URL),
         "CONN_MAX_AGE": 0 if DATABASE_POOL_SIZE else env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         "CONN_HEALTH_CHECKS": True,  # with a pool: the pool checks a connection before lending it
         "OPTIONS": {
-            "connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1),
-            **({"pool": {"min_size": min(2, DATABASE_POOL_SIZE), "max_size": DATABASE_POOL_SIZE, "timeout": 10}}
-               if DATABASE_POOL_SIZE else {}),
+            "connect_timeout": DATABASE_CONNECT_TIMEOUT,
+            # A request waits for a pooled connection no longer than for a connection of its own: with
+            # PostgreSQL away, its 503 comes after DATABASE_CONNECT_TIMEOUT, not a longer pool wait.
+            **({"pool": {"min_size": min(2, DATABASE_POOL_SIZE), "max_size": DATABASE_POOL_SIZE,
+                         "timeout": DATABASE_CONNECT_TIMEOUT}} if DATABASE_POOL_SIZE else {}),
         },
         "TEST": {"NAME": env_str("DATABASE_TEST_NAME", "test_finstream")},
     }
