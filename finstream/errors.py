@@ -11,11 +11,11 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from streaming.redis import REDIS_AWAY
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("django.security.DisallowedHost")
@@ -44,7 +44,7 @@ def _code_for(exc: exceptions.APIException) -> str:
 
 
 # What /ready calls each dependency, for a request that found it away.
-_DEPENDENCY_ERRORS = (((RedisConnectionError, RedisTimeoutError), "Redis"),
+_DEPENDENCY_ERRORS = ((REDIS_AWAY, "Redis"),
                       ((OperationalError, InterfaceError), "PostgreSQL"))
 RETRY_AFTER_SECONDS = 5
 

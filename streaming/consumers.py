@@ -32,14 +32,12 @@ from datetime import UTC, datetime
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from market import selectors
 from streaming import metrics
 from streaming.groups import ALERTS_CHANNEL, BadChannel, Channel, channel_parse
 from streaming.hub import hub
-from streaming.redis import redis_client
+from streaming.redis import REDIS_AWAY, redis_client
 from streaming.relay import CHANNEL_KEY
 from streaming.schemas import encode
 from streaming.ws_frames import PreparedBatch
@@ -181,7 +179,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         # our own, rather than the 1011 and traceback of an error left to the server.
         try:
             await super().dispatch(message)
-        except (RedisConnectionError, RedisTimeoutError) as error:
+        except REDIS_AWAY as error:
             log.warning("WebSocket %s: Redis did not answer: %r", self.endpoint, error)
             if not self.accepted:
                 await self.accept()

@@ -51,12 +51,10 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from channels.layers import get_channel_layer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming import metrics
 from streaming.groups import ALERTS_CHANNEL, FANOUT_GROUP, candles_channel, quotes_channel, trades_channel
-from streaming.redis import redis_client
+from streaming.redis import REDIS_AWAY, redis_client
 from streaming.runner import Events
 from streaming.schemas import encode
 from streaming.topics import ALERTS, CANDLES, QUOTES, TRADES
@@ -251,7 +249,7 @@ class RelayPipeline:
         for attempt in range(1, self.redis_retries + 1):
             try:
                 return action()
-            except (RedisConnectionError, RedisTimeoutError) as error:
+            except REDIS_AWAY as error:
                 if attempt == self.redis_retries:
                     raise
                 log.warning("relay: Redis unavailable (attempt %d/%d): %s", attempt, self.redis_retries, error)
