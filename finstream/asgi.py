@@ -4,6 +4,7 @@ tracing is on (finstream/tracing.py)."""
 
 import gc
 import os
+from http import HTTPStatus
 
 import django
 
@@ -30,6 +31,20 @@ if tracing.configure("web"):
     http_app = OpenTelemetryMiddleware(http_app, tracer_provider=tracing.provider(),
                                        excluded_urls=r"/metrics/?$,/health/?$,/ready/?$",
                                        exclude_spans=["receive", "send"])
+
+
+def _name_every_status() -> None:
+    """daphne sets a response's code alone, and Twisted names only the codes of RFC 2616 (1999): a
+    throttled request's status line read "429 Unknown Status". Named here from Python's table."""
+    try:
+        from twisted.web import http as twisted_http
+    except ImportError:  # served by another ASGI server
+        return
+    for status in HTTPStatus:
+        twisted_http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
+
+
+_name_every_status()
 
 application = ProtocolTypeRouter(
     {

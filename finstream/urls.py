@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import JsonResponse
-from django.urls import include, path, re_path
+from django.shortcuts import redirect
+from django.urls import Resolver404, include, path, re_path, resolve
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -10,11 +11,26 @@ from finstream.errors import bad_request
 
 @csrf_exempt  # a POST has nothing to protect here: 404, not an HTML "CSRF verification failed"
 def api_not_found(request, *args, **kwargs):
-    """Any other /api/ URL: the API's error shape, not Django's HTML 404 page."""
+    """Any other /api/ URL: the API's error shape, not Django's HTML 404 page. An endpoint's URL with a
+    slash too many or too few at its end (/api/v1/symbols/, /api/docs) is sent on to the endpoint: 308,
+    which keeps the method and body of a POST, where a 301 turns it into a GET."""
+    other_end = request.path_info.rstrip("/") if request.path_info.endswith("/") else request.path_info + "/"
+    if _is_endpoint(other_end):
+        script_prefix = request.path[:len(request.path) - len(request.path_info)]
+        query = request.META.get("QUERY_STRING", "")
+        return redirect(script_prefix + other_end + (f"?{query}" if query else ""), permanent=True,
+                        preserve_request=True)
     return JsonResponse({"error": {
         "code": "not_found",
         "message": f"no API endpoint at {request.path[:200]}: the endpoints are listed at /api/docs/",
     }}, status=404)
+
+
+def _is_endpoint(path_info: str) -> bool:
+    try:
+        return resolve(path_info).func is not api_not_found
+    except Resolver404:
+        return False
 
 
 handler400 = bad_request

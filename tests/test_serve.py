@@ -232,3 +232,19 @@ def test_killed_it_takes_its_processes_with_it_and_the_port_is_free_again(server
              what="its daphne processes to stop")
     with serve.bound_socket("127.0.0.1", server.port, shared=False):
         pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_throttled_request_has_a_named_status_line(redis_clean, server_factory):
+    import http.client
+
+    server = server_factory(1, API_THROTTLE_ANON="1/min")
+    server.wait_serving()
+    statuses = []
+    for _ in range(2):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+        connection.request("GET", "/api/v1/symbols")
+        response = connection.getresponse()
+        statuses.append((response.status, response.reason))
+        connection.close()
+    assert statuses == [(200, "OK"), (429, "Too Many Requests")]  # Twisted's own table had "Unknown Status"
