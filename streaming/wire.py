@@ -39,9 +39,12 @@ def epoch_us_time(microseconds: int) -> datetime:
 
 
 def cents_text(cents: int) -> str:
-    """Whole cents as the contract writes ``Decimal(cents).scaleb(-2)``: 23001 -> "230.01", 5 -> "0.05"."""
+    """Whole cents as the REST API writes them, normalized: 23001 -> "230.01", 23010 -> "230.1",
+    23000 -> "230", 5 -> "0.05"."""
     whole, part = divmod(cents, 100)
-    return f"{whole}.{part:02d}"
+    if not part:
+        return str(whole)
+    return f"{whole}.{part:02d}".rstrip("0")
 
 
 class UtcTexts:

@@ -12,19 +12,23 @@ rules, briefly:
 * **Timestamps** are ISO-8601 (``Z`` or an offset; a naive one is UTC) or epoch
   numbers whose unit (s, ms, us, ns) is read from their magnitude unless
   ``epoch_unit`` says. Digits beyond the microsecond are truncated.
-* **Prices and sizes** are parsed exactly, as ``Decimal`` from the text.
+* **Prices and sizes** are parsed exactly, as ``Decimal`` from the text, and
+  published as the REST API writes them (``230.1``, not the file's ``230.10``).
 * **Side**: buy/sell and their usual spellings; when empty or absent, the tick
   rule per symbol (uptick buy, downtick sell, unchanged repeats the previous
   side, the first trade is a buy).
 * **Ids** are stable: ``r-`` (trades) or ``rq-`` (quotes) and a 24-hex-digit
-  blake2b of the row's values and ``k``, the number of identical rows (same
-  symbol, time, values) before it. Replaying a file again gives the same ids,
-  so consumers drop the second copy; two identical rows are two trades. The
-  id depends on values, not spelling: ``230.10`` and ``230.1``, or a time in
-  ISO and in epoch ms, give the same id. ``k`` is counted within a run of
-  rows of a symbol with the same timestamp, which keeps memory bounded; for
-  files where each symbol's rows are in time order (what recorders write)
-  that is the whole file. ``out_of_order_rows`` counts rows that break it.
+  blake2b of the row's symbol, time and values, and of the vendor's id of the
+  trade or quote (an ``id`` column: Binance's ``id``, Polygon's
+  ``sequence_number``) or, without one, ``k``, the number of identical rows
+  before it. Replaying a file again gives the same ids, so consumers drop the
+  second copy; two identical rows are two trades unless they share a vendor
+  id. The id depends on values, not spelling: ``230.10`` and ``230.1``, or a
+  time in ISO and in epoch ms, give the same id. ``k`` counts identical rows
+  at a symbol's latest timestamp, and late rows (older than an earlier row of
+  their symbol) apart, among themselves (``_Occurrences``): memory stays
+  bounded, and a late row neither takes the id of a row in order nor breaks
+  their count.
 * ``seq`` counts each symbol's trades from 1 in file order; event times are
   kept as recorded.
 
@@ -56,12 +60,15 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "price": ("price", "trade_price", "px", "last", "last_price"),
     "size": ("size", "qty", "quantity", "volume", "amount", "shares", "trade_size"),
     "symbol": ("symbol", "ticker", "sym", "instrument"),
-    "side": ("side", "aggressor", "aggressor_side", "taker_side", "direction"),
+    "side": ("side", "aggressor", "aggressor_side", "taker_side", "direction", "tks"),
     "buyer_is_maker": ("is_buyer_maker", "buyer_is_maker", "isbuyermaker", "buyer_maker"),
     "bid": ("bid", "bid_price", "bid_px", "bidprice"),
     "ask": ("ask", "ask_price", "ask_px", "askprice", "offer", "offer_price"),
     "bid_size": ("bid_size", "bid_qty", "bidsize", "bid_sz"),
     "ask_size": ("ask_size", "ask_qty", "asksize", "ask_sz", "offer_size"),
+    # The vendor's id of the trade or quote. Polygon has both sequence_number (unique per ticker and day)
+    # and id (unique per ticker, exchange and TRF): the first is the finer.
+    "id": ("trade_id", "tradeid", "agg_trade_id", "sequence_number", "id"),
 }
 
 SIDES: dict[str, Literal["buy", "sell"]] = {
@@ -108,6 +115,7 @@ class ColumnMapping:
     ask: str | None = None
     bid_size: str | None = None
     ask_size: str | None = None
+    id: str | None = None
 
 
 def _clean(name: str) -> str:
@@ -316,7 +324,9 @@ def _number(text: str, name: str, cache: dict[str, Number], exponent: int | None
         raise ReplayError(f"{exc}{hint}") from None
     if len(cache) >= _NUMBER_CACHE_SIZE:
         cache.clear()
-    cache[text] = result = (value, _canonical(value, name), f"{value:f}")
+    # Published as the REST API writes it (230.1, not the file's 230.10), and so the struct's value.
+    wire = f"{value.normalize(_CANONICAL_CONTEXT):f}" if value else "0"
+    cache[text] = result = (Decimal(wire), _canonical(value, name), wire)
     return result
 
 
@@ -347,36 +357,63 @@ def _canonical(value: Decimal, name: str) -> str:
 
 
 class _SymbolState:
-    __slots__ = ("dup_counts", "dup_ts", "last_price", "last_side", "max_ts", "out_of_order", "quotes", "seq")
+    __slots__ = ("counts", "last_price", "last_side", "max_ts", "out_of_order", "quotes", "seq")
 
     def __init__(self) -> None:
         self.seq = 0  # trades so far
         self.quotes = 0
         self.last_price: Decimal | None = None
         self.last_side: Literal["buy", "sell"] = "buy"
-        self.dup_ts: int | None = None
-        self.dup_counts: dict[tuple, int] = {}
-        self.max_ts = _MIN_US - 1
+        self.max_ts = _MIN_US - 1  # the symbol's latest timestamp so far
+        self.counts: dict[tuple, int] = {}  # the rows at max_ts, by their values
         self.out_of_order = 0
 
-    def occurrence(self, ts_us: int, key: tuple) -> int:
-        """Record a good row with timestamp ``ts_us`` and values ``key``; returns how many identical rows
-        came before it in this run of rows with its timestamp (its ``k``)."""
-        # Identical rows share a timestamp: counting them within the current
-        # run of one timestamp needs memory for that run only.
-        if ts_us == self.dup_ts:
-            counts = self.dup_counts
-            k = counts.get(key, 0)
-        else:
-            self.dup_ts = ts_us
-            self.dup_counts = counts = {}
-            k = 0
-        counts[key] = k + 1
-        if ts_us < self.max_ts:
-            self.out_of_order += 1
-        else:
-            self.max_ts = ts_us
+    def in_order(self, ts_us: int) -> bool:
+        """Record a good row's timestamp; False for a row older than an earlier row of the symbol."""
+        if ts_us >= self.max_ts:
+            if ts_us > self.max_ts:
+                self.max_ts = ts_us
+                self.counts = {}
+            return True
+        self.out_of_order += 1
+        return False
+
+
+class _Occurrences:
+    """The ``k`` of each row without a vendor id: which of the rows identical to it (symbol, time,
+    values) it is, written into its id.
+
+    A row in time order is counted among the rows of its symbol's latest timestamp (``0``, ``1``...),
+    a row older than that (a late print) among the late rows identical to it (``L0``, ``L1``...), so
+    late rows never take the number of a row in order, nor stop the count of the rows around them.
+    Only late rows are remembered beyond their timestamp: up to ``capacity``; past it they are
+    forgotten, and later late rows are counted in ``unsure`` (one identical to a forgotten one would
+    have its id, and one of the two be dropped as a replay).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self.unsure = 0
+        self._late: dict[tuple[str, int, tuple], int] = {}
+        self._forgot = False
+
+    @staticmethod
+    def in_order(state: _SymbolState, key: tuple) -> int:
+        """The k of a row at its symbol's latest timestamp (the trades' hot path has this inline)."""
+        k = state.counts.get(key, 0)
+        state.counts[key] = k + 1
         return k
+
+    def late(self, symbol: str, ts_us: int, key: tuple) -> str:
+        late = self._late
+        if len(late) >= self.capacity:
+            late.clear()
+            self._forgot = True
+        if self._forgot:
+            self.unsure += 1
+        k = late.get(full := (symbol, ts_us, key), 0)
+        late[full] = k + 1
+        return f"L{k}"
 
 
 class ReplayParser:
@@ -409,6 +446,7 @@ class ReplayParser:
         self.mapping: ColumnMapping | None = None
         self.errors = 0
         self._symbols: dict[str, _SymbolState] = {}
+        self._occurrences = _Occurrences()
 
     # Counted per symbol on the hot path, summed here for a summary.
     @property
@@ -426,8 +464,14 @@ class ReplayParser:
 
     @property
     def out_of_order_rows(self) -> int:
-        """Rows older than an earlier row of their symbol (see the module docstring on ids)."""
+        """Rows older than an earlier row of their symbol."""
         return sum(state.out_of_order for state in self._symbols.values())
+
+    @property
+    def unsure_rows(self) -> int:
+        """Late rows without a vendor id counted after the parser forgot earlier ones: an identical
+        row before such a row may have its id (see the module docstring on ids)."""
+        return self._occurrences.unsure
 
     def parse_lines(
         self,
@@ -499,7 +543,11 @@ class ReplayParser:
                         # here, off the path of good rows.
                         if not _is_blank(row):
                             line = reader.line_num if reader is not None else rows_read
-                            self._report(ReplayError(exc.reason, line=line), on_error)
+                            reason = exc.reason
+                            if len(row) > self._width:  # its extra fields were empty, as a trailing comma's are
+                                reason += (f" (the row has {len(row)} fields, the header has {self._width}: a field "
+                                           "with a comma in it, not in quotes?)")
+                            self._report(ReplayError(reason, line=line), on_error)
                         continue
                     yield result
                 break
@@ -538,6 +586,8 @@ class ReplayParser:
         self._ask_i = positions["ask"]
         self._bid_size_i = positions["bid_size"]
         self._ask_size_i = positions["ask_size"]
+        self._id_i = positions["id"]
+        self._width = len(header)
         return self._row_parser(
             form,
             width=len(header),
@@ -547,6 +597,7 @@ class ReplayParser:
             size_i=positions["size"],
             side_i=positions["side"],
             maker_i=positions["buyer_is_maker"],
+            id_i=positions["id"],
         )
 
     def _row_parser(
@@ -560,6 +611,7 @@ class ReplayParser:
         size_i: int | None,
         side_i: int | None,
         maker_i: int | None,
+        id_i: int | None,
     ) -> Callable[[Sequence[str]], Any]:
         """The function that turns one row into a message of ``form``, for this header.
 
@@ -573,6 +625,7 @@ class ReplayParser:
         epoch_unit = self.epoch_unit
         price_exponent = self.price_exponent
         quote = self._quote
+        late_occurrence = self._occurrences.late
         trade_of = form.trade
         new_digest = _new_digest
         has_bid = self._bid_i is not None
@@ -650,8 +703,16 @@ class ReplayParser:
             # Identical rows are counted by their canonical spellings: equal for equal values, and a
             # string's hash is remembered where a Decimal's is worked out each time.
             price_key, size_key = price[1], size[1]
-            k = state.occurrence(ts_us, (price_key, size_key, side))
-            text = f"{symbol}|{ts_us}|{price_key}|{size_key}|{side}|{k}"
+            in_order = state.in_order(ts_us)
+            key = (price_key, size_key, side)
+            if id_i is not None and (vendor_id := row[id_i].strip()):
+                which: int | str = f"#{vendor_id}"
+            elif in_order:
+                which = state.counts.get(key, 0)
+                state.counts[key] = which + 1
+            else:
+                which = late_occurrence(symbol, ts_us, key)
+            text = f"{symbol}|{ts_us}|{price_key}|{size_key}|{side}|{which}"
             state.seq = seq = state.seq + 1
             state.last_price = value
             state.last_side = side
@@ -675,8 +736,16 @@ class ReplayParser:
         price_exponent = self.price_exponent
         bid, ask = number(self._bid_i, "bid", price_exponent), number(self._ask_i, "ask", price_exponent)
         bid_size, ask_size = number(self._bid_size_i, "bid_size"), number(self._ask_size_i, "ask_size")
-        k = state.occurrence(ts_us, ("quote", bid[1], ask[1], bid_size[1], ask_size[1]))
-        text = "|".join((symbol, str(ts_us), bid[1], ask[1], bid_size[1], ask_size[1], str(k)))
+        in_order = state.in_order(ts_us)
+        values = (bid[1], ask[1], bid_size[1], ask_size[1])
+        key = ("quote", *values)
+        if self._id_i is not None and (vendor_id := row[self._id_i].strip()):
+            which = f"#{vendor_id}"
+        elif in_order:
+            which = str(_Occurrences.in_order(state, key))
+        else:
+            which = self._occurrences.late(symbol, ts_us, key)
+        text = "|".join((symbol, str(ts_us), *values, which))
         state.quotes += 1
         digest = _new_digest()
         digest.update(text.encode())

@@ -331,7 +331,8 @@ class _SymbolState:
 
 
 def _cents(c: int) -> Decimal:
-    return Decimal(c).scaleb(-2)
+    """Whole cents as a decimal that encodes as cents_text writes them (230, not 230.00)."""
+    return Decimal(cents_text(c))
 
 
 class MarketSimulator:

@@ -1,6 +1,6 @@
 """The tasks Celery beat schedules, run as the worker runs them."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from market.domain.replay import ReplayError
+from market.domain.replay import ColumnMapping, ReplayError
 from market.domain.pacing import Pacer
 from market.feeds import PACING_TICK, feed_publish, paced_batches
 from market.models import Trade as TradeRow
@@ -125,8 +125,8 @@ def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_t
     call_command("replay", str(SAMPLE), "--speed", "max", stderr=err)
     # The sample (2026-01-05) is older than the trades' retention: the command says what will go.
     assert "the file starts on 2026-01-05" in err.getvalue()
-    assert "drops trades after 30 days (TRADES_RETENTION_DAYS), quotes after 7 days" in err.getvalue()
-    assert "candles" not in err.getvalue()
+    assert "will drop its first trades within the hour (TRADES_RETENTION_DAYS=30). To keep" in err.getvalue()
+    assert "candles" not in err.getvalue() and "quotes" not in err.getvalue()  # it has no quotes
     trades = trades_on_broker()
     rows = sample_rows()
     assert len(trades) == len(rows)
@@ -135,19 +135,23 @@ def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_t
     assert sorted((t.symbol, t.ts, t.price, t.size) for t in trades) == expected
 
 
-def test_the_retention_warning_comes_while_there_is_a_day_to_spare(settings):
+def test_the_retention_warning_names_what_the_file_holds_and_comes_days_ahead(settings):
     from market.management.commands.replay import retention_warning
 
     settings.TRADES_RETENTION_DAYS, settings.QUOTES_RETENTION_DAYS, settings.FINE_CANDLES_RETENTION_DAYS = 30, 7, 90
     now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    trades = ColumnMapping(timestamp="time", price="price", size="size")
+    quotes = ColumnMapping(timestamp="time", bid="bid", ask="ask")
 
-    def warning(age: timedelta) -> str | None:
-        return retention_warning(first_event_ms=int((now - age).timestamp() * 1000), now=now)
+    def warning(age: timedelta, mapping: ColumnMapping) -> str | None:
+        return retention_warning(first_event_ms=int((now - age).timestamp() * 1000), now=now, mapping=mapping)
 
-    assert warning(timedelta(days=5)) is None
-    six_days = warning(timedelta(days=6, hours=23))  # its quotes go tomorrow: said today
-    assert six_days is not None and "quotes after 7 days" in six_days and "trades" not in six_days
-    assert "candles" in warning(timedelta(days=95))
+    assert warning(timedelta(days=26), trades) is None and warning(timedelta(days=3), quotes) is None
+    four_weeks = warning(timedelta(days=28), trades)
+    assert four_weeks is not None and "its first trades in 2 days (TRADES_RETENTION_DAYS=30)" in four_weeks
+    assert "quotes" not in four_weeks and "candles" not in four_weeks
+    assert "its first quotes within the hour (QUOTES_RETENTION_DAYS=7)" in warning(timedelta(days=8), quotes)
+    assert "1m and 5m candles in 3 days" in warning(timedelta(days=87), trades)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -179,6 +183,13 @@ def test_replay_of_a_gzip_file_and_a_bad_row_with_skip_bad(tmp_path, kafka_topic
     path = tmp_path / "trades.csv.gz"
     with gzip.open(path, "wt") as handle:
         handle.write("ts,price,size\n1767225600000,10.5,3\nnot-a-time,1,1\n1767225601000,10.25,0.5\n")
+    err, out = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="2 trades and 0 quotes would be replayed; 1 bad rows, each reported above; "
+                                           "nothing published. Without --skip-bad"):
+        call_command("replay", str(path), "--check", "--symbol", "BTC-USD", stderr=err)
+    assert "line 3: timestamp 'not-a-time'" in err.getvalue()
+    call_command("replay", str(path), "--check", "--skip-bad", "--symbol", "BTC-USD", stdout=out)
+    assert out.getvalue().startswith(f"checked {path}: 2 trades") and trades_on_broker() == []
     with pytest.raises(CommandError, match="line 3"):
         call_command("replay", str(path), "--speed", "max", "--symbol", "BTC-USD")
     call_command("replay", str(path), "--speed", "max", "--symbol", "BTC-USD", "--skip-bad")

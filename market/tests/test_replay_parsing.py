@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from market.domain.candles import decimal_text
 from market.domain.replay import (
     ColumnMapping,
     ReplayError,
@@ -46,8 +47,9 @@ def test_the_sample_file_round_trips_exact_prices_and_timestamps():
         assert isinstance(trade, Trade)
         assert trade.symbol == row["symbol"]
         assert trade.ts == datetime.fromisoformat(row["timestamp"])
-        # Exact: the very digits of the file, not a float's neighbour.
-        assert str(trade.price) == row["price"] and str(trade.size) == row["size"]
+        # Exact: the file's value, not a float's neighbour, written as the REST API writes it.
+        assert f"{trade.price:f}" == decimal_text(Decimal(row["price"]))
+        assert f"{trade.size:f}" == decimal_text(Decimal(row["size"]))
         if row["side"]:
             assert trade.side == row["side"]
         # The message is valid on the wire, as consumers will decode it.
@@ -91,6 +93,47 @@ def test_identical_rows_are_distinct_trades_with_distinct_ids():
     assert [t.seq for t in trades] == [1, 2, 3]
     # The k-th copy has the same id in another file: a replay still dedupes.
     assert [t.id for t in parse_text(text)] == [t.id for t in trades]
+
+
+def test_identical_rows_parted_by_a_row_out_of_time_order_are_still_distinct_trades():
+    header = "sip_timestamp,ticker,price,size\n"
+    same = "1767623401000000000,XLATE,14.10,100\n"
+    text = header + same * 3 + "1767623400000000000,XLATE,14.10,100\n" + same * 2  # a late print 1 s back
+    parser = ReplayParser()
+    trades = list(parser.parse_lines(io.StringIO(text)))
+    assert len({t.id for t in trades}) == 6
+    assert (parser.out_of_order_rows, parser.unsure_rows) == (1, 0)
+    assert [t.id for t in parse_text(text)] == [t.id for t in trades]
+
+
+def test_late_rows_past_what_the_parser_remembers_are_counted_as_unsure():
+    late = [f"{1767623400000000 + i},AAPL,1,1" for i in range(100_001)]  # one more than it remembers
+    parser = ReplayParser()
+    list(parser.parse_lines(io.StringIO("ts,symbol,price,size\n1767723400000000,AAPL,1,1\n" + "\n".join(late))))
+    assert (parser.out_of_order_rows, parser.unsure_rows) == (100_001, 1)
+
+
+def test_a_vendor_id_column_identifies_the_trade_or_quote():
+    text = (
+        "id,price,qty,time,is_buyer_maker\n"
+        "5500000001,91234.57000000,0.00012000,1767623400000,true\n"
+        "5500000002,91234.57000000,0.00012000,1767623400000,true\n"  # an identical fill: another id
+        "5500000002,91234.57000000,0.00012000,1767623400000,true\n"  # the row again: the same trade
+    )
+    first, second, again = parse_text(text, default_symbol="BTCUSDT")
+    assert first.id != second.id == again.id
+    # Its position does not matter: a file of the same trades in another order, or overlapping another
+    # file, names them alike.
+    lines = text.splitlines(keepends=True)
+    assert {t.id for t in parse_text(lines[0] + lines[3] + lines[1], default_symbol="BTCUSDT")} == {
+        first.id, second.id}
+    # Another column called id that is no trade id is ignored on request: identical rows are counted again.
+    ignored = ReplayParser(default_symbol="BTCUSDT", overrides={"id": None}).parse_lines(io.StringIO(text))
+    assert len({t.id for t in ignored}) == 3
+    quotes = ("sequence_number,ticker,sip_timestamp,bid_price,ask_price\n"
+              "7,SOFI,1767623400000000000,14.1,14.2\n7,SOFI,1767623400000000000,14.1,14.2\n"
+              "8,SOFI,1767623400000000000,14.1,14.2\n")
+    assert len({q.id for q in parse_text(quotes)}) == 2
 
 
 def test_ids_depend_on_the_values_not_on_how_they_are_written():
@@ -356,6 +399,15 @@ def test_rows_older_than_an_earlier_row_of_their_symbol_are_counted():
     assert trades[2].ts < trades[0].ts  # kept as recorded, not reordered or shifted
 
 
+def test_a_row_with_a_comma_too_many_says_so_when_its_extra_field_is_empty():
+    header = "ticker,conditions,price,sip_timestamp,size,trf_timestamp\n"
+    assert len(parse_text(header + 'SOFI,"14,41",14.1,1767623400000000000,100,\n')) == 1
+    assert len(parse_text(header + "SOFI,14,14.1,1767623400000000000,100,,\n")) == 1  # a trailing comma
+    with pytest.raises(ReplayError, match=r"^line 2: .*\(the row has 7 fields, the header has 6: a field with a "
+                                          r"comma in it, not in quotes\?\)$"):
+        parse_text(header + "SOFI,14,41,14.1,1767623400000000000,100,\n")
+
+
 def test_parse_rows_numbers_lines_from_the_header_and_a_delimiter_can_be_chosen():
     rows = [["timestamp", "symbol", "price", "size"], ["1767623400", "AAPL", "1", "1"], ["x", "AAPL", "1", "1"]]
     with pytest.raises(ReplayError, match="^line 3: "):
@@ -462,7 +514,7 @@ def test_any_trades_written_as_csv_parse_back_to_the_same_values(trades):
         assert (got.symbol, got.ts, got.price, got.size, got.side) == (
             expected["symbol"], expected["ts"], expected["price"], expected["size"], side,
         )  # fmt: skip
-        assert str(got.price) == str(expected["price"]) and got.ts.tzinfo is UTC
+        assert f"{got.price:f}" == decimal_text(expected["price"]) and got.ts.tzinfo is UTC
     for symbol in SYMBOLS:
         assert [t.seq for t in parsed if t.symbol == symbol] == list(
             range(1, sum(t["symbol"] == symbol for t in trades) + 1)
@@ -473,10 +525,11 @@ def test_any_trades_written_as_csv_parse_back_to_the_same_values(trades):
 @given(
     trades=st.lists(recorded_trades(), min_size=1, max_size=20),
     copies=st.lists(st.integers(min_value=0, max_value=3), min_size=20, max_size=20),
+    data=st.data(),
 )
-def test_ids_are_unique_within_a_time_ordered_file_and_the_same_on_every_replay(trades, copies):
+def test_ids_are_unique_within_a_file_in_any_order_and_the_same_on_every_replay(trades, copies, data):
     # Each trade appears 1-4 times: identical rows are separate trades.
-    rows = sorted((t for t, n in zip(trades, copies) for _ in range(n + 1)), key=lambda t: t["ts"])
+    rows = data.draw(st.permutations([t for t, n in zip(trades, copies) for _ in range(n + 1)]))
     text = write_csv(rows)
     first = [m.id for m in parse_text(text)]
     assert len(first) == len(rows) == len(set(first))

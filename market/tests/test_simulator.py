@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from market.domain.candles import decimal_text
 from market.domain.simulator import (
     DEFAULT_PROFILES,
     DEFAULT_SYMBOLS,
@@ -158,7 +159,7 @@ def test_prices_are_positive_and_on_the_cent_tick(plain_run):
     for e in plain_run:
         prices = (e.price,) if isinstance(e, Trade) else (e.bid, e.ask)
         for price in prices:
-            assert price > 0 and price == price.quantize(CENT) and price.as_tuple().exponent == -2
+            assert price > 0 and price == price.quantize(CENT) and f"{price:f}" == decimal_text(price)
 
 
 def test_quotes_have_bid_below_ask_and_round_lot_sizes(plain_run):

@@ -7,6 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from market.domain.candles import decimal_text
 from streaming.schemas import MAX_PRICE, Quote, Trade, encode
 from streaming.wire import UtcTexts, cents_text, epoch_ms, quote_bytes, trade_bytes
 
@@ -49,8 +50,8 @@ def test_a_quote_written_directly_is_its_encoding(head, tail, symbol, us, bid, a
 
 
 @given(c=cents)
-def test_whole_cents_are_written_as_the_decimal_of_the_contract(c):
-    assert cents_text(c) == str(Decimal(c).scaleb(-2))
+def test_whole_cents_are_written_as_the_rest_api_writes_them(c):
+    assert cents_text(c) == decimal_text(Decimal(c).scaleb(-2))
 
 
 @given(times=st.lists(epoch_us, min_size=1, max_size=50), step=st.integers(0, 3 * 10**6))

@@ -8,6 +8,7 @@ import zipfile
 import zlib
 import sys
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -17,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from finstream import tracing
 from market.domain.pacing import Pacer
-from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
+from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ColumnMapping, ReplayError, ReplayParser
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
@@ -67,20 +68,34 @@ def _delimiter(text: str) -> str:
     return delimiter
 
 
-def retention_warning(*, first_event_ms: int, now: datetime) -> str | None:
-    """What the hourly retention will drop within a day of a file whose first row is at `first_event_ms`,
-    or None."""
+WARN_BEFORE_DROP = timedelta(days=3)
+
+
+def retention_warning(*, first_event_ms: int, now: datetime, mapping: ColumnMapping) -> str | None:
+    """What the hourly retention will drop within WARN_BEFORE_DROP of a file whose first row is at
+    `first_event_ms` and whose columns are `mapping`, or None."""
     start = epoch_us_time(first_event_ms * 1000)
-    dropped = [f"{what} after {days} days ({name})" for what, days, name in (
-        ("trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS"),
-        ("quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS"),
-        ("1m and 5m candles", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS"),
-    ) if start < now - timedelta(days=days - 1)]
+    kept = [(what, days, name) for what, days, name, has in (
+        ("trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS", mapping.price),
+        ("quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS", mapping.bid and mapping.ask),
+        ("1m and 5m candles", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS", mapping.price),
+    ) if has]
+    dropped = []
+    for what, days, name in kept:
+        left = start + timedelta(days=days) - now
+        if left <= WARN_BEFORE_DROP:
+            when = "within the hour" if left <= timedelta(0) else f"in {_duration(left)}"
+            dropped.append(f"its first {what} {when} ({name}={days})")
     if not dropped:
         return None
-    return (f"the file starts on {start:%Y-%m-%d}, {(now - start).days} days ago: it is stored, and within a day "
-            f"the hourly retention drops {', '.join(dropped)}. To keep it, raise those settings for the stack "
+    return (f"the file starts on {start:%Y-%m-%d}, {(now - start).days} days ago: it is stored, but the hourly "
+            f"retention will drop {'; '.join(dropped)}. To keep it, raise those settings for the stack "
             "(docs/replay.md)")
+
+
+def _duration(left: timedelta) -> str:
+    hours = max(1, round(left.total_seconds() / 3600))
+    return f"{hours} hours" if hours < 48 else f"{round(hours / 24)} days"
 
 
 class Command(BaseCommand):
@@ -105,6 +120,8 @@ class Command(BaseCommand):
                             help="multiply prices, bids and asks by this, e.g. 1e-9 for fixed-point prices")
         parser.add_argument("--skip-bad", action="store_true",
                             help="report and skip malformed rows instead of stopping at the first")
+        parser.add_argument("--check", action="store_true",
+                            help="read the whole file and report what it holds and its bad rows; publish nothing")
 
     def handle(self, *args, **options):
         path = Path(options["file"])
@@ -133,11 +150,8 @@ class Command(BaseCommand):
         except ReplayError as error:
             raise CommandError(str(error)) from None
 
-        bad_rows = []
-
         def on_error(error: ReplayError) -> None:
-            bad_rows.append(error)
-            self.stderr.write(f"{path}: skipped {error}")
+            self.stderr.write(f"{path}: {'' if options['check'] else 'skipped '}{error}")
 
         try:
             raw, text = _open_text(path, encoding)
@@ -147,15 +161,23 @@ class Command(BaseCommand):
         try:
             messages = parser.wire_messages(text, trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
                                             delimiter=delimiter, header=header,
-                                            on_error=on_error if options["skip_bad"] else None)
+                                            on_error=on_error if options["skip_bad"] or options["check"] else None)
             try:
                 first = next(messages)
             except StopIteration:
                 raise CommandError(f"{path}: no rows to replay") from None
             pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
             messages = chain([first], messages)
-            if warning := retention_warning(first_event_ms=first[3], now=datetime.now(UTC)):
+            if warning := retention_warning(first_event_ms=first[3], now=datetime.now(UTC), mapping=parser.mapping):
                 self.stderr.write(f"{path}: {warning}")
+            if options["check"]:
+                deque(messages, maxlen=0)
+                summary = (f"{path}: {parser.trades:,} trades and {parser.quotes:,} quotes would be replayed"
+                           f"{_remarks(parser)}; nothing published")
+                if parser.errors and not options["skip_bad"]:
+                    raise CommandError(f"{summary}. Without --skip-bad, a replay stops at the first bad row")
+                self.stdout.write(f"checked {summary}")
+                return
             kafka_cluster_reachable(timeout=10)
             should_stop = stop_on_signals()
             metrics.serve_metrics(settings.METRICS_PORT)
@@ -197,7 +219,19 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - stats.started
         self.stdout.write(
             f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes from {path} in {elapsed:.1f} s "
-            f"({stats.rate(time.monotonic()):,.0f} rows/s)"
-            + (f"; skipped {len(bad_rows)} bad rows" if bad_rows else "")
-            + (f"; {parser.out_of_order_rows} rows out of time order" if parser.out_of_order_rows else "")
+            f"({stats.rate(time.monotonic()):,.0f} rows/s){_remarks(parser)}"
         )
+
+
+def _remarks(parser: ReplayParser) -> str:
+    """What a summary adds about the rows read: bad ones, ones out of time order."""
+    remarks = []
+    if parser.errors:
+        remarks.append(f"{parser.errors} bad rows, each reported above")
+    if parser.out_of_order_rows:
+        remarks.append(f"{parser.out_of_order_rows} rows out of time order")
+    if parser.unsure_rows:
+        remarks.append(f"{parser.unsure_rows} late rows without an id came after replay had forgotten the late rows "
+                       "before them: one identical to a forgotten row has its id, and one of the two is dropped as a "
+                       "replay; sort the file by time, or name its trade id column (docs/replay.md)")
+    return "".join(f"; {remark}" for remark in remarks)
