@@ -8,10 +8,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 from alerts import selectors as alert_selectors
 from alerts import services
 from alerts.domain.detectors import AnomalyEngine
+from alerts.domain.rules import SEVERITIES, RuleType
 from alerts.domain.signals import AlertSignal
 from market import selectors as market_selectors
 from streaming import metrics
@@ -57,6 +59,11 @@ class AnomalyPipeline:
         # The batch last detected on (held, so that `is` cannot match a new
         # batch that happens to reuse its memory) and the signals it raised.
         self._detected_for: tuple[Events, list[AlertSignal]] | None = None
+        # Every type's and severity's series from the start, at 0: a counter with no series yet has no
+        # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
+        for rule_type in get_args(RuleType):
+            for severity in SEVERITIES:
+                metrics.ALERTS.labels(type=rule_type, severity=severity)
 
     def _engine_current(self) -> AnomalyEngine:
         now = self._clock()

@@ -180,11 +180,16 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         try:
             await super().dispatch(message)
         except REDIS_AWAY as error:
-            log.warning("WebSocket %s: Redis did not answer: %r", self.endpoint, error)
-            if not self.accepted:
-                await self.accept()
-            await self.send(_error("service_unavailable", "Redis did not answer: connect again in a few seconds"))
-            await self.close(code=CLOSE_UNAVAILABLE)
+            await self.unavailable(error)
+
+    async def unavailable(self, error: Exception, **request) -> None:
+        """Redis did not answer: an error (with the `id` of the request it answers, if any), then 4503."""
+        log.warning("WebSocket %s: Redis did not answer: %r", self.endpoint, error)
+        if not self.accepted:
+            await self.accept()
+        await self.send(_error("service_unavailable", "Redis did not answer: connect again in a few seconds",
+                               **request))
+        await self.close(code=CLOSE_UNAVAILABLE)
 
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)
@@ -474,12 +479,19 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         # Join before reading the snapshots: an event published meanwhile
         # waits in `waiting` and is sent after them (if it is newer). A channel
         # subscribed again (after a gap) waits likewise for a fresh snapshot.
-        await self.join([channel.name for channel in new])
-        for channel in channels:
-            self.waiting.setdefault(channel.name, [])
+        # Every snapshot is read before the reply: a subscription Redis cannot
+        # serve is refused whole.
+        try:
+            await self.join([channel.name for channel in new])
+            for channel in channels:
+                self.waiting.setdefault(channel.name, [])
+            snapshots = [await self.snapshot(channel) for channel in channels]
+        except REDIS_AWAY as error:
+            self.leave([channel.name for channel in new])
+            await self.unavailable(error, id=request_id)
+            return
         await self.send(json.dumps({"type": "subscribed", "channels": [c.name for c in channels], "id": request_id}))
-        for channel in channels:
-            seq, event, data = await self.snapshot(channel)
+        for channel, (seq, event, data) in zip(channels, snapshots):
             if channel.name not in self.subscribed:
                 continue  # unsubscribed while its snapshot was read
             await self.send(f'{{"type":"snapshot","channel":"{channel.name}","seq":{seq},'

@@ -5,7 +5,7 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import path, re_path
 
-from streaming import consumers
+from streaming import consumers, metrics
 
 websocket_urlpatterns = [
     path("ws/quotes/<str:symbol>", consumers.QuoteStreamConsumer.as_asgi()),
@@ -28,4 +28,8 @@ class BrowserOriginValidator(OriginValidator):
 
 def websocket_application():
     """The WebSocket routes behind the Origin check, against ALLOWED_HOSTS."""
+    # Each endpoint's series from the start, at 0: a counter with no series yet has no rate either.
+    for consumer in (consumers.QuoteStreamConsumer, consumers.TradeStreamConsumer, consumers.AlertStreamConsumer,
+                     consumers.MultiplexStreamConsumer):
+        metrics.WEBSOCKET_DROPPED_CLIENTS.labels(endpoint=consumer.endpoint)
     return BrowserOriginValidator(URLRouter(websocket_urlpatterns), settings.ALLOWED_HOSTS)

@@ -238,3 +238,15 @@ def test_every_finstream_metric_is_documented_and_every_documented_one_exists():
     documented_families = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in documented}
     assert exported - documented_families == set(), "document these in docs/observability.md"
     assert documented_families - exported == set(), "docs/observability.md names metrics that do not exist"
+
+
+def _label_values(collector, label: str) -> set[str]:
+    return {sample.labels[label] for family in collector.collect() for sample in family.samples}
+
+
+def test_each_websocket_endpoint_counts_dropped_clients_from_zero():
+    from streaming import metrics
+    from streaming.routing import websocket_application
+
+    websocket_application()
+    assert {"quotes", "trades", "alerts", "stream"} <= _label_values(metrics.WEBSOCKET_DROPPED_CLIENTS, "endpoint")

@@ -4,13 +4,16 @@ fresh detector stores nothing twice."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import get_args
 
 import pytest
 from django.db import transaction
 
+from alerts.domain.rules import SEVERITIES, RuleType
 from alerts.models import Alert, AlertRule
 from alerts.pipelines import AnomalyPipeline
 from alerts.services import alert_rules_seed
+from streaming import metrics
 from streaming.schemas import Alert as AlertMessage
 from streaming.schemas import Trade, decoder_for
 from streaming.runner import Events
@@ -39,6 +42,13 @@ def run_batch(pipeline, events):
         result = pipeline.store(events)
     pipeline.after_commit(result)
     return result
+
+
+def test_every_alert_type_and_severity_is_counted_from_zero(kafka_topics):
+    AnomalyPipeline().close()
+    counted = {(sample.labels["type"], sample.labels["severity"]) for family in metrics.ALERTS.collect()
+               for sample in family.samples if sample.name == "finstream_alerts_total"}
+    assert {(kind, severity) for kind in get_args(RuleType) for severity in SEVERITIES} <= counted
 
 
 def test_a_price_spike_is_stored_and_published_once(kafka_topics, redis_clean):

@@ -304,11 +304,11 @@ def test_events_relayed_while_the_snapshot_is_read_follow_it_and_only_the_newer_
         await send(market, trades=[trade(1), trade(2)])
         client = await connect("/ws/stream")
         await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
-        assert (await receive(client))["type"] == "subscribed"
         await reading.wait()  # the snapshot (seq 2) is read; the client has joined the channel
         await send(market, trades=[trade(3), trade(4)])
         assert await client.receive_nothing(timeout=0.3)  # nothing may overtake the snapshot
         release.set()
+        assert (await receive(client))["type"] == "subscribed"
         snapshot = await receive(client)
         assert (snapshot["type"], snapshot["seq"]) == ("snapshot", 2)
         assert [(await receive(client))["seq"] for _ in range(2)] == [3, 4]
@@ -370,6 +370,7 @@ def test_a_process_joins_the_fanout_group_once_for_all_its_clients_and_leaves_wi
 
 def test_a_connection_that_fails_leaves_the_hub_and_the_connection_count(market, monkeypatch):
     async def failing_snapshot(self, channel):
+        assert channel.name in hub().members  # joined: the hub holds the client
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(MultiplexStreamConsumer, "snapshot", failing_snapshot)
@@ -379,7 +380,6 @@ def test_a_connection_that_fails_leaves_the_hub_and_the_connection_count(market,
     async def scenario():
         client = await connect("/ws/stream")
         await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
-        assert (await receive(client))["type"] == "subscribed"  # joined: the hub holds the client
         with pytest.raises(ConnectionError):
             await client.receive_output(timeout=TIMEOUT)  # the application ends with the error
         await until(lambda: hub().members == {})
@@ -400,7 +400,7 @@ def test_a_client_whose_waiting_events_pile_up_is_dropped_with_4008(market, monk
     async def scenario():
         client = await connect("/ws/stream")
         await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
-        assert (await receive(client))["type"] == "subscribed"
+        await until(lambda: "trades.AAPL" in hub().members)  # joined; its snapshot never comes
         witness = await connect("/ws/trades/AAPL")  # served in the same rounds: each batch in one of its own
         for i in range(3):  # two wait for the snapshot; the third is one too many
             await send(market, trades=[trade(i + 1)])
@@ -905,14 +905,12 @@ def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis
     run(scenario)
 
 
-def test_a_subscription_while_redis_is_away_is_closed_with_4503_saying_so(market, redis_away):
+def test_a_subscription_while_redis_is_away_is_refused_with_its_id_and_closed_with_4503(market, redis_away):
     async def scenario():
         client = await connect("/ws/stream")
-        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
-        message = await receive(client)
-        if message["type"] == "subscribed":  # acknowledged before its snapshot is read
-            message = await receive(client)
-        assert (message["type"], message["code"]) == ("error", "service_unavailable")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"], "id": 7})
+        message = await receive(client)  # the reply to the request: no "subscribed" before it
+        assert (message["type"], message["code"], message["id"]) == ("error", "service_unavailable", 7)
         assert (await client.receive_output(timeout=TIMEOUT))["code"] == 4503
 
     run(scenario)
