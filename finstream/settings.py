@@ -6,6 +6,7 @@ the local stack that `make up` starts; production differs only by environment.
 
 from pathlib import Path
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
@@ -244,15 +245,19 @@ READY_CONSUMERS = env_list("READY_CONSUMERS", "build_candles,ingest_quotes,detec
 HEARTBEAT_TTL_SECONDS = env_int("HEARTBEAT_TTL_SECONDS", 30, minimum=1)
 
 # --- Celery beat --------------------------------------------------------------
+# The hourly tasks run at set minutes of the hour (and once when beat starts: finstream/celery.py), not an
+# hour after beat started: beat's schedule file is new after each deploy, and a beat restarted more often
+# than hourly would never have run them.
 CELERY_BEAT_SCHEDULE = {
-    "partitions-ahead": {"task": "market.tasks.partitions_create_ahead", "schedule": 3600.0},
-    "retention": {"task": "market.tasks.retention_apply", "schedule": 3600.0},
+    "partitions-ahead": {"task": "market.tasks.partitions_create_ahead", "schedule": crontab(minute=5)},
+    "retention": {"task": "market.tasks.retention_apply", "schedule": crontab(minute=20)},
     "seal-fine-candles": {"task": "market.tasks.candles_seal", "schedule": 60.0, "args": ("1m", 30)},
     "seal-5m-candles": {"task": "market.tasks.candles_seal", "schedule": 300.0, "args": ("5m", 60)},
     "seal-15m-candles": {"task": "market.tasks.candles_seal", "schedule": 900.0, "args": ("15m", 120)},
     "seal-1h-candles": {"task": "market.tasks.candles_seal", "schedule": 900.0, "args": ("1h", 360)},
-    "seal-4h-candles": {"task": "market.tasks.candles_seal", "schedule": 3600.0, "args": ("4h", 24 * 60)},
-    "seal-1d-candles": {"task": "market.tasks.candles_seal", "schedule": 3600.0, "args": ("1d", 3 * 24 * 60)},
+    "seal-4h-candles": {"task": "market.tasks.candles_seal", "schedule": crontab(minute=35), "args": ("4h", 24 * 60)},
+    "seal-1d-candles": {"task": "market.tasks.candles_seal", "schedule": crontab(minute=50),
+                        "args": ("1d", 3 * 24 * 60)},
     "market-stats": {"task": "market.tasks.market_stats_refresh", "schedule": 15.0},
 }
 # A closed bucket is sealed only this long after it closed, so that trades in
@@ -308,6 +313,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "finstream.openapi.add_common_responses"],
 }
 
 # Channel layer: "pubsub" (RedisPubSubChannelLayer, one PUBLISH per group

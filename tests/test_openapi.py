@@ -55,6 +55,26 @@ def test_the_schema_documents_every_endpoint_of_the_spec():
 
 
 @pytest.mark.django_db
+def test_the_errors_any_request_may_get_are_in_the_schema_with_their_headers():
+    client = Client()
+    schema = client.get("/api/schema/?format=json").json()
+    error_fields = set(schema["components"]["schemas"]["ErrorBody"]["properties"])
+    for status, response in {406: client.get("/api/v1/symbols", HTTP_ACCEPT="text/plain"),
+                             401: client.get("/api/v1/symbols", HTTP_AUTHORIZATION="Token wrong"),
+                             400: client.get("/api/v1/symbols", HTTP_HOST="evil.example")}.items():
+        assert response.status_code == status and set(response.json()["error"]) <= error_fields
+    for path in SPEC_PATHS:
+        for operation in schema["paths"][path].values():
+            responses = operation["responses"]
+            assert {"400", "401", "405", "406", "429", "503"} <= set(responses), path
+            assert "Retry-After" in responses["429"]["headers"] and "Retry-After" in responses["503"]["headers"]
+            # An empty parameter is no parameter (docs/api.md): the schema allows it.
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "query":
+                    assert parameter["allowEmptyValue"] and "minLength" not in parameter["schema"], parameter
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
 def test_the_interactive_docs_load_their_assets_from_this_server(path):
     page = Client().get(path)
