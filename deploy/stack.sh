@@ -346,8 +346,14 @@ cmd_status() {
   fi
   ctl status || true
   echo
-  curl -sS "http://127.0.0.1:$WEB_PORT/ready" || echo "web: /ready does not answer on port $WEB_PORT"
+  # Exit 0 only when /ready says ready (a script can wait on `make status`), 1 otherwise.
+  local ready=0
+  curl -sS --fail-with-body "http://127.0.0.1:$WEB_PORT/ready" || {
+    ready=$?
+    [ "$ready" -eq 22 ] || echo "web: /ready does not answer on port $WEB_PORT"
+  }
   echo
+  [ "$ready" -eq 0 ]
 }
 
 cmd_logs() {

@@ -1,5 +1,6 @@
 """The Celery app: a worker runs rollups, retention and partition upkeep that
-beat schedules (see `CELERY_BEAT_SCHEDULE` in market/tasks.py).
+beat schedules (`CELERY_BEAT_SCHEDULE` in finstream/settings.py; the tasks in
+market/tasks.py). The hourly tasks also run once when beat starts.
 
 The worker serves its Prometheus metrics on METRICS_PORT (0 = off): the
 pipeline registry (candle seal repairs...) and its tasks' counts and durations.
@@ -10,7 +11,8 @@ import os
 import time
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.schedules import crontab
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finstream.settings")
 
@@ -28,6 +30,16 @@ def _serve_metrics(**_kwargs) -> None:
     from streaming import metrics
 
     metrics.serve_metrics(settings.METRICS_PORT)
+
+
+@beat_init.connect
+def _hourly_tasks_at_start(sender=None, **_kwargs) -> None:
+    """A fresh deploy creates the partitions ahead and applies retention now, not at the next set minute."""
+    from django.conf import settings
+
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        if isinstance(entry["schedule"], crontab):
+            sender.app.send_task(entry["task"], args=entry.get("args", ()))
 
 
 @task_prerun.connect

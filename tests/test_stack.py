@@ -39,10 +39,11 @@ def stack(tmp_path_factory):
     env.update({"FINSTREAM_IGNORE_DOTENV": "1", "FINSTREAM_VAR": str(ROOT / "var" / f"test-stack-{SLOT}"),
                 "DJANGO_SUPERUSER_PASSWORD": "stack-test", "PG_FSYNC": "off", "KAFKA_HEAP": "384m"})
 
-    def run(*args: str, **changed: str) -> str:
+    def run(*args: str, returncodes: tuple[int, ...] = (0,), **changed: str) -> str:
         result = subprocess.run([str(ROOT / "deploy" / "stack.sh"), *args], env={**env, **changed},
                                 capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"stack.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        assert result.returncode in returncodes, (f"stack.sh {' '.join(args)} exited {result.returncode}:\n"
+                                                  f"{result.stdout}\n{result.stderr}")
         return result.stdout
 
     run("clean")
@@ -65,7 +66,7 @@ def get(path: str) -> tuple[int, dict]:
 
 def pids(run) -> dict[str, int]:
     table = {}
-    for line in run("status").splitlines():
+    for line in run("status", returncodes=(0, 1)).splitlines():  # 1: not ready (yet)
         parts = line.split()
         if len(parts) >= 4 and parts[1] == "RUNNING" and parts[2] == "pid":
             table[parts[0]] = int(parts[3].rstrip(","))
@@ -219,6 +220,9 @@ def test_down_and_up_keep_the_stored_data(stack):
 def test_ctl_reaches_the_stacks_supervisord_and_a_changed_configuration_restarts_it(stack):
     stack("ctl", "stop", "app:simulator")
     assert "app:simulator" not in pids(stack)
+    stack("status")  # the simulator is no consumer /ready waits for
+    stack("ctl", "stop", "app:web")
+    assert "web: /ready does not answer" in stack("status", returncodes=(1,))
     unchanged = stack("up")
     assert "restarting" not in unchanged and "app:simulator" in pids(stack)
     before = pids(stack)

@@ -44,7 +44,16 @@ resource "aws_security_group" "app" {
     security_groups = [aws_security_group.alb.id]
   }
 
-  # Metrics ports (9101-9105) for a Prometheus or ADOT collector in the VPC.
+  # The web's /metrics for a Prometheus or ADOT collector in the VPC (the ALB does not forward it).
+  ingress {
+    description = "The web's /metrics from inside the VPC"
+    from_port   = 8000
+    to_port     = 8000
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr]
+  }
+
+  # The other processes' metrics ports (9101-9110) for the same collector.
   ingress {
     description = "Prometheus metrics from inside the VPC"
     from_port   = 9101
