@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "corsheaders",
     "rest_framework",
     "channels",
     "streaming",
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "corsheaders.middleware.CorsMiddleware",  # outside the error middlewares: a page elsewhere reads their errors too
     "finstream.errors.client_errors_middleware",
     "finstream.errors.DependencyAwayMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -298,6 +300,11 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {scope: rate for scope, rate in _thro
 # client wrote, and DRF's default would count each made-up value as a new client; with N, a client is the
 # N-th entry from the right, the one the outermost proxy appended (finstream/serve.py then lets daphne
 # read X-Forwarded-Proto; daphne's own client address, in its access log, is the leftmost entry).
+# Pages of these origins (https://app.example.com) may call the API from a browser (CORS); none by default.
+# Reads need no credentials, and writes send a token (Authorization), which CORS allows: cookies are not sent.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
+CORS_URLS_REGEX = r"^/api/v1/"
+CORS_EXPOSE_HEADERS = ["Retry-After"]
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0, maximum=10)
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 

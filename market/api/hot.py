@@ -163,7 +163,8 @@ class HotReads:
         if scope["type"] == "http" and scope["method"] == "GET" and "/api/v1/" in scope["path"] \
                 and self.enabled():
             request = _request(scope)
-            if request is not None and "authorization" not in request.headers \
+            # A page of another origin gets its CORS headers from Django's middleware (none are kept here).
+            if request is not None and "authorization" not in request.headers and "origin" not in request.headers \
                     and wants_plain_json(request.GET.get("format") or None, request.META.get("HTTP_ACCEPT")):
                 view, symbol = _route(request.path_info)
         if view is None:

@@ -153,8 +153,8 @@ def test_the_hot_quote_follows_redis_and_the_summary_rerenders_only_what_changed
     ("/api/v1/quotes/AAPL", b"", JSON, "POST", 405),  # a read endpoint: GET only
     ("/api/v1/quotes/NOPE", b"", JSON, "GET", 404),  # unknown_symbol
     ("/api/v1/quotes/MSFT", b"", JSON, "GET", 404),  # no_quote yet
-    ("/api/v1/quotes/AAPL/", b"", JSON, "GET", 404),
-    ("/api/v1/market-summary/", b"", JSON, "GET", 404),
+    ("/api/v1/quotes/AAPL/", b"", JSON, "GET", 308),
+    ("/api/v1/market-summary/", b"", JSON, "GET", 308),
     ("/api/v1/quotes/AAPL", b"", [*JSON, (b"authorization", b"Token not-a-token")], "GET", 401),
     ("/api/v1/quotes/AAPL", b"", [*JSON, (b"authorization", b"Basic Zm9vOmJhcg==")], "GET", 401),
     ("/api/v1/market-summary", b"", [*JSON, (b"host", b"evil.example")], "GET", 400),  # ALLOWED_HOSTS
@@ -341,3 +341,22 @@ def test_any_candle_request_gets_the_same_answer_with_hot_reads_on_or_off(candle
     assert hot[0] == through_django[0]
     if dict(hot[1]).get(b"Content-Type", b"").startswith(b"application/json"):  # HTML carries a fresh CSRF token
         assert hot == through_django
+
+
+def test_a_page_of_an_allowed_origin_gets_its_cors_headers_on_the_hot_paths_too(stack, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    request, django = stack.get, stack.django
+    for path in ("/api/v1/market-summary", "/api/v1/market-summary", "/api/v1/quotes/AAPL"):
+        status, headers, _ = request(path, headers=[*JSON, (b"origin", b"https://app.example.com")])
+        assert status == 200 and (b"access-control-allow-origin", b"https://app.example.com") in headers
+    assert django.calls == 3  # none answered by the hot path, which keeps no CORS headers
+    request("/api/v1/market-summary", headers=JSON)  # learnt here: later answers carry no origin of another
+    status, headers, _ = request("/api/v1/market-summary", headers=JSON)
+    assert django.calls == 4 and not any(name.startswith(b"access-control-") for name, _ in headers)
+    status, headers, _ = request("/api/v1/market-summary", headers=[*JSON, (b"origin", b"https://evil.example")])
+    assert status == 200 and not any(name.startswith(b"access-control-") for name, _ in headers)
+    status, headers, _ = request("/api/v1/trades/AAPL", method="OPTIONS", headers=[
+        (b"origin", b"https://app.example.com"), (b"access-control-request-method", b"GET"),
+        (b"access-control-request-headers", b"authorization")])
+    assert status == 200 and (b"access-control-allow-origin", b"https://app.example.com") in headers
+    assert b"authorization" in dict(headers)[b"access-control-allow-headers"]
