@@ -487,7 +487,7 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
                 self.waiting.setdefault(channel.name, [])
             snapshots = [await self.snapshot(channel) for channel in channels]
         except REDIS_AWAY as error:
-            self.leave([channel.name for channel in new])
+            self.leave(list(self.subscribed))  # the connection closes: no channel waits for a snapshot
             await self.unavailable(error, id=request_id)
             return
         await self.send(json.dumps({"type": "subscribed", "channels": [c.name for c in channels], "id": request_id}))

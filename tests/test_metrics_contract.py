@@ -248,5 +248,16 @@ def test_each_websocket_endpoint_counts_dropped_clients_from_zero():
     from streaming import metrics
     from streaming.routing import websocket_application
 
+    metrics.WEBSOCKET_DROPPED_CLIENTS.clear()  # what other tests counted: every series gone
     websocket_application()
     assert {"quotes", "trades", "alerts", "stream"} <= _label_values(metrics.WEBSOCKET_DROPPED_CLIENTS, "endpoint")
+
+
+@pytest.mark.django_db
+def test_behind_a_proxy_metrics_are_only_for_a_scraper_that_reaches_the_web_directly(client, settings):
+    settings.TRUSTED_PROXIES = 1
+    assert client.get("/metrics").status_code == 200
+    through_the_proxy = client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert through_the_proxy.status_code == 404 and through_the_proxy.json()["error"]["code"] == "not_found"
+    settings.TRUSTED_PROXIES = 0  # no proxy: the header is the client's own word, and means nothing
+    assert client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 200

@@ -117,26 +117,3 @@ resource "aws_lb_listener_rule" "web" {
     }
   }
 }
-
-# The web's /metrics is for a collector inside the VPC (security_groups.tf), not for the internet:
-# before the rule above, the ALB answers it with the API's 404.
-resource "aws_lb_listener_rule" "metrics_not_public" {
-  listener_arn = local.https ? aws_lb_listener.https[0].arn : aws_lb_listener.http.arn
-  priority     = 5
-
-  action {
-    type = "fixed-response"
-
-    fixed_response {
-      content_type = "application/json"
-      message_body = "{\"error\": {\"code\": \"not_found\", \"message\": \"no endpoint at /metrics\"}}"
-      status_code  = "404"
-    }
-  }
-
-  condition {
-    path_pattern {
-      values = ["/metrics", "/metrics/*"]
-    }
-  }
-}

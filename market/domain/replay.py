@@ -18,17 +18,17 @@ rules, briefly:
   rule per symbol (uptick buy, downtick sell, unchanged repeats the previous
   side, the first trade is a buy).
 * **Ids** are stable: ``r-`` (trades) or ``rq-`` (quotes) and a 24-hex-digit
-  blake2b of the row's symbol, time and values, and of the vendor's id of the
+  blake2b of the row's symbol, time and values and the vendor's id of the
   trade or quote (an ``id`` column: Binance's ``id``, Polygon's
-  ``sequence_number``) or, without one, ``k``, the number of identical rows
-  before it. Replaying a file again gives the same ids, so consumers drop the
-  second copy; two identical rows are two trades unless they share a vendor
-  id. The id depends on values, not spelling: ``230.10`` and ``230.1``, or a
-  time in ISO and in epoch ms, give the same id. ``k`` counts identical rows
-  at a symbol's latest timestamp, and late rows (older than an earlier row of
-  their symbol) apart, among themselves (``_Occurrences``): memory stays
-  bounded, and a late row neither takes the id of a row in order nor breaks
-  their count.
+  ``sequence_number``), or, without one, of its side too and ``k``, the
+  number of identical rows before it. Replaying a file again gives the same
+  ids, so consumers drop the second copy; two identical rows are two trades
+  unless they share a vendor id. The id depends on values, not spelling:
+  ``230.10`` and ``230.1``, or a time in ISO and in epoch ms, give the same
+  id. ``k`` counts identical rows at the latest timestamp of the symbol's
+  trades (or quotes), and late rows (older than an earlier one) apart, among
+  themselves (``_TimeOrder``, ``_LateRows``): memory stays bounded, and a
+  late row neither takes the id of a row in order nor breaks their count.
 * ``seq`` counts each symbol's trades from 1 in file order; event times are
   kept as recorded.
 
@@ -356,63 +356,73 @@ def _canonical(value: Decimal, name: str) -> str:
         raise ReplayError(f"{name} {value} is out of range") from None
 
 
+class _TimeOrder:
+    """Where one stream of a symbol (its trades, or its quotes) is in time: its latest timestamp,
+    the rows at it by their values, and the rows older than it."""
+
+    __slots__ = ("counts", "late_rows", "max_ts")
+
+    def __init__(self) -> None:
+        self.max_ts = _MIN_US - 1
+        self.counts: dict[tuple, int] = {}
+        self.late_rows = 0
+
+    def saw(self, ts_us: int) -> bool:
+        """Take a good row's timestamp; whether the row is in time order (no older than the rows before)."""
+        if ts_us >= self.max_ts:
+            if ts_us > self.max_ts:
+                self.max_ts = ts_us
+                self.counts = {}
+            return True
+        self.late_rows += 1
+        return False
+
+    def occurrence(self, key: tuple) -> int:
+        """The k of a row in time order: how many rows with its values came before it at its timestamp."""
+        k = self.counts.get(key, 0)
+        self.counts[key] = k + 1
+        return k
+
+
 class _SymbolState:
-    __slots__ = ("counts", "last_price", "last_side", "max_ts", "out_of_order", "quotes", "seq")
+    __slots__ = ("last_price", "last_side", "quote_times", "quotes", "seq", "trade_times")
 
     def __init__(self) -> None:
         self.seq = 0  # trades so far
         self.quotes = 0
         self.last_price: Decimal | None = None
         self.last_side: Literal["buy", "sell"] = "buy"
-        self.max_ts = _MIN_US - 1  # the symbol's latest timestamp so far
-        self.counts: dict[tuple, int] = {}  # the rows at max_ts, by their values
-        self.out_of_order = 0
-
-    def in_order(self, ts_us: int) -> bool:
-        """Record a good row's timestamp; False for a row older than an earlier row of the symbol."""
-        if ts_us >= self.max_ts:
-            if ts_us > self.max_ts:
-                self.max_ts = ts_us
-                self.counts = {}
-            return True
-        self.out_of_order += 1
-        return False
+        self.trade_times = _TimeOrder()
+        self.quote_times = _TimeOrder()  # apart: a symbol's quotes and trades interleave, each in its order
 
 
-class _Occurrences:
-    """The ``k`` of each row without a vendor id: which of the rows identical to it (symbol, time,
-    values) it is, written into its id.
+class _LateRows:
+    """The ``k`` of late rows without a vendor id (older than an earlier row of their stream).
 
-    A row in time order is counted among the rows of its symbol's latest timestamp (``0``, ``1``...),
-    a row older than that (a late print) among the late rows identical to it (``L0``, ``L1``...), so
-    late rows never take the number of a row in order, nor stop the count of the rows around them.
-    Only late rows are remembered beyond their timestamp: up to ``capacity``; past it they are
-    forgotten, and later late rows are counted in ``unsure`` (one identical to a forgotten one would
-    have its id, and one of the two be dropped as a replay).
+    A row in time order takes its ``k`` among the rows at its stream's latest timestamp
+    (``_TimeOrder.occurrence``: ``0``, ``1``...); a late row (a late print) among the late rows
+    identical to it (``L0``, ``L1``...), so that late rows never take the number of a row in order,
+    nor stop the count of the rows around them. Late rows are remembered up to ``capacity``; past
+    it they are forgotten, and the late rows after that are counted in ``unsure`` (one identical to
+    a forgotten one would have its id, and one of the two be dropped as a replay).
     """
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.unsure = 0
-        self._late: dict[tuple[str, int, tuple], int] = {}
+        self._counts: dict[tuple[str, int, tuple], int] = {}
         self._forgot = False
 
-    @staticmethod
-    def in_order(state: _SymbolState, key: tuple) -> int:
-        """The k of a row at its symbol's latest timestamp (the trades' hot path has this inline)."""
-        k = state.counts.get(key, 0)
-        state.counts[key] = k + 1
-        return k
-
-    def late(self, symbol: str, ts_us: int, key: tuple) -> str:
-        late = self._late
-        if len(late) >= self.capacity:
-            late.clear()
+    def occurrence(self, symbol: str, ts_us: int, key: tuple) -> str:
+        """The ``k`` of a late row of ``symbol`` at ``ts_us`` with values ``key``, as written into its id."""
+        counts = self._counts
+        if len(counts) >= self.capacity:
+            counts.clear()
             self._forgot = True
         if self._forgot:
             self.unsure += 1
-        k = late.get(full := (symbol, ts_us, key), 0)
-        late[full] = k + 1
+        k = counts.get(full := (symbol, ts_us, key), 0)
+        counts[full] = k + 1
         return f"L{k}"
 
 
@@ -431,6 +441,7 @@ class ReplayParser:
         epoch_unit: EpochUnit | None = None,
         overrides: Mapping[str, str | None] | None = None,
         price_scale: str | Decimal | None = None,
+        late_rows_remembered: int = 100_000,
     ) -> None:
         if default_symbol is not None:
             default_symbol = _symbol(default_symbol)
@@ -446,7 +457,7 @@ class ReplayParser:
         self.mapping: ColumnMapping | None = None
         self.errors = 0
         self._symbols: dict[str, _SymbolState] = {}
-        self._occurrences = _Occurrences()
+        self._late_rows = _LateRows(late_rows_remembered)
 
     # Counted per symbol on the hot path, summed here for a summary.
     @property
@@ -464,14 +475,14 @@ class ReplayParser:
 
     @property
     def out_of_order_rows(self) -> int:
-        """Rows older than an earlier row of their symbol."""
-        return sum(state.out_of_order for state in self._symbols.values())
+        """Rows older than an earlier row of their symbol (a trade than a trade, a quote than a quote)."""
+        return sum(state.trade_times.late_rows + state.quote_times.late_rows for state in self._symbols.values())
 
     @property
     def unsure_rows(self) -> int:
         """Late rows without a vendor id counted after the parser forgot earlier ones: an identical
         row before such a row may have its id (see the module docstring on ids)."""
-        return self._occurrences.unsure
+        return self._late_rows.unsure
 
     def parse_lines(
         self,
@@ -544,7 +555,8 @@ class ReplayParser:
                         if not _is_blank(row):
                             line = reader.line_num if reader is not None else rows_read
                             reason = exc.reason
-                            if len(row) > self._width:  # its extra fields were empty, as a trailing comma's are
+                            # Rows with extra fields are read if those are empty, as a trailing comma's are.
+                            if len(row) > self._width and not any(f.strip() for f in row[self._width:]):
                                 reason += (f" (the row has {len(row)} fields, the header has {self._width}: a field "
                                            "with a comma in it, not in quotes?)")
                             self._report(ReplayError(reason, line=line), on_error)
@@ -625,7 +637,7 @@ class ReplayParser:
         epoch_unit = self.epoch_unit
         price_exponent = self.price_exponent
         quote = self._quote
-        late_occurrence = self._occurrences.late
+        late_occurrence = self._late_rows.occurrence
         trade_of = form.trade
         new_digest = _new_digest
         has_bid = self._bid_i is not None
@@ -703,16 +715,16 @@ class ReplayParser:
             # Identical rows are counted by their canonical spellings: equal for equal values, and a
             # string's hash is remembered where a Decimal's is worked out each time.
             price_key, size_key = price[1], size[1]
-            in_order = state.in_order(ts_us)
-            key = (price_key, size_key, side)
+            times = state.trade_times
+            in_order = times.saw(ts_us)
             if id_i is not None and (vendor_id := row[id_i].strip()):
-                which: int | str = f"#{vendor_id}"
-            elif in_order:
-                which = state.counts.get(key, 0)
-                state.counts[key] = which + 1
+                # The vendor's id names the trade, wherever it is in whichever file: the side, which
+                # the tick rule infers from the rows before it, stays out.
+                text = f"{symbol}|{ts_us}|{price_key}|{size_key}|#{vendor_id}"
             else:
-                which = late_occurrence(symbol, ts_us, key)
-            text = f"{symbol}|{ts_us}|{price_key}|{size_key}|{side}|{which}"
+                key = (price_key, size_key, side)
+                which = times.occurrence(key) if in_order else late_occurrence(symbol, ts_us, key)
+                text = f"{symbol}|{ts_us}|{price_key}|{size_key}|{side}|{which}"
             state.seq = seq = state.seq + 1
             state.last_price = value
             state.last_side = side
@@ -736,15 +748,14 @@ class ReplayParser:
         price_exponent = self.price_exponent
         bid, ask = number(self._bid_i, "bid", price_exponent), number(self._ask_i, "ask", price_exponent)
         bid_size, ask_size = number(self._bid_size_i, "bid_size"), number(self._ask_size_i, "ask_size")
-        in_order = state.in_order(ts_us)
+        in_order = state.quote_times.saw(ts_us)
         values = (bid[1], ask[1], bid_size[1], ask_size[1])
-        key = ("quote", *values)
         if self._id_i is not None and (vendor_id := row[self._id_i].strip()):
             which = f"#{vendor_id}"
-        elif in_order:
-            which = str(_Occurrences.in_order(state, key))
         else:
-            which = self._occurrences.late(symbol, ts_us, key)
+            key = ("quote", *values)
+            which = str(state.quote_times.occurrence(key) if in_order
+                        else self._late_rows.occurrence(symbol, ts_us, key))
         text = "|".join((symbol, str(ts_us), *values, which))
         state.quotes += 1
         digest = _new_digest()

@@ -324,8 +324,10 @@ def test_an_endpoint_with_a_slash_too_many_or_too_few_is_redirected_with_its_met
     # 308, not 301: a client repeats the POST there (after a 301 many send a GET instead)
     response = Client(enforce_csrf_checks=True).post("/api/v1/alerts/al-1/acknowledge/")
     assert (response.status_code, response["Location"]) == (308, "/api/v1/alerts/al-1/acknowledge")
-    assert client.get("/api/v1/symbols//")["Location"] == "/api/v1/symbols"
     assert client.get("/api/docs")["Location"] == "/api/docs/"
+    assert client.get("/api/v1/trades/A%3Fb/")["Location"] == "/api/v1/trades/A%3Fb"  # still the path's
+    assert client.get("/api/v1/trades/A%25B/")["Location"] == "/api/v1/trades/A%25B"
+    assert_error(get(client, "/api/v1/symbols//", 404), "not_found")  # one slash too many, not any number
     for url in ("/api/v1/trades/", "/api/v1/nothing-here/", "/api/v1/alerts/al-1/"):  # no endpoint either way
         assert_error(get(client, url, 404), "not_found")
 

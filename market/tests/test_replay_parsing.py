@@ -106,11 +106,23 @@ def test_identical_rows_parted_by_a_row_out_of_time_order_are_still_distinct_tra
     assert [t.id for t in parse_text(text)] == [t.id for t in trades]
 
 
-def test_late_rows_past_what_the_parser_remembers_are_counted_as_unsure():
-    late = [f"{1767623400000000 + i},AAPL,1,1" for i in range(100_001)]  # one more than it remembers
+def test_late_rows_are_told_apart_while_remembered_and_counted_as_unsure_after():
+    late = [f"{1767623400000000 + i % 3},AAPL,1,1" for i in range(6)]  # two identical late rows at each of 3 times
+    parser = ReplayParser(late_rows_remembered=3)
+    text = "ts,symbol,price,size\n1767723400000000,AAPL,1,1\n" + "\n".join(late) + "\n"
+    trades = list(parser.parse_lines(io.StringIO(text)))
+    assert len({t.id for t in trades[:4]}) == 4  # the row in order and the first 3 late rows, remembered
+    assert (parser.out_of_order_rows, parser.unsure_rows) == (6, 3)  # forgotten: the 3 after may repeat ids
+    roomier = ReplayParser(late_rows_remembered=6)
+    assert len({t.id for t in roomier.parse_lines(io.StringIO(text))}) == 7 and roomier.unsure_rows == 0
+
+
+def test_a_symbols_quotes_and_trades_are_each_in_their_own_time_order():
+    rows = [f"{1767623400000000 + i * 5},AAPL,230.1,100,,\n" if i % 2 else f"{1767623400000000 + i * 5},AAPL,,,230,230.2\n"
+            for i in range(10)]
     parser = ReplayParser()
-    list(parser.parse_lines(io.StringIO("ts,symbol,price,size\n1767723400000000,AAPL,1,1\n" + "\n".join(late))))
-    assert (parser.out_of_order_rows, parser.unsure_rows) == (100_001, 1)
+    list(parser.parse_lines(io.StringIO("ts,symbol,price,size,bid,ask\n" + "".join(rows))))
+    assert parser.out_of_order_rows == 0
 
 
 def test_a_vendor_id_column_identifies_the_trade_or_quote():
@@ -134,6 +146,16 @@ def test_a_vendor_id_column_identifies_the_trade_or_quote():
               "7,SOFI,1767623400000000000,14.1,14.2\n7,SOFI,1767623400000000000,14.1,14.2\n"
               "8,SOFI,1767623400000000000,14.1,14.2\n")
     assert len({q.id for q in parse_text(quotes)}) == 2
+
+
+def test_a_trade_with_a_vendor_id_has_one_id_whatever_the_side_inferred_for_it():
+    header = "sequence_number,ticker,sip_timestamp,price,size\n"
+    seven = "7,SOFI,1767623400000000000,14.10,100\n"
+    alone = parse_text(header + seven)[0].id
+    # No side column: the tick rule makes it a sell after 14.20, a buy first, and it is the same trade.
+    in_a_longer_file = parse_text(header + "6,SOFI,1767623399000000000,14.20,100\n" + seven + seven)
+    assert [t.side for t in in_a_longer_file] == ["buy", "sell", "sell"]
+    assert in_a_longer_file[1].id == in_a_longer_file[2].id == alone
 
 
 def test_ids_depend_on_the_values_not_on_how_they_are_written():
@@ -406,6 +428,8 @@ def test_a_row_with_a_comma_too_many_says_so_when_its_extra_field_is_empty():
     with pytest.raises(ReplayError, match=r"^line 2: .*\(the row has 7 fields, the header has 6: a field with a "
                                           r"comma in it, not in quotes\?\)$"):
         parse_text(header + "SOFI,14,41,14.1,1767623400000000000,100,\n")
+    with pytest.raises(ReplayError, match=r"^line 2: the row has 7 fields, the header has 6$"):  # said once
+        parse_text(header + "SOFI,14,41,14.1,1767623400000000000,100,x\n")
 
 
 def test_parse_rows_numbers_lines_from_the_header_and_a_delimiter_can_be_chosen():
@@ -743,3 +767,35 @@ def test_a_currency_pair_written_with_a_slash_is_the_contracts_symbol():
     assert (quote.symbol, quote.bid, quote.ts) == ("EUR-USD", Decimal("1.17229"),
                                                    datetime(2026, 1, 5, 14, 30, 1, 658000, tzinfo=UTC))
     assert parse_text("ts,price,size\n1767623400,1,1\n", default_symbol="btc/usd")[0].symbol == "BTC-USD"
+
+
+@st.composite
+def mixed_events(draw):
+    """A trade or a quote at one of few times (so that rows share them), with a vendor id or not."""
+    trade = draw(st.booleans())
+    return {
+        "symbol": draw(st.sampled_from(("AAPL", "BTC-USD"))),
+        "ts": str(1767623400000000 + draw(st.integers(0, 3))),
+        "price": draw(st.sampled_from(("230.1", "230.10", "231"))) if trade else "",
+        "size": draw(st.sampled_from(("100", "5"))) if trade else "",
+        "side": draw(st.sampled_from(("", "buy", "sell"))) if trade else "",
+        "bid": "" if trade else draw(st.sampled_from(("229", "229.5"))),
+        "ask": "" if trade else "230",
+        "has_id": draw(st.booleans()),
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(mixed_events(), min_size=1, max_size=12),
+       copies=st.lists(st.integers(0, 2), min_size=12, max_size=12), data=st.data())
+def test_trades_and_quotes_in_any_order_with_or_without_ids_are_each_stored_once(events, copies, data):
+    # Each event is written 1-3 times: with a vendor id, the copies are one event; without, identical rows
+    # are separate trades (or quotes).
+    rows = data.draw(st.permutations([(n, e) for n, (e, c) in enumerate(zip(events, copies)) for _ in range(c + 1)]))
+    lines = ["id,ts,symbol,price,size,side,bid,ask"] + [
+        ",".join((f"v{n}" if e["has_id"] else "", e["ts"], e["symbol"], e["price"], e["size"], e["side"], e["bid"],
+                  e["ask"])) for n, e in rows]
+    text = "\n".join(lines) + "\n"
+    ids = [m.id for m in parse_text(text)]
+    assert len(set(ids)) == len({n for n, e in rows if e["has_id"]}) + sum(not e["has_id"] for _, e in rows)
+    assert [m.id for m in parse_text(text)] == ids

@@ -905,6 +905,35 @@ def test_a_malformed_relay_message_is_skipped_and_the_others_are_delivered(redis
     run(scenario)
 
 
+def test_a_subscription_redis_fails_halfway_through_subscribes_nothing_and_leaves_the_hub(market, monkeypatch):
+    import redis
+
+    read_snapshot = MultiplexStreamConsumer.snapshot
+    reads = []
+
+    async def third_read_fails(self, channel):
+        reads.append(channel.name)
+        if len(reads) == 3:
+            raise redis.ConnectionError("Redis went away")
+        return await read_snapshot(self, channel)
+
+    monkeypatch.setattr(MultiplexStreamConsumer, "snapshot", third_read_fails)
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"], "id": 1})
+        assert [(await receive(client))["type"] for _ in range(2)] == ["subscribed", "snapshot"]
+        # Again (after a gap, say) with a second channel, whose snapshot Redis cannot read.
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL", "quotes.AAPL"], "id": 2})
+        message = await receive(client)
+        assert (message["type"], message["code"], message["id"]) == ("error", "service_unavailable", 2)
+        assert (await client.receive_output(timeout=TIMEOUT))["code"] == 4503
+        assert reads == ["trades.AAPL", "trades.AAPL", "quotes.AAPL"]
+        await until(lambda: hub().members == {})
+
+    run(scenario)
+
+
 def test_a_subscription_while_redis_is_away_is_refused_with_its_id_and_closed_with_4503(market, redis_away):
     async def scenario():
         client = await connect("/ws/stream")

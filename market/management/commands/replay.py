@@ -95,7 +95,9 @@ def retention_warning(*, first_event_ms: int, now: datetime, mapping: ColumnMapp
 
 def _duration(left: timedelta) -> str:
     hours = max(1, round(left.total_seconds() / 3600))
-    return f"{hours} hours" if hours < 48 else f"{round(hours / 24)} days"
+    if hours >= 48:
+        return f"{round(hours / 24)} days"
+    return "an hour" if hours == 1 else f"{hours} hours"
 
 
 class Command(BaseCommand):
@@ -224,7 +226,8 @@ class Command(BaseCommand):
 
 
 def _remarks(parser: ReplayParser) -> str:
-    """What a summary adds about the rows read: bad ones, ones out of time order."""
+    """What a summary adds about the rows read: bad ones, ones out of time order, late ones whose ids
+    may repeat an earlier one's."""
     remarks = []
     if parser.errors:
         remarks.append(f"{parser.errors} bad rows, each reported above")
