@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, TooManyFieldsSent
@@ -11,6 +12,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
+from django.views.debug import SafeExceptionReporterFilter
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -118,6 +120,19 @@ def api_exception_handler(exc, context):
     })
 
 
+class ExceptionReporterFilter(SafeExceptionReporterFilter):
+    """What Django's debug page (DEBUG on) and error mails show of the settings: those named like
+    secrets hidden, as Django hides them, and every URL too (DATABASE_URL, REDIS_URL,
+    CELERY_BROKER_URL and the like carry the services' passwords)."""
+
+    hidden_settings = re.compile("API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL", flags=re.I)
+
+
+class NulInRequest(ValueError):
+    """A NUL character (%00) in the path or a query parameter: no symbol, id or value has one, and
+    PostgreSQL refuses to compare text holding one (a 500 in any view that looked it up)."""
+
+
 def bad_request(request, exception):
     """Django's 400 (a Host not in ALLOWED_HOSTS, over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters, ...): in the
     API's error shape under /api/, Django's page elsewhere."""
@@ -127,13 +142,16 @@ def bad_request(request, exception):
         message = f"more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} query parameters"
     elif isinstance(exception, DisallowedHost):
         message = "the Host header names no host this server answers for (ALLOWED_HOSTS lists them)"
+    elif isinstance(exception, NulInRequest):
+        message = "a NUL character (%00) in the path or a parameter"
     else:
         message = "the request is malformed"
     return JsonResponse({"error": {"code": "bad_request", "message": message}}, status=400)
 
 
 def client_errors_middleware(get_response):
-    """Requests Django refuses as malformed, answered as `bad_request` before any view runs.
+    """Requests Django refuses as malformed, answered as `bad_request` before any view runs; and
+    requests with a NUL character in the path or a query parameter (NulInRequest).
 
     Over DATA_UPLOAD_MAX_NUMBER_FIELDS parameters: Django refuses them where a view first reads
     them, and with DEBUG on its error page reads them again and fails with a 500. A Host not in
@@ -142,7 +160,9 @@ def client_errors_middleware(get_response):
 
     def middleware(request):
         try:
-            request.GET
+            if "\x00" in request.path or any("\x00" in key or "\x00" in value
+                                              for key, values in request.GET.lists() for value in values):
+                return bad_request(request, NulInRequest())
             if request.path.startswith("/api/"):
                 request.get_host()
         except TooManyFieldsSent as error:

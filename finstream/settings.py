@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "alerts",
 ]
 
+DEFAULT_EXCEPTION_REPORTER_FILTER = "finstream.errors.ExceptionReporterFilter"
+
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "corsheaders.middleware.CorsMiddleware",  # outside the error middlewares: a page elsewhere reads their errors too

@@ -134,3 +134,12 @@ def test_producers_hold_messages_as_long_as_the_linger_setting_says(settings):
 
     settings.KAFKA_PRODUCER_LINGER_MS = 3
     assert producer_config()["linger.ms"] == 3
+
+
+def test_the_debug_page_hides_the_urls_that_carry_the_services_passwords():
+    from django.views.debug import get_default_exception_reporter_filter
+
+    shown = get_default_exception_reporter_filter().get_safe_settings()
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SECRET_KEY"):
+        assert set(str(shown[name])) == {"*"}, name
+    assert shown["TIME_ZONE"] == "UTC"  # the rest stays readable

@@ -247,7 +247,15 @@ def test_trades_of_an_unknown_symbol_are_404(client):
     assert_error(get(client, "/api/v1/trades/NOPE", 404), "unknown_symbol")
     assert_error(get(client, "/api/v1/trades/" + "X" * 300, 404), "unknown_symbol")
     for endpoint in ("trades", "quotes", "candles"):  # not a symbol's characters: never a database error
-        assert_error(get(client, f"/api/v1/{endpoint}/AAPL%00", 404), "unknown_symbol")
+        assert_error(get(client, f"/api/v1/{endpoint}/AAPL%E2%82%AC", 404), "unknown_symbol")
+
+
+def test_a_nul_character_anywhere_in_the_url_is_a_400_never_a_database_error(client, settings):
+    for url in ("/api/v1/trades/AAPL%00", "/api/v1/alerts?symbol=A%00", "/api/v1/alerts/al%001/acknowledge"):
+        assert_error(get(client, url, 400), "bad_request", "NUL")
+    settings.DEBUG = False
+    for url in ("/symbols/A%00/", "/alerts/a%00b/row", "/alerts/?symbol=%00"):  # the dashboard's pages
+        assert client.get(url).status_code == 400, url
 
 
 # --- candles -----------------------------------------------------------------------------------
