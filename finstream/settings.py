@@ -61,6 +61,9 @@ INSTALLED_APPS = [
 ]
 
 DEFAULT_EXCEPTION_REPORTER_FILTER = "finstream.errors.ExceptionReporterFilter"
+# Wrong passwords from one address a minute before its log-ins are refused for the rest of it (finstream/auth.py).
+AUTHENTICATION_BACKENDS = ["finstream.auth.AttemptLimitedModelBackend"]
+LOGIN_FAILURES_PER_MINUTE = env_int("LOGIN_FAILURES_PER_MINUTE", 10, minimum=1)
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",

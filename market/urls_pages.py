@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from finstream.auth import AttemptLimitedAuthenticationForm
 from market import views
 
 urlpatterns = [
@@ -14,7 +15,8 @@ urlpatterns = [
     path("alerts/<str:alert_id>/resolve", views.alert_resolve, name="dashboard-alert-resolve"),
     path("pipeline/", views.pipeline, name="dashboard-pipeline"),
     # Any user may log in here to acknowledge alerts (the admin's log-in admits staff only).
-    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),
+    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True,
+                                                authentication_form=AttemptLimitedAuthenticationForm),
          name="dashboard-login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard-overview"), name="dashboard-logout"),
 ]

@@ -152,9 +152,11 @@ def test_resolve_with_a_session_acknowledges_too(alerts, user):
 def test_writing_an_unknown_alert_is_404(user):
     client = APIClient()
     client.force_authenticate(user)
-    for url in ("/api/v1/alerts/al-nope/acknowledge", "/api/v1/alerts/al%00/resolve"):
+    for url in ("/api/v1/alerts/al-nope/acknowledge", "/api/v1/alerts/al%E2%82%AC/resolve"):
         response = client.post(url)
         assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_alert"
+    response = client.post("/api/v1/alerts/al%00/resolve")  # no id has a NUL: refused before any lookup
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
 
 
 def test_reading_alerts_needs_no_user_but_writing_by_get_is_refused(alerts):

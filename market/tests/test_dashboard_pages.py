@@ -383,3 +383,20 @@ def test_with_postgres_away_a_page_or_the_api_says_so_in_a_503(redis_clean, path
         assert "PostgreSQL did not answer" in response.content.decode()
     else:
         assert response.json()["error"]["code"] == "service_unavailable"
+
+
+def test_after_too_many_wrong_passwords_from_one_address_its_log_ins_fail_for_a_minute(redis_clean, settings):
+    import base64
+
+    settings.LOGIN_FAILURES_PER_MINUTE = 3
+    get_user_model().objects.create_user("trader", password="pw-for-tests")
+    guesser = Client(REMOTE_ADDR="192.0.2.7")
+    for guess in range(3):
+        assert guesser.post("/login/", {"username": "trader", "password": f"guess-{guess}"}).status_code == 200
+    refused = guesser.post("/login/", {"username": "trader", "password": "pw-for-tests"})  # the right one, now
+    assert refused.status_code == 200 and "Too many failed log-ins from your address" in refused.content.decode()
+    basic = base64.b64encode(b"trader:pw-for-tests").decode()
+    assert guesser.get("/api/v1/symbols", HTTP_AUTHORIZATION=f"Basic {basic}").status_code == 401  # the API too
+    assert Client(REMOTE_ADDR="192.0.2.8").post("/login/", {"username": "trader", "password": "pw-for-tests"}
+                                               ).status_code == 302  # another address is not held back
+    assert 0 < redis_clean.ttl(next(iter(redis_clean.scan_iter("*login-failures*")))) <= 60  # over in a minute
