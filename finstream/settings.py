@@ -312,6 +312,14 @@ CORS_URLS_REGEX = r"^/api/v1/"
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0, maximum=10)
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
+# Served over HTTPS (HTTPS_ONLY=1, as Terraform sets it with a certificate): the session and CSRF cookies
+# are never sent over plain HTTP, and browsers are told to use HTTPS for a year (HSTS). Behind a proxy that
+# ends TLS, its X-Forwarded-Proto says whether the client's request was HTTPS (trusted only behind one).
+HTTPS_ONLY = env_bool("HTTPS_ONLY", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if HTTPS_ONLY else 0
+if TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "FinStream API",

@@ -4,6 +4,7 @@ production refusing the development key, JSON logs."""
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -143,3 +144,13 @@ def test_the_debug_page_hides_the_urls_that_carry_the_services_passwords():
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SECRET_KEY"):
         assert set(str(shown[name])) == {"*"}, name
     assert shown["TIME_ZONE"] == "UTC"  # the rest stays readable
+
+
+def test_served_over_https_the_cookies_are_secure_and_browsers_told_to_stay_on_https():
+    deploy = [sys.executable, "manage.py", "check", "--deploy"]
+    production = {**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    plain = subprocess.run(deploy, cwd=settings.BASE_DIR, env=production, capture_output=True, text=True)
+    https = subprocess.run(deploy, cwd=settings.BASE_DIR, env={**production, "HTTPS_ONLY": "1"}, capture_output=True,
+                           text=True)
+    for warning in ("security.W004", "security.W012", "security.W016"):  # HSTS, session and CSRF cookies
+        assert warning in plain.stderr and warning not in https.stderr, warning

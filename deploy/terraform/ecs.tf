@@ -24,6 +24,8 @@ locals {
     METRICS_ADDR = "0.0.0.0"
     # The ALB in front: a client is the address it appends to X-Forwarded-For (docs/api.md, Throttling).
     TRUSTED_PROXIES = "1"
+    # With a certificate, HTTPS only: secure cookies and HSTS (docs/deployment.md).
+    HTTPS_ONLY = local.https ? "1" : "0"
   }
 
   # singleton: never two at once (two beats would schedule every task twice,
