@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "finstream.headers.dashboard_csp_middleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 

@@ -400,3 +400,11 @@ def test_after_too_many_wrong_passwords_from_one_address_its_log_ins_fail_for_a_
     assert Client(REMOTE_ADDR="192.0.2.8").post("/login/", {"username": "trader", "password": "pw-for-tests"}
                                                ).status_code == 302  # another address is not held back
     assert 0 < redis_clean.ttl(next(iter(redis_clean.scan_iter("*login-failures*")))) <= 60  # over in a minute
+
+
+def test_the_dashboards_pages_run_only_this_servers_scripts_and_the_api_keeps_its_own(market):
+    for url in ("/", "/symbols/AAPL/", "/alerts/", "/pipeline/", "/login/"):
+        policy = Client().get(url)["Content-Security-Policy"]
+        assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy, url
+    for url in ("/api/docs/", "/admin/login/", "/api/v1/symbols"):  # inline scripts of their own (or no page)
+        assert "Content-Security-Policy" not in Client().get(url), url
