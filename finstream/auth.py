@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
@@ -33,6 +34,8 @@ def _failures_key(request) -> str | None:
 
 class AttemptLimitedModelBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, **kwargs):
+        if username is not None and "\x00" in username:
+            return None  # no user is named so, and PostgreSQL would refuse to look (HTTP Basic sends any bytes)
         key = _failures_key(request)
         try:
             if key and (cache.get(key) or 0) >= settings.LOGIN_FAILURES_PER_MINUTE:
@@ -51,11 +54,19 @@ class AttemptLimitedModelBackend(ModelBackend):
         return user
 
 
-class AttemptLimitedAuthenticationForm(AuthenticationForm):
-    """The dashboard's log-in form: says why a blocked address's log-in failed."""
+class SaysWhenBlocked:
+    """A log-in form that says why a blocked address's log-in failed."""
 
     def get_invalid_login_error(self):
         if getattr(self.request, "login_blocked", False):
             return ValidationError("Too many failed log-ins from your address: wait a minute, then try again.",
                                    code="too_many_failures")
         return super().get_invalid_login_error()
+
+
+class AttemptLimitedAuthenticationForm(SaysWhenBlocked, AuthenticationForm):
+    """The dashboard's log-in form."""
+
+
+class AttemptLimitedAdminAuthenticationForm(SaysWhenBlocked, AdminAuthenticationForm):
+    """The admin's log-in form (admin.site.login_form, market/admin.py)."""

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from finstream.auth import AttemptLimitedAdminAuthenticationForm
 from market.models import Symbol
 
 
@@ -18,3 +19,5 @@ class SymbolAdmin(admin.ModelAdmin):
         # The consumers register a symbol once per process and would not bring a deleted one back;
         # its stored data would vanish from the API. Unticking "active" hides it, and undoes.
         return False
+
+admin.site.login_form = AttemptLimitedAdminAuthenticationForm  # says when an address's log-ins are held back

@@ -16,7 +16,8 @@ rules, briefly:
   published as the REST API writes them (``230.1``, not the file's ``230.10``).
 * **Side**: buy/sell and their usual spellings; when empty or absent, the tick
   rule per symbol (uptick buy, downtick sell, unchanged repeats the previous
-  side, the first trade is a buy).
+  side, the first trade is a buy), against the latest trade in time order: a
+  late print takes its side from it but moves nothing.
 * **Ids** are stable: ``r-`` (trades) or ``rq-`` (quotes) and a 24-hex-digit
   blake2b of the row's symbol, time and values and the vendor's id of the
   trade or quote (an ``id`` column: Binance's ``id``, Polygon's
@@ -360,10 +361,10 @@ class _TimeOrder:
     """Where one stream of a symbol (its trades, or its quotes) is in time: its latest timestamp,
     the rows at it by their values, and the rows older than it."""
 
-    __slots__ = ("counts", "late_rows", "max_ts")
+    __slots__ = ("counts", "late_rows", "max_ts", "min_ts")
 
     def __init__(self) -> None:
-        self.max_ts = _MIN_US - 1
+        self.max_ts = self.min_ts = _MIN_US - 1
         self.counts: dict[tuple, int] = {}
         self.late_rows = 0
 
@@ -371,10 +372,13 @@ class _TimeOrder:
         """Take a good row's timestamp; whether the row is in time order (no older than the rows before)."""
         if ts_us >= self.max_ts:
             if ts_us > self.max_ts:
+                if self.max_ts < _MIN_US:  # the stream's first row
+                    self.min_ts = ts_us
                 self.max_ts = ts_us
                 self.counts = {}
             return True
         self.late_rows += 1
+        self.min_ts = min(self.min_ts, ts_us)
         return False
 
     def occurrence(self, key: tuple) -> int:
@@ -477,6 +481,12 @@ class ReplayParser:
     def out_of_order_rows(self) -> int:
         """Rows older than an earlier row of their symbol (a trade than a trade, a quote than a quote)."""
         return sum(state.trade_times.late_rows + state.quote_times.late_rows for state in self._symbols.values())
+
+    def earliest(self) -> dict[str, int]:
+        """The earliest time (epoch µs) of the trades and of the quotes read so far, of those there were."""
+        firsts = {"trades": [state.trade_times.min_ts for state in self._symbols.values() if state.seq],
+                  "quotes": [state.quote_times.min_ts for state in self._symbols.values() if state.quotes]}
+        return {kind: min(times) for kind, times in firsts.items() if times}
 
     @property
     def unsure_rows(self) -> int:
@@ -726,8 +736,9 @@ class ReplayParser:
                 which = times.occurrence(key) if in_order else late_occurrence(symbol, ts_us, key)
                 text = f"{symbol}|{ts_us}|{price_key}|{size_key}|{side}|{which}"
             state.seq = seq = state.seq + 1
-            state.last_price = value
-            state.last_side = side
+            if in_order:  # the trade before the next in time: a late print is not (nor does it move their ids)
+                state.last_price = value
+                state.last_side = side
             digest = new_digest()
             digest.update(text.encode())
             return trade_of("r-", digest.hexdigest(), symbol, ts_us, seq, price, size, side)

@@ -397,6 +397,10 @@ def test_after_too_many_wrong_passwords_from_one_address_its_log_ins_fail_for_a_
     assert refused.status_code == 200 and "Too many failed log-ins from your address" in refused.content.decode()
     basic = base64.b64encode(b"trader:pw-for-tests").decode()
     assert guesser.get("/api/v1/symbols", HTTP_AUTHORIZATION=f"Basic {basic}").status_code == 401  # the API too
+    admin = guesser.post("/admin/login/", {"username": "trader", "password": "pw-for-tests"})
+    assert "Too many failed log-ins from your address" in admin.content.decode()
+    nul = base64.b64encode(b"tra\x00der:pw").decode()  # HTTP Basic carries any bytes: a 401, not a database error
+    assert Client().get("/api/v1/symbols", HTTP_AUTHORIZATION=f"Basic {nul}").status_code == 401
     assert Client(REMOTE_ADDR="192.0.2.8").post("/login/", {"username": "trader", "password": "pw-for-tests"}
                                                ).status_code == 302  # another address is not held back
     assert 0 < redis_clean.ttl(next(iter(redis_clean.scan_iter("*login-failures*")))) <= 60  # over in a minute

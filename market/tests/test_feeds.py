@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from market.domain.replay import ColumnMapping, ReplayError
+from market.domain.replay import ReplayError
 from market.domain.pacing import Pacer
 from market.feeds import PACING_TICK, feed_publish, paced_batches
 from market.models import Trade as TradeRow
@@ -124,8 +124,9 @@ def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_t
     err = io.StringIO()
     call_command("replay", str(SAMPLE), "--speed", "max", stderr=err)
     # The sample (2026-01-05) is older than the trades' retention: the command says what will go.
-    assert "the file starts on 2026-01-05" in err.getvalue()
-    assert "will drop its first trades within the hour (TRADES_RETENTION_DAYS=30). To keep" in err.getvalue()
+    assert "will drop its trades of 2026-01-05 (" in err.getvalue()
+    assert "days ago) within the hour (TRADES_RETENTION_DAYS=30). To keep" in err.getvalue()
+    assert err.getvalue().count("retention") == 1  # said at the start; the end has nothing to add
     assert "candles" not in err.getvalue() and "quotes" not in err.getvalue()  # it has no quotes
     trades = trades_on_broker()
     rows = sample_rows()
@@ -135,23 +136,24 @@ def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_t
     assert sorted((t.symbol, t.ts, t.price, t.size) for t in trades) == expected
 
 
-def test_the_retention_warning_names_what_the_file_holds_and_comes_days_ahead(settings):
+def test_the_retention_warning_names_what_the_file_holds_from_its_earliest_and_comes_days_ahead(settings):
     from market.management.commands.replay import retention_warning
 
     settings.TRADES_RETENTION_DAYS, settings.QUOTES_RETENTION_DAYS, settings.FINE_CANDLES_RETENTION_DAYS = 30, 7, 90
     now = datetime(2026, 11, 27, 12, tzinfo=UTC)
-    trades = ColumnMapping(timestamp="time", price="price", size="size")
-    quotes = ColumnMapping(timestamp="time", bid="bid", ask="ask")
 
-    def warning(age: timedelta, mapping: ColumnMapping) -> str | None:
-        return retention_warning(first_event_ms=int((now - age).timestamp() * 1000), now=now, mapping=mapping)
+    def warning(**ages: timedelta) -> str | None:
+        return retention_warning(earliest={kind: int((now - age).timestamp() * 10**6) for kind, age in ages.items()},
+                                 now=now)
 
-    assert warning(timedelta(days=26), trades) is None and warning(timedelta(days=3), quotes) is None
-    four_weeks = warning(timedelta(days=28), trades)
-    assert four_weeks is not None and "its first trades in 2 days (TRADES_RETENTION_DAYS=30)" in four_weeks
-    assert "quotes" not in four_weeks and "candles" not in four_weeks
-    assert "its first quotes within the hour (QUOTES_RETENTION_DAYS=7)" in warning(timedelta(days=8), quotes)
-    assert "1m and 5m candles in 3 days" in warning(timedelta(days=87), trades)
+    assert warning(trades=timedelta(days=26)) is None and warning(quotes=timedelta(days=3)) is None
+    four_weeks = warning(trades=timedelta(days=28))
+    assert four_weeks is not None and "its trades of 2026-10-30 (28 days ago) in 2 days (TRADES_RETENTION_DAYS=30)" \
+        in four_weeks and "quotes" not in four_weeks and "candles" not in four_weeks
+    mixed = warning(trades=timedelta(days=1), quotes=timedelta(days=8))  # each kind by its own earliest row
+    assert "its quotes of 2026-11-19 (8 days ago) within the hour (QUOTES_RETENTION_DAYS=7)" in mixed
+    assert "trades" not in mixed
+    assert "1m and 5m candles of 2026-08-31 (88 days ago) in 2 days" in warning(trades=timedelta(days=88))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -272,3 +274,16 @@ def test_a_paced_feed_sends_each_message_once_due_in_few_batches(kafka_topics):
     assert [message for batch in sent for message in batch] == messages
     # Each wake-up takes everything due since the last one: at most one batch per PACING_TICK, not one a message.
     assert len(sent) <= 0.3 / PACING_TICK + 2
+
+
+def test_check_warns_of_each_kinds_retention_from_its_earliest_row(tmp_path, settings):
+    settings.TRADES_RETENTION_DAYS, settings.QUOTES_RETENTION_DAYS = 30, 7
+    now = datetime.now(UTC)
+    path = tmp_path / "mixed.csv"
+    path.write_text("ts,symbol,price,size,bid,ask\n"
+                    f"{(now - timedelta(days=1)).isoformat()},AAPL,1,1,,\n"  # the first row: a recent trade
+                    f"{(now - timedelta(days=10)).isoformat()},AAPL,,,1,2\n")  # a late quote, 10 days old
+    err = io.StringIO()
+    call_command("replay", str(path), "--check", stderr=err, stdout=io.StringIO())
+    assert "its quotes of" in err.getvalue() and "within the hour (QUOTES_RETENTION_DAYS=7)" in err.getvalue()
+    assert "its trades" not in err.getvalue()

@@ -117,6 +117,17 @@ def test_late_rows_are_told_apart_while_remembered_and_counted_as_unsure_after()
     assert len({t.id for t in roomier.parse_lines(io.StringIO(text))}) == 7 and roomier.unsure_rows == 0
 
 
+def test_a_late_print_moves_neither_the_sides_nor_the_ids_of_the_trades_after_it():
+    header = "timestamp,symbol,price,size\n"
+    in_order = ["2026-01-05T10:00:00Z,AAPL,10.00,100\n", "2026-01-05T10:00:01Z,AAPL,10.00,100\n"] * 2
+    late = "2026-01-05T09:59:00Z,AAPL,11.00,100\n"
+    with_late = parse_text(header + in_order[0] + late + in_order[1] + late + in_order[3])
+    without = parse_text(header + in_order[0] + in_order[1] + in_order[3])
+    # Each late print is ticked against 10.00 (up: a buy), and the trades after it against 10.00 too, not 11.00.
+    assert [t.side for t in with_late] == ["buy"] * 5
+    assert [t.id for t in with_late if t.price == 10] == [t.id for t in without]
+
+
 def test_a_symbols_quotes_and_trades_are_each_in_their_own_time_order():
     rows = [f"{1767623400000000 + i * 5},AAPL,230.1,100,,\n" if i % 2 else f"{1767623400000000 + i * 5},AAPL,,,230,230.2\n"
             for i in range(10)]
@@ -511,8 +522,10 @@ def write_csv(trades) -> str:
 
 
 def tick_rule(trades) -> list[str]:
-    """The sides a reader should infer: a straightforward restatement of the documented rule."""
+    """The sides a reader should infer: a straightforward restatement of the documented rule (against the
+    symbol's latest trade in time order; a late print moves nothing)."""
     last: dict[str, tuple[Decimal, str]] = {}
+    latest: dict[str, datetime] = {}
     sides = []
     for t in trades:
         previous = last.get(t["symbol"])
@@ -524,7 +537,9 @@ def tick_rule(trades) -> list[str]:
             side = "sell"
         else:
             side = previous[1]
-        last[t["symbol"]] = (t["price"], side)
+        if t["symbol"] not in latest or t["ts"] >= latest[t["symbol"]]:
+            latest[t["symbol"]] = t["ts"]
+            last[t["symbol"]] = (t["price"], side)
         sides.append(side)
     return sides
 

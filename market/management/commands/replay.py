@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from finstream import tracing
 from market.domain.pacing import Pacer
-from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ColumnMapping, ReplayError, ReplayParser
+from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
@@ -71,26 +71,26 @@ def _delimiter(text: str) -> str:
 WARN_BEFORE_DROP = timedelta(days=3)
 
 
-def retention_warning(*, first_event_ms: int, now: datetime, mapping: ColumnMapping) -> str | None:
-    """What the hourly retention will drop within WARN_BEFORE_DROP of a file whose first row is at
-    `first_event_ms` and whose columns are `mapping`, or None."""
-    start = epoch_us_time(first_event_ms * 1000)
-    kept = [(what, days, name) for what, days, name, has in (
-        ("trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS", mapping.price),
-        ("quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS", mapping.bid and mapping.ask),
-        ("1m and 5m candles", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS", mapping.price),
-    ) if has]
+def retention_warning(*, earliest: dict[str, int], now: datetime) -> str | None:
+    """What the hourly retention will drop within WARN_BEFORE_DROP of a file whose earliest trade and
+    quote are at `earliest` (epoch µs by "trades" and "quotes", for those it holds), or None."""
     dropped = []
-    for what, days, name in kept:
+    for what, kind, days, name in (
+        ("trades", "trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS"),
+        ("quotes", "quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS"),
+        ("1m and 5m candles", "trades", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS"),
+    ):
+        if kind not in earliest:
+            continue
+        start = epoch_us_time(earliest[kind])
         left = start + timedelta(days=days) - now
         if left <= WARN_BEFORE_DROP:
             when = "within the hour" if left <= timedelta(0) else f"in {_duration(left)}"
-            dropped.append(f"its first {what} {when} ({name}={days})")
+            dropped.append(f"its {what} of {start:%Y-%m-%d} ({(now - start).days} days ago) {when} ({name}={days})")
     if not dropped:
         return None
-    return (f"the file starts on {start:%Y-%m-%d}, {(now - start).days} days ago: it is stored, but the hourly "
-            f"retention will drop {'; '.join(dropped)}. To keep it, raise those settings for the stack "
-            "(docs/replay.md)")
+    return (f"the file is stored, but the hourly retention will drop {'; '.join(dropped)}. To keep it, raise "
+            "those settings for the stack (docs/replay.md)")
 
 
 def _duration(left: timedelta) -> str:
@@ -167,13 +167,17 @@ class Command(BaseCommand):
             try:
                 first = next(messages)
             except StopIteration:
-                raise CommandError(f"{path}: no rows to replay") from None
+                raise CommandError(f"{path}: no rows to replay{_remarks(parser)}") from None
             pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
             messages = chain([first], messages)
-            if warning := retention_warning(first_event_ms=first[3], now=datetime.now(UTC), mapping=parser.mapping):
-                self.stderr.write(f"{path}: {warning}")
+            # What the first row says now, what the whole file says at the end (if that is more).
+            first_kind = "trades" if first[0] == topic(TRADES) else "quotes"
+            warned = retention_warning(earliest={first_kind: first[3] * 1000}, now=datetime.now(UTC))
+            if warned:
+                self.stderr.write(f"{path}: {warned}")
             if options["check"]:
                 deque(messages, maxlen=0)
+                self._warn_of_retention(path, parser, warned)
                 summary = (f"{path}: {parser.trades:,} trades and {parser.quotes:,} quotes would be replayed"
                            f"{_remarks(parser)}; nothing published")
                 if parser.errors and not options["skip_bad"]:
@@ -218,11 +222,18 @@ class Command(BaseCommand):
             tracing.shutdown()
         if show_progress:
             self.stdout.write("")
+        self._warn_of_retention(path, parser, warned)
         elapsed = time.monotonic() - stats.started
         self.stdout.write(
             f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes from {path} in {elapsed:.1f} s "
             f"({stats.rate(time.monotonic()):,.0f} rows/s){_remarks(parser)}"
         )
+
+
+    def _warn_of_retention(self, path: Path, parser: ReplayParser, warned: str | None) -> None:
+        final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC))
+        if final and final != warned:
+            self.stderr.write(f"{path}: {final}")
 
 
 def _remarks(parser: ReplayParser) -> str:
