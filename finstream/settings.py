@@ -352,6 +352,9 @@ if CHANNEL_LAYER == "pubsub":
 WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 15.0, minimum=0.05)
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=256)
 WS_MAX_SUBSCRIPTIONS = env_int("WS_MAX_SUBSCRIPTIONS", 200, minimum=1)
+# /ws/stream: channels a connection may subscribe to a second on average (each subscribe reads their
+# snapshots), twice as many (or WS_MAX_SUBSCRIPTIONS) at once; over it a request is refused with rate_limited.
+WS_MAX_SUBSCRIBES_PER_SECOND = env_int("WS_MAX_SUBSCRIBES_PER_SECOND", 200, minimum=1)
 # A client whose unsent backlog (bytes the server holds for it) passes this is
 # dropped with close code 4008 instead of growing the server's memory.
 WS_MAX_BACKLOG_BYTES = env_int("WS_MAX_BACKLOG_BYTES", 4 * 1024 * 1024, minimum=1024)

@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ from django.conf import settings
 
 from market import selectors
 from streaming import metrics
+from streaming.budget import TokenBucket
 from streaming.groups import ALERTS_CHANNEL, BadChannel, Channel, channel_parse
 from streaming.hub import hub
 from streaming.redis import REDIS_AWAY, redis_client
@@ -404,6 +406,9 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
     endpoint = "stream"
 
     async def connect(self):
+        rate = settings.WS_MAX_SUBSCRIBES_PER_SECOND
+        # At once: a subscribe to as many channels as a connection may hold, whatever the rate.
+        self.budget = TokenBucket(rate=rate, burst=max(2 * rate, settings.WS_MAX_SUBSCRIPTIONS), now=time.monotonic())
         await self.opened()
         self.heartbeat_task = asyncio.ensure_future(self.heartbeats())
 
@@ -455,6 +460,13 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         if len(channels) > settings.WS_MAX_SUBSCRIPTIONS:
             await self.send(_error("too_many_subscriptions",
                                    f"at most {settings.WS_MAX_SUBSCRIPTIONS} channels per connection", id=request_id))
+            return
+        # A channel subscribed costs a snapshot read: one client re-subscribing to every channel every few
+        # milliseconds took a core. An unsubscribe costs one, as any request.
+        if not self.budget.take(len(channels) if action == "subscribe" else 1, now=time.monotonic()):
+            await self.send(_error("rate_limited", f"over {settings.WS_MAX_SUBSCRIBES_PER_SECOND} channels "
+                                                   "subscribed a second: nothing was done, try again in a second",
+                                   id=request_id))
             return
         if action == "unsubscribe":
             self.leave([channel.name for channel in channels])

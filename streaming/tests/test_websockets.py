@@ -588,6 +588,25 @@ def test_too_many_subscriptions_are_refused(market, settings):
     run(scenario)
 
 
+def test_a_client_that_subscribes_faster_than_its_budget_is_refused_until_it_refills(market, settings):
+    settings.WS_MAX_SUBSCRIPTIONS, settings.WS_MAX_SUBSCRIBES_PER_SECOND = 2, 1  # 2 at once, then 1 a second
+
+    async def scenario():
+        client = await connect("/ws/stream")
+        channels = ["trades.AAPL", "quotes.AAPL"]
+        await client.send_json_to({"action": "subscribe", "channels": channels, "id": 1})
+        assert [(await receive(client))["type"] for _ in range(3)] == ["subscribed", "snapshot", "snapshot"]
+        await client.send_json_to({"action": "subscribe", "channels": channels, "id": 2})  # again, at once
+        message = await receive(client)
+        assert (message["type"], message["code"], message["id"]) == ("error", "rate_limited", 2)
+        await asyncio.sleep(2.1)  # refilled: two channels' worth
+        await client.send_json_to({"action": "subscribe", "channels": channels, "id": 3})
+        assert (await receive(client))["type"] == "subscribed"
+        await client.disconnect()
+
+    run(scenario)
+
+
 @pytest.mark.parametrize("path", ["/ws/stream", "/ws/trades/AAPL", "/ws/alerts"])
 def test_a_message_over_the_size_limit_closes_the_connection(market, settings, path):
     settings.WS_MAX_MESSAGE_BYTES = 1024
