@@ -302,15 +302,15 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
     for scope, rate in _throttles.items() if rate
 ]
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {scope: rate for scope, rate in _throttles.items() if rate}
-# Reverse proxies in front of the web server (a load balancer: 1). With none, X-Forwarded-For is whatever a
-# client wrote, and DRF's default would count each made-up value as a new client; with N, a client is the
-# N-th entry from the right, the one the outermost proxy appended (finstream/serve.py then lets daphne
-# read X-Forwarded-Proto; daphne's own client address, in its access log, is the leftmost entry).
 # Pages of these origins (https://app.example.com) may call the API from a browser (CORS); none by default.
 # Reads need no credentials, and writes send a token (Authorization), which CORS allows: cookies are not sent.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
 CORS_URLS_REGEX = r"^/api/v1/"
 CORS_EXPOSE_HEADERS = ["Retry-After"]
+# Reverse proxies in front of the web server (a load balancer: 1). With none, X-Forwarded-For is whatever a
+# client wrote, and DRF's default would count each made-up value as a new client; with N, a client is the
+# N-th entry from the right, the one the outermost proxy appended (finstream/serve.py then lets daphne
+# read X-Forwarded-Proto; daphne's own client address, in its access log, is the leftmost entry).
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0, maximum=10)
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 # Served over HTTPS (HTTPS_ONLY=1, as Terraform sets it with a certificate): the session and CSRF cookies

@@ -20,4 +20,5 @@ class SymbolAdmin(admin.ModelAdmin):
         # its stored data would vanish from the API. Unticking "active" hides it, and undoes.
         return False
 
+
 admin.site.login_form = AttemptLimitedAdminAuthenticationForm  # says when an address's log-ins are held back

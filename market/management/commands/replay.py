@@ -171,8 +171,7 @@ class Command(BaseCommand):
             pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
             messages = chain([first], messages)
             # What the first row says now, what the whole file says at the end (if that is more).
-            first_kind = "trades" if first[0] == topic(TRADES) else "quotes"
-            warned = retention_warning(earliest={first_kind: first[3] * 1000}, now=datetime.now(UTC))
+            warned = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC))
             if warned:
                 self.stderr.write(f"{path}: {warned}")
             if options["check"]:
@@ -228,7 +227,6 @@ class Command(BaseCommand):
             f"replayed {stats.trades:,} trades and {stats.quotes:,} quotes from {path} in {elapsed:.1f} s "
             f"({stats.rate(time.monotonic()):,.0f} rows/s){_remarks(parser)}"
         )
-
 
     def _warn_of_retention(self, path: Path, parser: ReplayParser, warned: str | None) -> None:
         final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC))
