@@ -9,9 +9,11 @@ rules, briefly:
   case-insensitively), or named explicitly with overrides; a file without a
   header row is given its column names. A row with a price is a trade; a row
   with no price but a bid and an ask is a quote.
-* **Timestamps** are ISO-8601 (``Z`` or an offset; a naive one is UTC) or epoch
-  numbers whose unit (s, ms, us, ns) is read from their magnitude unless
-  ``epoch_unit`` says. Digits beyond the microsecond are truncated.
+* **Timestamps** are ISO-8601 (``Z`` or an offset; a naive one is in ``timezone``,
+  UTC unless given) or epoch numbers whose unit (s, ms, us, ns) is read from
+  their magnitude unless ``epoch_unit`` says, or, with a ``time_format``,
+  strptime's reading of it. Digits beyond the microsecond are truncated. A
+  ``date`` column is put before the time of a ``time`` column.
 * **Prices and sizes** are parsed exactly, as ``Decimal`` from the text, and
   published as the REST API writes them (``230.1``, not the file's ``230.10``).
 * **Side**: buy/sell and their usual spellings; when empty or absent, the tick
@@ -43,10 +45,12 @@ import csv
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import partial
+from datetime import UTC, datetime, tzinfo
 from decimal import ROUND_FLOOR, Context, Decimal, Inexact, InvalidOperation, Overflow
 from hashlib import blake2b
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streaming.schemas import MAX_PRICE, MAX_SIZE, SYMBOL_RULE, Quote, Trade, check_decimal, is_valid_symbol
 from streaming.wire import UtcTexts, WireMessage, epoch_us, epoch_us_time, quote_bytes, trade_bytes
@@ -57,7 +61,8 @@ EPOCH_UNITS: tuple[EpochUnit, ...] = ("s", "ms", "us", "ns")
 # Candidate column names per role, in order of preference, lower case.
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "timestamp": ("timestamp", "time", "ts", "datetime", "date_time", "trade_time", "event_time",
-                  "sip_timestamp", "participant_timestamp", "transact_time", "ts_event"),
+                  "sip_timestamp", "participant_timestamp", "transact_time", "ts_event", "gmt time", "time (utc)",
+                  "date"),
     "price": ("price", "trade_price", "px", "last", "last_price"),
     "size": ("size", "qty", "quantity", "volume", "amount", "shares", "trade_size"),
     "symbol": ("symbol", "ticker", "sym", "instrument"),
@@ -65,11 +70,14 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "buyer_is_maker": ("is_buyer_maker", "buyer_is_maker", "isbuyermaker", "buyer_maker"),
     "bid": ("bid", "bid_price", "bid_px", "bidprice"),
     "ask": ("ask", "ask_price", "ask_px", "askprice", "offer", "offer_price"),
-    "bid_size": ("bid_size", "bid_qty", "bidsize", "bid_sz"),
-    "ask_size": ("ask_size", "ask_qty", "asksize", "ask_sz", "offer_size"),
+    "bid_size": ("bid_size", "bid_qty", "bidsize", "bid_sz", "bid_volume", "bidvolume"),
+    "ask_size": ("ask_size", "ask_qty", "asksize", "ask_sz", "offer_size", "ask_volume", "askvolume"),
     # The vendor's id of the trade or quote. Polygon has both sequence_number (unique per ticker and day)
     # and id (unique per ticker, exchange and TRF): the first is the finer.
     "id": ("trade_id", "tradeid", "agg_trade_id", "sequence_number", "id"),
+    # The day of a time column that holds only the time of day (Date,Time,Price,Volume exports); by default
+    # taken only beside a column named "time" (see _column_positions).
+    "date": ("date", "trade_date"),
 }
 
 SIDES: dict[str, Literal["buy", "sell"]] = {
@@ -87,6 +95,8 @@ BUYER_IS_MAKER: dict[str, Literal["buy", "sell"]] = {
 # read by its magnitude is far more likely a time of day or a date (93001, 20260105) than a 1970 time.
 _MIN_GUESSED_EPOCH = 10**8
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
+_TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?")
 
 _US_PER_UNIT_EXP = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 _MIN_US = epoch_us(datetime.min.replace(tzinfo=UTC))
@@ -117,6 +127,7 @@ class ColumnMapping:
     bid_size: str | None = None
     ask_size: str | None = None
     id: str | None = None
+    date: str | None = None
 
 
 def _clean(name: str) -> str:
@@ -170,6 +181,16 @@ def _column_positions(header: Sequence[str], overrides: Mapping[str, str | None]
         else:
             found[role] = next((i for c in candidates if (i := position(c, role)) is not None), None)
 
+    if found["date"] is not None:
+        if found["date"] == found["timestamp"]:
+            if "date" in overrides:
+                raise ReplayError(f"column {overrides['date']!r} given for date is the timestamp column: map the "
+                                  "column with the time of day (--column timestamp=NAME)")
+            found["date"] = None
+        elif "date" not in overrides and found["timestamp"] is not None \
+                and folded[found["timestamp"]] != "time":
+            found["date"] = None  # a date beside a full timestamp (say, a session date) is not part of it
+
     def missing(role: str) -> str:
         return f"no {role} column (looked for {', '.join(DEFAULT_COLUMNS[role])})"
 
@@ -216,30 +237,114 @@ def _looks_like_a_value(cell: str) -> bool:
         return cell.lower() in ("true", "false")
 
 
-def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None) -> datetime:
-    """An ISO-8601 or epoch timestamp as a UTC datetime with microsecond precision (see the module docstring)."""
-    return epoch_us_time(_timestamp_us(text, epoch_unit))
+def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None, time_format: str | None = None,
+                    timezone: str | None = None) -> datetime:
+    """A timestamp as a UTC datetime with microsecond precision (see ``time_reader``)."""
+    return epoch_us_time(time_reader(epoch_unit=epoch_unit, time_format=time_format, timezone=timezone)(text))
 
 
-def _timestamp_us(text: str, epoch_unit: EpochUnit | None) -> int:
-    """The timestamp in microseconds since the epoch (part of the id)."""
+def time_reader(*, epoch_unit: EpochUnit | None = None, time_format: str | None = None,
+                timezone: str | None = None) -> Callable[[str], int]:
+    """How a file writes its times: the function from a timestamp's text to microseconds since the epoch
+    (part of the id), raising ``ReplayError`` for a text it cannot read.
+
+    Without ``time_format``, a timestamp is ISO-8601 or an epoch number (the module docstring); with it, every
+    timestamp is read by ``datetime.strptime`` with it. A time without an offset is in ``timezone`` (an IANA
+    name; UTC when None); epoch numbers are UTC by definition. Raises ``ReplayError`` for a bad unit, format or
+    zone, before any row is read.
+    """
+    if epoch_unit is not None and epoch_unit not in EPOCH_UNITS:
+        raise ReplayError(f"epoch unit {epoch_unit!r} is not one of {', '.join(EPOCH_UNITS)}")
+    if epoch_unit is not None and time_format is not None:
+        raise ReplayError("an epoch unit and a time format exclude each other: a file's times are epoch numbers "
+                          "or written in a format")
+    zone = _zone(timezone)
+    if time_format is None:
+        return partial(_timestamp_us, epoch_unit=epoch_unit, zone=zone)
+    _check_time_format(time_format)
+
+    def formatted(text: str) -> int:
+        s = text.strip()
+        if not s:
+            raise ReplayError("the timestamp is empty")
+        try:
+            value = datetime.strptime(s, time_format)
+        except ValueError:
+            raise ReplayError(f"timestamp {s!r} does not match the time format {time_format!r}") from None
+        return _in_range_us(value if value.tzinfo is not None else _localized(value, zone, s), s)
+
+    return formatted
+
+
+def _zone(name: str | None) -> tzinfo | None:
+    """The zone of times written without an offset; None for UTC."""
+    if name is None or name.strip().upper() in ("UTC", "Z"):
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ReplayError(f"time zone {name!r} is not known: give an IANA name, such as America/New_York, "
+                          "Europe/London or UTC") from None
+
+
+# A time a format must write back and read again: one with a fraction, in the afternoon (%I with %p).
+_SAMPLE_TIME = datetime(2026, 1, 5, 14, 30, 1, 658000, tzinfo=UTC)
+
+
+def _check_time_format(time_format: str) -> None:
+    """Refuse a format that strptime cannot read, or that lacks the year or the hour: strptime would
+    take 1900 or midnight for them without a word."""
+    if not any(d in time_format for d in ("%Y", "%y", "%c")) or \
+            not any(d in time_format for d in ("%H", "%I", "%X", "%c")):
+        raise ReplayError(f"time format {time_format!r} needs the year (%Y or %y) and the hour (%H, or %I with "
+                          "%p) at least: a date alone or a time of day alone is not a timestamp")
+    try:
+        datetime.strptime(_SAMPLE_TIME.strftime(time_format), time_format)
+    except ValueError as error:
+        raise ReplayError(f"time format {time_format!r} cannot be read: {error}. It takes strptime's "
+                          "directives, e.g. '%d.%m.%Y %H:%M:%S.%f'") from None
+
+
+def _localized(naive: datetime, zone: tzinfo | None, text: str) -> datetime:
+    """A time written without an offset, in ``zone`` (None: UTC). Of an hour the clocks repeat, the
+    first; an hour they skip is refused."""
+    if zone is None:
+        return naive.replace(tzinfo=UTC)
+    value = naive.replace(tzinfo=zone)
+    try:
+        exists = value.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
+    except OverflowError:
+        raise ReplayError(f"timestamp {text!r} is out of range in UTC (years 1 to 9999)") from None
+    if not exists:
+        raise ReplayError(f"timestamp {text!r} does not exist in {zone} (the clocks skipped it)")
+    return value
+
+
+def _in_range_us(value: datetime, text: str) -> int:
+    us = epoch_us(value)
+    if not _MIN_US <= us <= _MAX_US:  # an offset took it past year 1 or 9999 in UTC
+        raise ReplayError(f"timestamp {text!r} is out of range in UTC (years 1 to 9999)")
+    return us
+
+
+def _timestamp_us(text: str, epoch_unit: EpochUnit | None, zone: tzinfo | None) -> int:
+    """An ISO-8601 or epoch timestamp in microseconds since the epoch."""
     s = text.strip()
     if not s:
         raise ReplayError("the timestamp is empty")
     if epoch_unit is None and (":" in s or "T" in s or s.count("-") >= 2):
         if _DATE_ONLY.fullmatch(s):
             raise ReplayError(f"timestamp {s!r} is a date without a time of day: give both, as ISO-8601 "
-                              "(a file with the time in a column of its own needs them joined first)")
+                              "(a file with the time of day in a column of its own: see --column date=NAME)")
         try:
             value = datetime.fromisoformat(s)
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
         except (ValueError, OverflowError):
-            raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number") from None
-        us = epoch_us(value)
-        if not _MIN_US <= us <= _MAX_US:  # an offset took it past year 1 or 9999 in UTC
-            raise ReplayError(f"timestamp {s!r} is out of range in UTC (years 1 to 9999)")
-        return us
+            if _TIME_OF_DAY.fullmatch(s):
+                raise ReplayError(f"timestamp {s!r} is a time of day without a date: if the date is in a column "
+                                  "of its own, name it (--column date=NAME)") from None
+            raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number: give the format of "
+                              "such times, e.g. --time-format '%m/%d/%Y %H:%M:%S'") from None
+        return _in_range_us(value if value.tzinfo is not None else _localized(value, zone, s), s)
     return _epoch_microseconds(s, epoch_unit)
 
 
@@ -272,14 +377,18 @@ def _epoch_microseconds(s: str, unit: EpochUnit | None) -> int:
     return us
 
 
-def _decimal(text: str, name: str) -> Decimal:
-    """A finite decimal parsed exactly from ``text``, or a ``ReplayError`` saying what is wrong."""
+def _decimal(text: str, name: str, decimal_comma: bool = False) -> Decimal:
+    """A finite decimal parsed exactly from ``text`` (its decimal mark a comma if ``decimal_comma``), or a
+    ``ReplayError`` saying what is wrong."""
     if not text.strip():
         raise ReplayError(f"the {name} is empty")
     try:
-        value = Decimal(text)
+        value = Decimal(text.replace(",", ".") if decimal_comma else text)
     except InvalidOperation:
-        raise ReplayError(f"{name} {text.strip()!r} is not a number") from None
+        hint = ""
+        if not decimal_comma and _DECIMAL_COMMA.fullmatch(text.strip()):
+            hint = " (a decimal comma? --decimal-comma reads it)"
+        raise ReplayError(f"{name} {text.strip()!r} is not a number{hint}") from None
     if not value.is_finite():
         raise ReplayError(f"{name} {text.strip()!r} is not a finite number")
     return value
@@ -300,7 +409,8 @@ _RULES: dict[str, tuple[Decimal, bool]] = {
 }
 
 
-def _number(text: str, name: str, cache: dict[str, Number], exponent: int | None = None) -> Number:
+def _number(text: str, name: str, cache: dict[str, Number], exponent: int | None = None,
+            decimal_comma: bool = False) -> Number:
     """The number of ``text`` as the field ``name``, times 10**exponent (a price scale, None when none was
     given), checked against the contract and remembered in ``cache`` (one per field): prices and sizes repeat
     a lot, so each spelling is parsed and checked once.
@@ -308,7 +418,7 @@ def _number(text: str, name: str, cache: dict[str, Number], exponent: int | None
     The id hashes values, not their spelling: 230.10 and 230.1 are one price,
     both spelled 230.1 in the hash.
     """
-    value = _decimal(text, name)
+    value = _decimal(text, name, decimal_comma)
     if exponent:
         # Fixed-point 262400000000 at 1e-9 is 262.4, written so: not 262.400000000, nor 2.6E+3 for 2600.
         try:
@@ -443,6 +553,9 @@ class ReplayParser:
         *,
         default_symbol: str | None = None,
         epoch_unit: EpochUnit | None = None,
+        time_format: str | None = None,
+        timezone: str | None = None,
+        decimal_comma: bool = False,
         overrides: Mapping[str, str | None] | None = None,
         price_scale: str | Decimal | None = None,
         late_rows_remembered: int = 100_000,
@@ -451,10 +564,9 @@ class ReplayParser:
             default_symbol = _symbol(default_symbol)
             if not is_valid_symbol(default_symbol):
                 raise ReplayError(f"symbol {default_symbol!r} is not valid: use {SYMBOL_RULE}")
-        if epoch_unit is not None and epoch_unit not in EPOCH_UNITS:
-            raise ReplayError(f"epoch unit {epoch_unit!r} is not one of {', '.join(EPOCH_UNITS)}")
         self.default_symbol = default_symbol
-        self.epoch_unit = epoch_unit
+        self._read_time = time_reader(epoch_unit=epoch_unit, time_format=time_format, timezone=timezone)
+        self.decimal_comma = decimal_comma
         self.overrides = dict(overrides or {})
         # None: not given, and a file that looks like it needs one is refused (see _use_header).
         self.price_exponent = None if price_scale is None else price_scale_exponent(price_scale)
@@ -614,6 +726,7 @@ class ReplayParser:
             form,
             width=len(header),
             ts_i=positions["timestamp"],  # type: ignore[arg-type]
+            date_i=positions["date"],
             symbol_i=positions["symbol"],
             price_i=positions["price"],
             size_i=positions["size"],
@@ -628,6 +741,7 @@ class ReplayParser:
         *,
         width: int,
         ts_i: int,
+        date_i: int | None,
         symbol_i: int | None,
         price_i: int | None,
         size_i: int | None,
@@ -644,7 +758,8 @@ class ReplayParser:
         numbers: dict[str, dict[str, Number]] = {name: {} for name in _RULES}
         prices, sizes = numbers["price"], numbers["size"]
         default_symbol = self.default_symbol
-        epoch_unit = self.epoch_unit
+        read_time = self._read_time
+        decimal_comma = self.decimal_comma
         price_exponent = self.price_exponent
         quote = self._quote
         late_occurrence = self._late_rows.occurrence
@@ -677,9 +792,9 @@ class ReplayParser:
             if len(row) != width and (len(row) < width or any(f.strip() for f in row[width:])):
                 raise ReplayError(f"the row has {len(row)} fields, the header has {width}")
 
-            ts_text = row[ts_i]
+            ts_text = row[ts_i] if date_i is None else _joined_time(row[date_i], row[ts_i])
             if ts_text != last_ts_text:
-                ts_us = _timestamp_us(ts_text, epoch_unit)
+                ts_us = read_time(ts_text)
                 last_ts_text = ts_text
 
             symbol_text = row[symbol_i] if symbol_i is not None else ""
@@ -697,9 +812,9 @@ class ReplayParser:
                     if has_bid and self._ask_i is not None and row[self._ask_i].strip():
                         raise ReplayError("the row has an ask but no bid (a quote needs both) and no price (a trade)")
                     raise ReplayError("the row has neither a price (a trade) nor a bid and an ask (a quote)")
-                price = _number(price_text, "price", prices, price_exponent)
+                price = _number(price_text, "price", prices, price_exponent, decimal_comma)
             size_text = row[size_i]  # type: ignore[index]
-            size = sizes.get(size_text) or _number(size_text, "size", sizes)
+            size = sizes.get(size_text) or _number(size_text, "size", sizes, None, decimal_comma)
             side_text = row[side_i] if side_i is not None else ""
             value = price[0]
             side: Literal["buy", "sell"] | None = SIDES.get(side_text)
@@ -754,7 +869,7 @@ class ReplayParser:
             if index is None or not row[index].strip():
                 return _ZERO  # a missing size is unknown depth: zero
             text = row[index]
-            return numbers[name].get(text) or _number(text, name, numbers[name], exponent)
+            return numbers[name].get(text) or _number(text, name, numbers[name], exponent, self.decimal_comma)
 
         price_exponent = self.price_exponent
         bid, ask = number(self._bid_i, "bid", price_exponent), number(self._ask_i, "ask", price_exponent)
@@ -772,6 +887,13 @@ class ReplayParser:
         digest = _new_digest()
         digest.update(text.encode())
         return quote_of("rq-", digest.hexdigest(), symbol, ts_us, bid, ask, bid_size, ask_size)
+
+
+def _joined_time(date: str, time_of_day: str) -> str:
+    """The timestamp of a row whose date and time of day are in columns of their own."""
+    if not date.strip():
+        raise ReplayError("the date is empty")
+    return f"{date.strip()} {time_of_day.strip()}"
 
 
 def _symbol(text: str) -> str:
@@ -828,6 +950,9 @@ def parse_csv(
     *,
     default_symbol: str | None = None,
     epoch_unit: EpochUnit | None = None,
+    time_format: str | None = None,
+    timezone: str | None = None,
+    decimal_comma: bool = False,
     overrides: Mapping[str, str | None] | None = None,
     price_scale: str | Decimal | None = None,
     delimiter: str = ",",
@@ -835,7 +960,8 @@ def parse_csv(
     on_error: Callable[[ReplayError], None] | None = None,
 ) -> Iterator[Trade | Quote]:
     """Shorthand for ``ReplayParser(...).parse_lines(lines, ...)`` when the counters are not needed."""
-    parser = ReplayParser(default_symbol=default_symbol, epoch_unit=epoch_unit, overrides=overrides,
+    parser = ReplayParser(default_symbol=default_symbol, epoch_unit=epoch_unit, time_format=time_format,
+                          timezone=timezone, decimal_comma=decimal_comma, overrides=overrides,
                           price_scale=price_scale)
     return parser.parse_lines(lines, delimiter=delimiter, header=header, on_error=on_error)
 

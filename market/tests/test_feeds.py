@@ -213,12 +213,15 @@ def test_replay_reads_compressed_headerless_and_non_utf8_files(tmp_path, kafka_t
                          "3512880114,91843.20,0.0452,5702118930,5702118931,1767623400150437,True,True\n")
     call_command("replay", str(binance), "--speed", "max", "--symbol", "BTCUSDT", "--columns",
                  "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker,best_match")
-    # A European export: semicolons, Windows' code page, a column to ignore; bzip2.
+    # A European export: semicolons, Windows' code page, the date apart and in Frankfurt's time, decimal
+    # commas, a column to ignore; bzip2.
     european = tmp_path / "trades.csv.bz2"
-    european.write_bytes(bz2.compress("Zeit;Symbol;Kurs;Stück;Side\n2026-01-05T14:30:00Z;SAP;230.5;7;x\n"
+    european.write_bytes(bz2.compress("Datum;Zeit;Symbol;Kurs;Stück;Side\n05.01.2026;15:30:00,000;SAP;230,5;7;x\n"
                                       .encode("cp1252")))
     call_command("replay", str(european), "--speed", "max", "--encoding", "cp1252", "--delimiter", ";",
-                 "--column", "timestamp=Zeit", "--column", "price=Kurs", "--column", "size=Stück", "--column", "side=")
+                 "--column", "date=Datum", "--column", "timestamp=Zeit", "--column", "price=Kurs",
+                 "--column", "size=Stück", "--column", "side=", "--time-format", "%d.%m.%Y %H:%M:%S,%f",
+                 "--timezone", "Europe/Berlin", "--decimal-comma")
     # Tab-separated, xz.
     tabbed = tmp_path / "trades.tsv.xz"
     tabbed.write_bytes(lzma.compress(b"timestamp\tsymbol\tprice\tsize\n2026-01-05T14:30:01Z\tEUR/USD\t1.17\t1000\n"))
@@ -246,6 +249,9 @@ def test_replay_reads_compressed_headerless_and_non_utf8_files(tmp_path, kafka_t
         (bytes.fromhex("1f8b0800000000000003") + b"\x01\x02", [], "cannot be read"),
         ("zip of two", [], "a zip archive of 2 files"),
         (b"93001,1,1\n", ["--columns", "time,price,size"], r"line 1: timestamp '93001' is too small"),
+        (b"ts,price,size\n", ["--time-format", "%d.%m.%Y"], "time format '%d.%m.%Y' needs the year .* and the hour"),
+        (b"ts,price,size\n", ["--timezone", "Mars/Olympus"], "time zone 'Mars/Olympus' is not known"),
+        (b"ts,price,size\n", ["--time-format", "%Y %H", "--epoch-unit", "s"], "exclude each other"),
     ],
 )
 def test_replay_refuses_what_it_cannot_read_with_a_clear_error(tmp_path, content, options, message):

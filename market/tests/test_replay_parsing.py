@@ -9,6 +9,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -593,21 +594,24 @@ def test_an_unreadable_csv_line_is_a_bad_row_too():
                 st.text(max_size=12),
                 st.sampled_from(["1767623400", "2026-01-05T14:30:00Z", "1e9999999", "NaN", "-0", "0.000000001",
                                  "sNaN", "Infinity", "1_000", " 5 ", "+1", "-1", "buy", "AAPL", "", "1e-9999999",
-                                 "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]),
+                                 "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "0001-01-01 00:00",
+                                 "9999-12-31 23:59:59", "2026-03-08 02:30", "\"1,5\"", "14:30:00"]),
             ),
             max_size=7,
         ),
         max_size=10,
     ),
+    options=st.sampled_from([{}, {"timezone": "Asia/Tokyo", "decimal_comma": True},
+                             {"timezone": "America/New_York", "time_format": "%Y-%m-%d %H:%M"}]),
 )  # fmt: skip
-def test_garbage_rows_are_replay_errors_never_crashes(cells):
+def test_garbage_rows_are_replay_errors_never_crashes(cells, options):
     text = "timestamp,symbol,price,size,side,bid,ask\n" + "\n".join(",".join(row) for row in cells) + "\n"
     errors: list[ReplayError] = []
-    messages = parse_text(text, on_error=errors.append)
+    messages = parse_text(text, on_error=errors.append, **options)
     for message in messages:
         assert decoder_for(type(message)).decode(encode(message)) == message
     assert all(isinstance(e, ReplayError) and e.line is not None for e in errors)
-    assert wire_of(text) == (encoded(messages), [str(e) for e in errors])
+    assert wire_of(text, **options) == (encoded(messages), [str(e) for e in errors])
 
 
 # The wire form: what the replay command publishes
@@ -695,6 +699,110 @@ def test_a_date_without_a_time_of_day_is_refused():
     with pytest.raises(ReplayError, match="'2026-01-05' is a date without a time of day"):
         parse_timestamp("2026-01-05")
     assert parse_timestamp("2026-01-05 14") == datetime(2026, 1, 5, 14, tzinfo=UTC)  # an hour is a time of day
+
+
+def test_a_date_column_beside_a_time_column_makes_the_timestamp():
+    kibot = "Date,Time,Price,Volume\n2026-01-05,14:30:00.25,230.1,100\n2026-01-05,14:30:01,230.2,5\n"
+    assert [t.ts for t in parse_text(kibot, default_symbol="AAPL")] == [
+        datetime(2026, 1, 5, 14, 30, 0, 250000, tzinfo=UTC), datetime(2026, 1, 5, 14, 30, 1, tzinfo=UTC)]
+    # Any other time column is a whole timestamp: a date beside it is not part of it.
+    session = "date,timestamp,price,size\n2026-01-04,2026-01-05T14:30:00Z,1,1\n"
+    assert parse_text(session, default_symbol="AAPL")[0].ts == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    # ... unless mapped; and a date column alone is the timestamp.
+    day = "day,clock,price,size\n2026-01-05,14:30,1,1\n"
+    mapped = parse_text(day, default_symbol="AAPL", overrides={"date": "day", "timestamp": "clock"})
+    assert mapped[0].ts == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    alone = "date,price,size\n2026-01-05 14:30:00,1,1\n"
+    assert parse_text(alone, default_symbol="AAPL")[0].ts == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    with pytest.raises(ReplayError, match="'date' given for date is the timestamp column"):
+        parse_text(alone, default_symbol="AAPL", overrides={"date": "date"})
+    with pytest.raises(ReplayError, match="line 2: the date is empty"):
+        parse_text("Date,Time,Price,Volume\n,14:30:00,1,1\n", default_symbol="AAPL")
+    with pytest.raises(ReplayError, match=r"'14:30:00' is a time of day without a date: .* \(--column date=NAME\)"):
+        parse_text("Day,Time,Price,Volume\n2026-01-05,14:30:00,1,1\n", default_symbol="AAPL")
+
+
+@pytest.mark.parametrize(
+    ("text", "time_format", "expected"),
+    [
+        ("05.01.2026 14:30:01.658", "%d.%m.%Y %H:%M:%S.%f", datetime(2026, 1, 5, 14, 30, 1, 658000, tzinfo=UTC)),
+        ("20260105 143001658", "%Y%m%d %H%M%S%f", datetime(2026, 1, 5, 14, 30, 1, 658000, tzinfo=UTC)),
+        ("01/05/2026 02:30:01 PM", "%m/%d/%Y %I:%M:%S %p", datetime(2026, 1, 5, 14, 30, 1, tzinfo=UTC)),
+        ("2026-01-05 20:00:00 +0530", "%Y-%m-%d %H:%M:%S %z", datetime(2026, 1, 5, 14, 30, tzinfo=UTC)),
+    ],
+)
+def test_a_time_format_reads_the_timestamps_written_in_it(text, time_format, expected):
+    assert parse_timestamp(text, time_format=time_format) == expected
+    with pytest.raises(ReplayError, match="timestamp '2026-01-05T14:30:00Z' does not match the time format"):
+        parse_timestamp("2026-01-05T14:30:00Z", time_format=time_format)
+
+
+@pytest.mark.parametrize(
+    ("time_format", "message"),
+    [
+        ("%d.%m.%Y", "needs the year .* and the hour"),
+        ("%H:%M:%S", "needs the year .* and the hour"),
+        ("%Y-%m-%d %H %Q", "cannot be read: 'Q' is a bad directive"),
+    ],
+)
+def test_a_time_format_without_a_date_and_a_time_or_with_a_bad_directive_is_refused(time_format, message):
+    with pytest.raises(ReplayError, match=message):
+        ReplayParser(time_format=time_format)
+    with pytest.raises(ReplayError, match="exclude each other"):
+        ReplayParser(time_format="%Y %H", epoch_unit="ms")
+
+
+def test_a_timezone_places_the_times_written_without_an_offset():
+    new_york = {"timezone": "America/New_York"}
+    assert parse_timestamp("2026-01-05 09:30:00", **new_york) == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    assert parse_timestamp("2026-07-06 09:30:00", **new_york) == datetime(2026, 7, 6, 13, 30, tzinfo=UTC)
+    assert parse_timestamp("07/06/2026 09:30", time_format="%m/%d/%Y %H:%M", **new_york) == datetime(
+        2026, 7, 6, 13, 30, tzinfo=UTC)
+    # A written offset, and an epoch time, say the instant themselves.
+    assert parse_timestamp("2026-01-05T09:30:00Z", **new_york) == datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+    assert parse_timestamp("1767623400", **new_york) == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    # The clocks skip 02:00-03:00 on 2026-03-08 there, and repeat 01:00-02:00 on 2026-11-01: the first is read.
+    with pytest.raises(ReplayError, match="'2026-03-08 02:30:00' does not exist in America/New_York"):
+        parse_timestamp("2026-03-08 02:30:00", **new_york)
+    assert parse_timestamp("2026-11-01 01:30:00", **new_york) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    assert parse_timestamp("2026-01-05 14:30:00", timezone="UTC") == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    with pytest.raises(ReplayError, match="time zone 'Eastern' is not known"):
+        ReplayParser(timezone="Eastern")
+    with pytest.raises(ReplayError, match="out of range"):
+        parse_timestamp("0001-01-01 00:00:00", timezone="Asia/Tokyo")
+
+
+ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "America/Sao_Paulo")
+
+
+@settings(max_examples=300, deadline=None)
+@given(instant=st.datetimes(min_value=datetime(1974, 1, 1), max_value=datetime(2100, 1, 1), timezones=UTC_ONLY),
+       zone_name=st.sampled_from(ZONES))
+def test_a_local_time_written_without_its_offset_is_read_back_as_its_instant(instant, zone_name):
+    local = instant.astimezone(ZoneInfo(zone_name))
+    read = parse_timestamp(local.replace(tzinfo=None).isoformat(sep=" "), timezone=zone_name)
+    # Of an hour the clocks repeat, the first is read: the instant itself, or the same wall time before it.
+    first = local.replace(fold=0).astimezone(UTC)
+    assert read == first and (read == instant or local.fold == 1)
+
+
+def test_a_decimal_comma_is_read_when_asked_for_and_gives_the_same_ids():
+    european = "Zeit;Symbol;Kurs;Menge\n2026-01-05 14:30:00;SAP;230,5;0,25\n"
+    with pytest.raises(ReplayError, match=r"price '230,5' is not a number \(a decimal comma\? --decimal-comma"):
+        list(ReplayParser(overrides={"timestamp": "Zeit", "price": "Kurs", "size": "Menge"}).parse_lines(
+            io.StringIO(european), delimiter=";"))
+    trades = list(ReplayParser(decimal_comma=True, overrides={"timestamp": "Zeit", "price": "Kurs", "size": "Menge"})
+                  .parse_lines(io.StringIO(european), delimiter=";"))
+    dotted = parse_text("timestamp,symbol,price,size\n2026-01-05 14:30:00,SAP,230.50,0.250\n")
+    assert [(t.id, t.price, t.size) for t in trades] == [(t.id, t.price, t.size) for t in dotted]
+    assert dotted[0].price == Decimal("230.5") and dotted[0].size == Decimal("0.25")
+    quotes = "ts;symbol;bid;ask;bid_size\n2026-01-05 14:30:00;SAP;230,4;230,6;1,5\n"
+    quote = list(ReplayParser(decimal_comma=True).parse_lines(io.StringIO(quotes), delimiter=";"))[0]
+    assert (quote.bid, quote.ask, quote.bid_size) == (Decimal("230.4"), Decimal("230.6"), Decimal("1.5"))
+    with pytest.raises(ReplayError, match="price '1.234,5' is not a number"):
+        list(ReplayParser(decimal_comma=True).parse_lines(io.StringIO("ts;symbol;price;size\n"
+                                                                      "2026-01-05 14:30:00;SAP;1.234,5;1\n"),
+                                                          delimiter=";"))
 
 
 def test_vendor_timestamp_columns_are_found_the_exchange_time_first():

@@ -110,6 +110,14 @@ class Command(BaseCommand):
         parser.add_argument("--symbol", default=None, help="symbol for files without a symbol column")
         parser.add_argument("--epoch-unit", choices=EPOCH_UNITS, default=None,
                             help="unit of numeric timestamps (default: read from their magnitude)")
+        parser.add_argument("--time-format", default=None, metavar="FORMAT",
+                            help="how the timestamps are written, in strptime's directives, e.g. "
+                                 "'%%d.%%m.%%Y %%H:%%M:%%S.%%f' (default: ISO-8601 or epoch numbers)")
+        parser.add_argument("--timezone", default=None, metavar="ZONE",
+                            help="the time zone of times written without an offset, e.g. America/New_York "
+                                 "(default: UTC)")
+        parser.add_argument("--decimal-comma", action="store_true",
+                            help="prices and sizes are written with a decimal comma (212,40)")
         parser.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                             help=f"map a column, e.g. --column timestamp=trade_time, or ignore one, e.g. "
                                  f"--column side=; roles: {', '.join(DEFAULT_COLUMNS)}")
@@ -148,7 +156,9 @@ class Command(BaseCommand):
                                "latin-1") from None
         try:
             parser = ReplayParser(default_symbol=options["symbol"], epoch_unit=options["epoch_unit"],
-                                  overrides=overrides, price_scale=options["price_scale"])
+                                  time_format=options["time_format"], timezone=options["timezone"],
+                                  decimal_comma=options["decimal_comma"], overrides=overrides,
+                                  price_scale=options["price_scale"])
         except ReplayError as error:
             raise CommandError(str(error)) from None
 
