@@ -31,8 +31,8 @@ from finstream.errors import ApiError
 from streaming.wire import epoch_us, epoch_us_time
 
 SORTS = ("desc", "asc")
-_EPOCH_MS = re.compile(r"-?\d{1,15}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH_MS = re.compile(r"-?[0-9]{1,15}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Epoch milliseconds below this (1973-03-03) are far more likely epoch seconds (1795766400) or a compact
 # date (20261127) than a time in 1970-1973, when no market data here begins.
 _MIN_EPOCH_MS = 10**11
@@ -49,6 +49,9 @@ def parse_time(text: str) -> datetime:
     """A UTC datetime from RFC 3339, a date or epoch ms; ValueError says what is accepted."""
     text = _UNENCODED_PLUS.sub(r"\1+\2", text.strip())
     not_a_time = ValueError(f"{text[:40]!r} is not a time: use {_TIME_HELP}")
+    # Python's readers take more than the formats: int() full-width digits, fromisoformat a trailing NUL.
+    if not (text.isascii() and text.isprintable()):
+        raise not_a_time
     if _EPOCH_MS.fullmatch(text):
         if int(text) < _MIN_EPOCH_MS:
             raise ValueError(f"{text[:40]!r} as epoch milliseconds is before 1973: epoch seconds are "

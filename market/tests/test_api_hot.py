@@ -299,6 +299,7 @@ def test_following_hot_next_links_gives_every_candle_once(candles):
 @pytest.mark.parametrize(("query", "status"), [
     (b"interval=7m", 400), (b"limit=-1", 400), (b"limit=100000", 400), (b"start=yesterday", 400),
     (b"cursor=garbage", 400), (b"start=2026-03-03&end=2026-03-02", 400), (b"format=api", 200),
+    (b"start=2026-03-02T12:00:00Z%00", 400), (b"end=%EF%BC%91772462100000", 400),
 ])
 def test_candle_requests_only_django_can_answer_go_to_django(candles, query, status):
     candles.get("/api/v1/candles/AAPL", headers=JSON)
