@@ -412,11 +412,14 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         await self.opened()
         self.heartbeat_task = asyncio.ensure_future(self.heartbeats())
 
-    async def disconnect(self, code):
+    def forget(self) -> None:
+        # Here, not in disconnect(): when daphne cancels the application of a connection that took too long
+        # to close, disconnect() never runs, and a heartbeat loop left running kept the consumer (and its
+        # connection) alive for good.
         task = getattr(self, "heartbeat_task", None)
         if task is not None:
             task.cancel()
-        await super().disconnect(code)
+        super().forget()
 
     async def heartbeats(self) -> None:
         while True:

@@ -388,6 +388,21 @@ def test_a_connection_that_fails_leaves_the_hub_and_the_connection_count(market,
     assert connections._value.get() == before
 
 
+def test_a_stream_connection_daphne_cancels_stops_its_heartbeats(market):
+    """daphne cancels an application that takes too long to close: disconnect() never runs then."""
+    async def scenario():
+        client = await connect("/ws/stream")
+        await client.send_json_to({"action": "subscribe", "channels": ["trades.AAPL"]})
+        assert (await receive(client))["type"] in ("snapshot", "subscribed")
+        heartbeats = [task for task in asyncio.all_tasks() if task.get_coro().__qualname__.endswith("heartbeats")]
+        assert len(heartbeats) == 1
+        client.future.cancel()
+        await until(lambda: heartbeats[0].done())
+        await until(lambda: hub().members == {})
+
+    run(scenario)
+
+
 def test_a_client_whose_waiting_events_pile_up_is_dropped_with_4008(market, monkeypatch):
     monkeypatch.setattr(MultiplexStreamConsumer, "max_waiting_batches", 2)
     never = asyncio.Event()
