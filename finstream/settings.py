@@ -138,7 +138,9 @@ if STORAGE_MODE not in {"auto", "timescale", "partitions"}:
 PARTITIONS_AHEAD_DAYS = env_int("PARTITIONS_AHEAD_DAYS", 7, minimum=1, maximum=366)
 TRADES_RETENTION_DAYS = env_int("TRADES_RETENTION_DAYS", 30, minimum=1)
 QUOTES_RETENTION_DAYS = env_int("QUOTES_RETENTION_DAYS", 7, minimum=1)
-FINE_CANDLES_RETENTION_DAYS = env_int("FINE_CANDLES_RETENTION_DAYS", 90, minimum=1)
+# The 1d seal re-derives the daily candles of the last three days, from the start of the oldest, from the
+# 1m candles (CELERY_BEAT_SCHEDULE): those must outlive it, or it would rewrite days from what is left.
+FINE_CANDLES_RETENTION_DAYS = env_int("FINE_CANDLES_RETENTION_DAYS", 90, minimum=4)
 
 # --- Redis --------------------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0", schemes=("redis", "rediss"))
@@ -174,6 +176,9 @@ RELAY_BATCH_WAIT_MS = env_int("RELAY_BATCH_WAIT_MS", 40, minimum=1, maximum=10_0
 # Consecutive undecodable messages after which a consumer stops instead of
 # dead-lettering everything: that many in a row means a bad deploy, not bad luck.
 CONSUMER_MAX_CONSECUTIVE_POISON = env_int("CONSUMER_MAX_CONSECUTIVE_POISON", 1000, minimum=1)
+# A trade or quote whose event time is further ahead of the consumer's clock than this is dead-lettered: a
+# producer's clock is wrong, and stored it would be the symbol's "last" until the clock caught up with it.
+EVENT_TIME_MAX_AHEAD_SECONDS = env_int("EVENT_TIME_MAX_AHEAD_SECONDS", 60, minimum=1, maximum=86_400)
 
 # --- Market -------------------------------------------------------------------
 SYMBOLS = env_symbols("SYMBOLS", "AAPL,GOOGL,MSFT,AMZN,META,NVDA,TSLA,JPM,V,JNJ")

@@ -99,3 +99,18 @@ class Candle(models.Model):
     class Meta:
         managed = False
         db_table = "market_candle"
+
+
+class RetiredTradeDay(models.Model):
+    """A UTC day of a symbol's trades that retention dropped. Its candles are final: a trade of it that
+    comes again (a file replayed a second time) is not stored, since its id, which told a repeat, is gone."""
+
+    symbol = models.CharField(max_length=16)
+    day = models.DateField()
+    retired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["symbol", "day"], name="retired_trade_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.day}"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 
+from django.conf import settings
 from django.db import transaction
 
-from market import services
+from market import selectors, services
 from market.domain import candles
 from market.storage import CANDLES, QUOTES, TRADES, partitions_ensure
+from streaming import metrics
 from streaming.kafka import EventPublisher
 from streaming.runner import Events
 from streaming.schemas import Candle, Trade, encode
@@ -18,6 +22,7 @@ from streaming.topics import QUOTES as QUOTES_TOPIC
 from streaming.topics import TRADES as TRADES_TOPIC
 from streaming.topics import topic
 
+log = logging.getLogger(__name__)
 
 class SymbolsSeen:
     """Registers each symbol the feed brings that the symbols table lacks (a replayed file's BTCUSDT), so the
@@ -40,6 +45,21 @@ class TradesStored:
     trades: list[Trade]
     candles: list[Candle]
     duplicates: int
+    retired: int  # trades of days retention dropped: not stored
+
+
+def trades_of_live_days(trades: Sequence[Trade], *, now: datetime) -> tuple[Sequence[Trade], int]:
+    """The trades not of a (symbol, day) retention dropped, and how many were. A repeat of a stored trade
+    is told by its id; once retention has dropped it, nothing tells, so its day takes no more trades.
+    Inside the batch's transaction: a retention committed since is seen."""
+    # TRADES_RETENTION_DAYS >= 1: retention drops days before yesterday at the latest.
+    live_since = datetime.combine(now.date() - timedelta(days=1), time.min, UTC)
+    old = {(trade.symbol, trade.ts.date()) for trade in trades if trade.ts < live_since}
+    retired = selectors.retired_trade_days(days=old) if old else set()
+    if not retired:
+        return trades, 0
+    kept = [trade for trade in trades if trade.ts >= live_since or (trade.symbol, trade.ts.date()) not in retired]
+    return kept, len(trades) - len(kept)
 
 
 class TradesPipeline:
@@ -53,6 +73,7 @@ class TradesPipeline:
         self.publisher = publisher if publisher is not None else EventPublisher(name=self.name)
         self._candles_topic = topic(CANDLES_TOPIC)
         self._symbols = SymbolsSeen()
+        self._not_stored_retired = metrics.TRADES_NOT_STORED.labels(reason="retired_day")  # a series from 0
 
     def prepare(self, events: Events) -> None:
         days = {trade.ts.date() for trade in events.get(TRADES_TOPIC, ())}
@@ -64,11 +85,16 @@ class TradesPipeline:
         now = datetime.now(UTC)
         trades = events.get(TRADES_TOPIC, [])
         self._symbols.register(trades)
-        new = services.trades_ingest(trades=trades, received_at=now)
+        live, retired = trades_of_live_days(trades, now=now)
+        new = services.trades_ingest(trades=live, received_at=now)
         changed = services.candles_apply(aggregates=candles.aggregate(new).values(), updated_at=now)
-        return TradesStored(trades=new, candles=changed, duplicates=len(trades) - len(new))
+        return TradesStored(trades=new, candles=changed, duplicates=len(live) - len(new), retired=retired)
 
     def after_commit(self, result: TradesStored) -> None:
+        if result.retired:
+            self._not_stored_retired.inc(result.retired)
+            log.warning("%d trades not stored: retention has dropped their days' trades, and their candles are "
+                        "final (TRADES_RETENTION_DAYS=%d)", result.retired, settings.TRADES_RETENTION_DAYS)
         for candle in result.candles:
             self.publisher.publish(self._candles_topic, candle.symbol, encode(candle))
         self.publisher.poll(0)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import msgspec
 from django.db import connection
 
 from market.domain.candles import change_percent, plain, vwap
-from market.models import Quote, Symbol, Trade
+from market.models import Quote, RetiredTradeDay, Symbol, Trade
 from market.rollups import STATS_KEY
 from streaming.redis import redis_client
 from streaming.schemas import Candle as CandleMessage
@@ -32,6 +32,13 @@ def symbol_list() -> list[Symbol]:
 def trade_list(*, symbol: str, limit: int) -> list[Trade]:
     """Newest first, served by the (symbol, time, trade_id) primary key."""
     return list(Trade.objects.filter(symbol=symbol).order_by("-time", "-trade_id")[:limit])
+
+
+def retired_trade_days(*, days: set[tuple[str, date]]) -> set[tuple[str, date]]:
+    """Those of the (symbol, day) pairs whose trades retention dropped."""
+    symbols = {symbol for symbol, _day in days}
+    stored = RetiredTradeDay.objects.filter(symbol__in=symbols, day__in={day for _symbol, day in days})
+    return set(stored.values_list("symbol", "day")) & days
 
 
 def candles_since(*, interval: str, since: datetime) -> list[CandleMessage]:

@@ -33,6 +33,8 @@ class SeriesTable:
     columns: str
     primary_key: str
     partition_days: int  # 1 = daily partitions / chunks; 30 = monthly (calendar months)
+    # Whether dropping its rows records their (symbol, day)s as retired (market.models.RetiredTradeDay).
+    retires_days: bool = False
 
     def partition_bounds(self, day: date) -> tuple[date, date, str]:
         """The partition holding `day`: [start, end) and its table name."""
@@ -57,6 +59,7 @@ TRADES = SeriesTable(
     """,
     primary_key="symbol, time, trade_id",
     partition_days=1,
+    retires_days=True,
 )
 QUOTES = SeriesTable(
     name="market_quote",
@@ -170,9 +173,12 @@ def partitions_ensure(*, table: SeriesTable, days: set[date]) -> list[str]:
     transaction that writes the rows.
     """
     wanted = {}
+    # Retention (in the Celery worker) drops daily partitions from before yesterday: this process's
+    # memory of those is not to be trusted.
+    droppable_before = datetime.now(UTC).date() - timedelta(days=1) if table.partition_days == 1 else date.min
     for day in days:
         start, end, name = table.partition_bounds(day)
-        if name not in _known_partitions:
+        if name not in _known_partitions or start < droppable_before:
             wanted[name] = (start, end)
     if not wanted or storage_mode() != PARTITIONS:
         return []
@@ -222,16 +228,32 @@ def partitions_list(*, table: SeriesTable) -> list[tuple[str, datetime, datetime
     return sorted(partitions, key=lambda p: p[1])
 
 
+# In the transaction that drops them: a consumer then either stored its trades before (and they go with
+# the partition) or sees the day retired.
+_RETIRE_DAYS = """
+    INSERT INTO market_retiredtradeday (symbol, day, retired_at)
+    SELECT DISTINCT symbol, (time AT TIME ZONE 'UTC')::date, now() FROM {source}
+    ON CONFLICT (symbol, day) DO NOTHING
+"""
+
+
 def partitions_drop_older_than(*, table: SeriesTable, cutoff: datetime) -> list[str]:
-    """Drop whole partitions (or TimescaleDB chunks) that end at or before `cutoff`."""
+    """Drop whole partitions (or TimescaleDB chunks) that end at or before `cutoff`; for trades, record
+    their (symbol, day)s as retired first."""
     mode = storage_mode()
     with transaction.atomic(), connection.cursor() as cursor:
         if mode == TIMESCALE:
+            if table.retires_days:
+                cursor.execute("SELECT show_chunks(%s, older_than => %s)::text", [table.name, cutoff])
+                for (chunk,) in cursor.fetchall():
+                    cursor.execute(_RETIRE_DAYS.format(source=chunk))
             cursor.execute("SELECT drop_chunks(%s, older_than => %s)", [table.name, cutoff])
             return [row[0] for row in cursor.fetchall()]
         dropped = []
         for name, _start, end in partitions_list(table=table):
             if end <= cutoff:
+                if table.retires_days:
+                    cursor.execute(_RETIRE_DAYS.format(source=name))
                 cursor.execute(f"DROP TABLE {name}")
                 dropped.append(name)
                 _known_partitions.discard(name)

@@ -46,6 +46,12 @@ CONSUMER_LAG = Gauge(
     "finstream_consumer_lag", "Messages between a partition's end and the consumer's position.",
     ["consumer", "topic", "partition"],
 )
+TRADES_NOT_STORED = Counter(
+    "finstream_trades_not_stored",
+    "Trades build_candles read and did not store, by reason (retired_day: retention dropped their day's trades, "
+    "whose candles are final).",
+    ["reason"],
+)
 CANDLE_SEAL_REPAIRS = Counter(
     "finstream_candle_seal_repairs", "Closed candles whose stored values differed from a recomputation.", ["interval"]
 )

@@ -45,7 +45,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import msgspec
@@ -62,7 +62,7 @@ from streaming.kafka import EventPublisher, KafkaUnavailable, consumer_config, k
 from streaming.offsets import offsets_load, offsets_save
 from streaming.redis import redis_client
 from streaming.schemas import TOPIC_SCHEMAS, decoder_for
-from streaming.topics import topic
+from streaming.topics import QUOTES, TRADES, topic
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,9 @@ class ConsumerRunner:
         self.group_id = self.options.group_id or f"{settings.KAFKA_CONSUMER_GROUP_PREFIX}.{pipeline.name}"
         self._topic_base = {topic(base): base for base in pipeline.topics}
         self._decoders = {name: decoder_for(TOPIC_SCHEMAS[base]) for name, base in self._topic_base.items()}
+        # Market events from producers: their event time is checked against the clock.
+        self._timed_topics = {name for name, base in self._topic_base.items() if base in (TRADES, QUOTES)}
+        self._max_ahead = timedelta(seconds=settings.EVENT_TIME_MAX_AHEAD_SECONDS)
         self._consumer = Consumer(consumer_config(self.group_id, **{
             "fetch.wait.max.ms": max(1, round(self.options.batch_wait * 1000)), "fetch.min.bytes": FETCH_MIN_BYTES}))
         self._log_context = {"consumer": pipeline.name, "consumer_group": self.group_id}  # JSON log fields
@@ -278,7 +281,8 @@ class ConsumerRunner:
         poison: list[Poison] = []
         next_offsets: dict[tuple[str, int], int] = {}
         newest: dict[tuple[str, int], Any] = {}  # per partition, its last decoded message
-        decoders, topic_base = self._decoders, self._topic_base
+        decoders, topic_base, timed = self._decoders, self._topic_base, self._timed_topics
+        latest_allowed = datetime.now(UTC) + self._max_ahead
         # The per-message loop does only what each message needs: counts and
         # latency samples are taken from the results afterwards.
         for message in messages:
@@ -295,6 +299,12 @@ class ConsumerRunner:
             except msgspec.DecodeError as decode_error:
                 poison.append(Poison(name, message.partition(), message.offset(), message.key(), message.value(),
                                      str(decode_error)))
+                continue
+            if name in timed and value.ts > latest_allowed:
+                poison.append(Poison(name, message.partition(), message.offset(), message.key(), message.value(),
+                                     f"ts {value.ts.isoformat()} is ahead of this consumer's clock by more than "
+                                     f"EVENT_TIME_MAX_AHEAD_SECONDS ({self._max_ahead.total_seconds():.0f} s): is the "
+                                     "producer's clock wrong?"))
                 continue
             batch[topic_base[name]].append(value)
             newest[key] = value

@@ -37,6 +37,16 @@ def test_partitions_are_created_once_for_the_days_asked():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_an_old_partition_another_process_dropped_is_created_again():
+    storage._known_partitions.clear()
+    day = date(2019, 6, 1)
+    assert storage.partitions_ensure(table=storage.TRADES, days={day}) == ["market_trade_p20190601"]
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE market_trade_p20190601")  # as retention in the Celery worker does
+    assert storage.partitions_ensure(table=storage.TRADES, days={day}) == ["market_trade_p20190601"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_candle_partitions_are_monthly_and_hold_the_whole_month():
     storage._known_partitions.clear()
     created = storage.partitions_ensure(table=storage.CANDLES, days={date(2024, 2, 29), date(2024, 2, 1)})

@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_FLOOR, Context, Decimal, Inexact, InvalidOperation, Overflow
 from hashlib import blake2b
 from typing import Any, Literal
@@ -274,6 +274,28 @@ def time_reader(*, epoch_unit: EpochUnit | None = None, time_format: str | None 
         return _in_range_us(value if value.tzinfo is not None else _localized(value, zone, s), s)
 
     return formatted
+
+
+def _no_later_than(read_time: Callable[[str], int], latest: datetime) -> Callable[[str], int]:
+    latest_us = epoch_us(latest)
+
+    def checked(text: str) -> int:
+        us = read_time(text)
+        if us > latest_us:
+            ahead = timedelta(microseconds=us - latest_us)
+            raise ReplayError(f"timestamp {text.strip()!r} is in the future ({_ahead(ahead)} past this machine's "
+                              "clock): is its time zone right? (--timezone)")
+        return us
+
+    return checked
+
+
+def _ahead(span: timedelta) -> str:
+    if span >= timedelta(days=2):
+        return f"{span.days} days"
+    if span >= timedelta(hours=2):
+        return f"{span // timedelta(hours=1)} hours"
+    return f"{max(1, span // timedelta(minutes=1))} min"
 
 
 def _zone(name: str | None) -> tzinfo | None:
@@ -559,13 +581,18 @@ class ReplayParser:
         overrides: Mapping[str, str | None] | None = None,
         price_scale: str | Decimal | None = None,
         late_rows_remembered: int = 100_000,
+        latest: datetime | None = None,
     ) -> None:
+        """``latest``: the latest time a row may have (a recording holds no future: a row past the clock
+        is a bad row); None for no limit."""
         if default_symbol is not None:
             default_symbol = _symbol(default_symbol)
             if not is_valid_symbol(default_symbol):
                 raise ReplayError(f"symbol {default_symbol!r} is not valid: use {SYMBOL_RULE}")
         self.default_symbol = default_symbol
         self._read_time = time_reader(epoch_unit=epoch_unit, time_format=time_format, timezone=timezone)
+        if latest is not None:
+            self._read_time = _no_later_than(self._read_time, latest)
         self.decimal_comma = decimal_comma
         self.overrides = dict(overrides or {})
         # None: not given, and a file that looks like it needs one is refused (see _use_header).

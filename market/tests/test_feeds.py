@@ -125,9 +125,9 @@ def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_t
     call_command("replay", str(SAMPLE), "--speed", "max", stderr=err)
     # The sample (2026-01-05) is older than the trades' retention: the command says what will go.
     assert "will drop its trades of 2026-01-05 (" in err.getvalue()
-    assert "days ago) within the hour (TRADES_RETENTION_DAYS=30). To keep" in err.getvalue()
-    assert err.getvalue().count("retention") == 1  # said at the start; the end has nothing to add
-    assert "candles" not in err.getvalue() and "quotes" not in err.getvalue()  # it has no quotes
+    assert "days ago) within the hour (TRADES_RETENTION_DAYS=30). Once a day's trades are dropped" in err.getvalue()
+    assert err.getvalue().count("hourly retention") == 1  # said at the start; the end has nothing to add
+    assert "1m and 5m candles" not in err.getvalue() and "quotes" not in err.getvalue()  # it has no quotes
     trades = trades_on_broker()
     rows = sample_rows()
     assert len(trades) == len(rows)
@@ -149,10 +149,11 @@ def test_the_retention_warning_names_what_the_file_holds_from_its_earliest_and_c
     assert warning(trades=timedelta(days=26)) is None and warning(quotes=timedelta(days=3)) is None
     four_weeks = warning(trades=timedelta(days=28))
     assert four_weeks is not None and "its trades of 2026-10-30 (28 days ago) in 2 days (TRADES_RETENTION_DAYS=30)" \
-        in four_weeks and "quotes" not in four_weeks and "candles" not in four_weeks
+        in four_weeks and "quotes" not in four_weeks and "1m and 5m candles" not in four_weeks
+    assert "the day is closed: replaying the file again stores none of its trades" in four_weeks
     mixed = warning(trades=timedelta(days=1), quotes=timedelta(days=8))  # each kind by its own earliest row
     assert "its quotes of 2026-11-19 (8 days ago) within the hour (QUOTES_RETENTION_DAYS=7)" in mixed
-    assert "trades" not in mixed
+    assert "trades" not in mixed and "closed" not in mixed
     assert "1m and 5m candles of 2026-08-31 (88 days ago) in 2 days" in warning(trades=timedelta(days=88))
 
 

@@ -786,6 +786,24 @@ def test_a_local_time_written_without_its_offset_is_read_back_as_its_instant(ins
     assert read == first and (read == instant or local.fold == 1)
 
 
+def test_a_row_past_the_latest_time_is_a_bad_row_that_asks_about_the_time_zone():
+    latest = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    text = ("timestamp,symbol,price,size\n2026-01-05T14:30:00Z,AAPL,1,1\n2026-01-05 23:30:00,AAPL,1,1\n"
+            "2026-01-05T14:31:00Z,AAPL,1,1\n2026-01-05T14:29:00Z,AAPL,1,1\n2026-03-05T14:30:00Z,AAPL,1,1\n")
+    errors: list[ReplayError] = []
+    trades = list(ReplayParser(latest=latest).parse_lines(io.StringIO(text), on_error=errors.append))
+    assert [t.ts for t in trades] == [latest, latest - timedelta(minutes=1)]
+    assert [str(e) for e in errors] == [
+        "line 3: timestamp '2026-01-05 23:30:00' is in the future (9 hours past this machine's clock): is its time "
+        "zone right? (--timezone)",
+        "line 4: timestamp '2026-01-05T14:31:00Z' is in the future (1 min past this machine's clock): is its time "
+        "zone right? (--timezone)",
+        "line 6: timestamp '2026-03-05T14:30:00Z' is in the future (59 days past this machine's clock): is its time "
+        "zone right? (--timezone)",
+    ]
+    assert [t.ts for t in parse_text(text)][-1] == datetime(2026, 3, 5, 14, 30, tzinfo=UTC)  # no limit by default
+
+
 def test_a_decimal_comma_is_read_when_asked_for_and_gives_the_same_ids():
     european = "Zeit;Symbol;Kurs;Menge\n2026-01-05 14:30:00;SAP;230,5;0,25\n"
     with pytest.raises(ReplayError, match=r"price '230,5' is not a number \(a decimal comma\? --decimal-comma"):

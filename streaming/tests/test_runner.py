@@ -125,6 +125,49 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(kafka_
         == {("build_candles", topic(TRADES), int(dict(m.headers())[HEADER_OFFSET])) for m in dead}
 
 
+def test_a_trade_from_too_far_ahead_of_the_clock_is_dead_lettered(kafka_topics, redis_clean, settings):
+    settings.EVENT_TIME_MAX_AHEAD_SECONDS = 60
+    now = datetime.now(UTC)
+    ahead = [Trade(id=f"ahead-{s}", symbol="AAPL", ts=now + timedelta(seconds=s), seq=1, price=Decimal(1),
+                   size=Decimal(1), side="buy") for s in (30, 600, 10**9)]
+    publish_trades(make_trades(3) + ahead)
+    runner = make_runner()
+    consume_until(runner, 6)
+    runner.close()
+    assert sorted(TradeRow.objects.values_list("trade_id", flat=True)) == ["ahead-30", "t-0", "t-1", "t-2"]
+    dead = read_topic(topic(DEAD_LETTERS))
+    assert sorted(json.loads(m.value())["id"] for m in dead) == ["ahead-1000000000", "ahead-600"]
+    assert all(b"ahead of this consumer's clock by more than EVENT_TIME_MAX_AHEAD_SECONDS (60 s)"
+               in dict(m.headers())[HEADER_ERROR] for m in dead)
+
+
+def test_a_day_retention_dropped_takes_no_more_trades_so_a_replay_counts_nothing_twice(
+        kafka_topics, redis_clean, settings):
+    from market import tasks
+    from market.models import RetiredTradeDay
+    from streaming.metrics import TRADES_NOT_STORED
+
+    settings.TRADES_RETENTION_DAYS, settings.FINE_CANDLES_RETENTION_DAYS = 30, 90
+    trades = make_trades(40)  # of 2026-03-02: older than both retentions
+    publish_trades(trades)
+    runner = make_runner()
+    consume_until(runner, 40)
+    tasks.retention_apply.apply().get()
+    assert set(RetiredTradeDay.objects.values_list("symbol", "day")) == {("AAPL", START.date()), ("MSFT", START.date())}
+    coarse = {"15m": 40, "1h": 40, "4h": 40, "1d": 40}  # the day's 1m and 5m candles went with the fine retention
+    assert candle_trade_counts() == coarse
+    not_stored = TRADES_NOT_STORED.labels(reason="retired_day")._value.get()
+
+    # The same file again, and a symbol of that day never stored before: its day is not retired.
+    first_of_nvda = Trade(id="n-1", symbol="NVDA", ts=START, seq=1, price=Decimal(5), size=Decimal(1), side="buy")
+    publish_trades(trades + [first_of_nvda])
+    consume_until(runner, 41)
+    runner.close()
+    assert list(TradeRow.objects.values_list("trade_id", flat=True)) == ["n-1"]  # its partition made again
+    assert candle_trade_counts() == {**{interval: 41 for interval in coarse}, "1m": 1, "5m": 1}
+    assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
+
+
 def test_a_stream_of_nothing_but_poison_stops_the_consumer(kafka_topics, redis_clean):
     publish([("AAPL", b"garbage %d" % i) for i in range(30)])
     runner = make_runner(max_consecutive_poison=20, batch_size=10)

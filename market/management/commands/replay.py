@@ -75,6 +75,7 @@ def retention_warning(*, earliest: dict[str, int], now: datetime) -> str | None:
     """What the hourly retention will drop within WARN_BEFORE_DROP of a file whose earliest trade and
     quote are at `earliest` (epoch µs by "trades" and "quotes", for those it holds), or None."""
     dropped = []
+    trades_go = False
     for what, kind, days, name in (
         ("trades", "trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS"),
         ("quotes", "quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS"),
@@ -87,10 +88,13 @@ def retention_warning(*, earliest: dict[str, int], now: datetime) -> str | None:
         if left <= WARN_BEFORE_DROP:
             when = "within the hour" if left <= timedelta(0) else f"in {_duration(left)}"
             dropped.append(f"its {what} of {start:%Y-%m-%d} ({(now - start).days} days ago) {when} ({name}={days})")
+            trades_go = trades_go or what == "trades"
     if not dropped:
         return None
-    return (f"the file is stored, but the hourly retention will drop {'; '.join(dropped)}. To keep it, raise "
-            "those settings for the stack (docs/replay.md)")
+    closing = (" Once a day's trades are dropped, the day is closed: replaying the file again stores none of its "
+               "trades, and its candles stay as they are." if trades_go else "")
+    return (f"the file is stored, but the hourly retention will drop {'; '.join(dropped)}.{closing} To keep it, "
+            "raise those settings for the stack (docs/replay.md)")
 
 
 def _duration(left: timedelta) -> str:
@@ -158,7 +162,8 @@ class Command(BaseCommand):
             parser = ReplayParser(default_symbol=options["symbol"], epoch_unit=options["epoch_unit"],
                                   time_format=options["time_format"], timezone=options["timezone"],
                                   decimal_comma=options["decimal_comma"], overrides=overrides,
-                                  price_scale=options["price_scale"])
+                                  price_scale=options["price_scale"],
+                                  latest=datetime.now(UTC) + timedelta(seconds=settings.EVENT_TIME_MAX_AHEAD_SECONDS))
         except ReplayError as error:
             raise CommandError(str(error)) from None
 
