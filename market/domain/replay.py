@@ -244,14 +244,14 @@ def parse_timestamp(text: str, *, epoch_unit: EpochUnit | None = None, time_form
 
 
 def time_reader(*, epoch_unit: EpochUnit | None = None, time_format: str | None = None,
-                timezone: str | None = None) -> Callable[[str], int]:
+                timezone: str | None = None, latest: datetime | None = None) -> Callable[[str], int]:
     """How a file writes its times: the function from a timestamp's text to microseconds since the epoch
     (part of the id), raising ``ReplayError`` for a text it cannot read.
 
     Without ``time_format``, a timestamp is ISO-8601 or an epoch number (the module docstring); with it, every
     timestamp is read by ``datetime.strptime`` with it. A time without an offset is in ``timezone`` (an IANA
-    name; UTC when None); epoch numbers are UTC by definition. Raises ``ReplayError`` for a bad unit, format or
-    zone, before any row is read.
+    name; UTC when None); epoch numbers are UTC by definition. A time after ``latest`` is refused (a recording
+    holds no future). Raises ``ReplayError`` for a bad unit, format or zone, before any row is read.
     """
     if epoch_unit is not None and epoch_unit not in EPOCH_UNITS:
         raise ReplayError(f"epoch unit {epoch_unit!r} is not one of {', '.join(EPOCH_UNITS)}")
@@ -259,8 +259,9 @@ def time_reader(*, epoch_unit: EpochUnit | None = None, time_format: str | None 
         raise ReplayError("an epoch unit and a time format exclude each other: a file's times are epoch numbers "
                           "or written in a format")
     zone = _zone(timezone)
+    latest_us = _MAX_US if latest is None else epoch_us(latest)
     if time_format is None:
-        return partial(_timestamp_us, epoch_unit=epoch_unit, zone=zone)
+        return partial(_timestamp_us, epoch_unit=epoch_unit, zone=zone, latest_us=latest_us)
     _check_time_format(time_format)
 
     def formatted(text: str) -> int:
@@ -271,23 +272,18 @@ def time_reader(*, epoch_unit: EpochUnit | None = None, time_format: str | None 
             value = datetime.strptime(s, time_format)
         except ValueError:
             raise ReplayError(f"timestamp {s!r} does not match the time format {time_format!r}") from None
-        return _in_range_us(value if value.tzinfo is not None else _localized(value, zone, s), s)
+        us = _in_range_us(value if value.tzinfo is not None else _localized(value, zone, s), s)
+        if us > latest_us:
+            raise _in_the_future(s, us, latest_us)
+        return us
 
     return formatted
 
 
-def _no_later_than(read_time: Callable[[str], int], latest: datetime) -> Callable[[str], int]:
-    latest_us = epoch_us(latest)
-
-    def checked(text: str) -> int:
-        us = read_time(text)
-        if us > latest_us:
-            ahead = timedelta(microseconds=us - latest_us)
-            raise ReplayError(f"timestamp {text.strip()!r} is in the future ({_ahead(ahead)} past this machine's "
-                              "clock): is its time zone right? (--timezone)")
-        return us
-
-    return checked
+def _in_the_future(text: str, us: int, latest_us: int) -> ReplayError:
+    ahead = timedelta(microseconds=us - latest_us)
+    return ReplayError(f"timestamp {text!r} is in the future ({_ahead(ahead)} past this machine's clock): is its "
+                       "time zone right? (--timezone)")
 
 
 def _ahead(span: timedelta) -> str:
@@ -349,7 +345,7 @@ def _in_range_us(value: datetime, text: str) -> int:
     return us
 
 
-def _timestamp_us(text: str, epoch_unit: EpochUnit | None, zone: tzinfo | None) -> int:
+def _timestamp_us(text: str, epoch_unit: EpochUnit | None, zone: tzinfo | None, latest_us: int) -> int:
     """An ISO-8601 or epoch timestamp in microseconds since the epoch."""
     s = text.strip()
     if not s:
@@ -366,8 +362,17 @@ def _timestamp_us(text: str, epoch_unit: EpochUnit | None, zone: tzinfo | None) 
                                   "of its own, name it (--column date=NAME)") from None
             raise ReplayError(f"timestamp {s!r} is neither ISO-8601 nor an epoch number: give the format of "
                               "such times, e.g. --time-format '%m/%d/%Y %H:%M:%S'") from None
-        return _in_range_us(value if value.tzinfo is not None else _localized(value, zone, s), s)
-    return _epoch_microseconds(s, epoch_unit)
+        # Written out: this runs for every new timestamp of a file.
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC) if zone is None else _localized(value, zone, s)
+        us = epoch_us(value)
+        if not _MIN_US <= us <= _MAX_US:  # an offset took it past year 1 or 9999 in UTC
+            raise ReplayError(f"timestamp {s!r} is out of range in UTC (years 1 to 9999)")
+    else:
+        us = _epoch_microseconds(s, epoch_unit)
+    if us > latest_us:
+        raise _in_the_future(s, us, latest_us)
+    return us
 
 
 def _epoch_microseconds(s: str, unit: EpochUnit | None) -> int:
@@ -590,9 +595,8 @@ class ReplayParser:
             if not is_valid_symbol(default_symbol):
                 raise ReplayError(f"symbol {default_symbol!r} is not valid: use {SYMBOL_RULE}")
         self.default_symbol = default_symbol
-        self._read_time = time_reader(epoch_unit=epoch_unit, time_format=time_format, timezone=timezone)
-        if latest is not None:
-            self._read_time = _no_later_than(self._read_time, latest)
+        self._read_time = time_reader(epoch_unit=epoch_unit, time_format=time_format, timezone=timezone,
+                                      latest=latest)
         self.decimal_comma = decimal_comma
         self.overrides = dict(overrides or {})
         # None: not given, and a file that looks like it needs one is refused (see _use_header).
