@@ -24,6 +24,7 @@ from streaming.topics import topic
 
 log = logging.getLogger(__name__)
 
+
 class SymbolsSeen:
     """Registers each symbol the feed brings that the symbols table lacks (a replayed file's BTCUSDT), so the
     API and the streams serve it; the table is asked once per symbol per process."""
