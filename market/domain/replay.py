@@ -45,9 +45,9 @@ import csv
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_FLOOR, Context, Decimal, Inexact, InvalidOperation, Overflow
+from functools import partial
 from hashlib import blake2b
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
