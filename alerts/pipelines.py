@@ -26,13 +26,25 @@ _by_symbol = operator.attrgetter("symbol")  # a stable sort: each symbol keeps i
 
 log = logging.getLogger(__name__)
 
-# How far back a (re)started detector reads history to rebuild its state:
-# baselines from 1m candles, the spike window from trades, spreads from quotes.
+# How far back a (re)built engine reads history to rebuild a symbol's state: baselines from 1m
+# candles, the spike window from trades, spreads from quotes. The history ends where the detector
+# resumes reading that symbol, not at the wall clock: a detector restarted behind re-reads a
+# backlog, and history past its resume point would make every backlog event late (unseen).
 WARM_CANDLES = timedelta(minutes=90)
 WARM_TRADES = timedelta(minutes=2)
 WARM_QUOTES = timedelta(minutes=6)
 RULES_RELOAD_SECONDS = 30.0
 RECENT_IDS = 200_000  # trade ids remembered to drop duplicated messages; bounded memory
+
+
+def _first_of_new_symbols(events, known: set[str], bound):
+    """symbol -> bound(its first event), for each symbol of `events` not in `known`."""
+    first = {}
+    if new := {event.symbol for event in events}.difference(known):
+        for event in events:
+            if event.symbol in new and event.symbol not in first:
+                first[event.symbol] = bound(event)
+    return first
 
 
 @dataclass
@@ -59,6 +71,11 @@ class AnomalyPipeline:
         # The batch last detected on (held, so that `is` cannot match a new
         # batch that happens to reuse its memory) and the signals it raised.
         self._detected_for: tuple[Events, list[AlertSignal]] | None = None
+        # Symbols whose trade-side and quote-side state the current engine holds (warmed or fed),
+        # and whether the symbols that have not traded since it was built were warmed.
+        self._warm_trades: set[str] = set()
+        self._warm_quotes: set[str] = set()
+        self._warm_quiet = False
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -75,14 +92,38 @@ class AnomalyPipeline:
             configs, problems = alert_selectors.alert_rule_configs()
             for problem in problems:
                 log.error("alert rule left out until it is fixed in the admin: %s", problem)
-            engine = AnomalyEngine(configs)
-            since = datetime.now(UTC)
-            engine.warm(candles=market_selectors.candles_since(interval="1m", since=since - WARM_CANDLES),
-                        trades=market_selectors.trades_since(since=since - WARM_TRADES),
-                        quotes=market_selectors.quotes_since(since=since - WARM_QUOTES))
-            log.info("anomaly engine (re)built with %d rules and warmed from history", len(engine.rules))
-            self._engine, self._rules_version = engine, version
+            self._engine, self._rules_version = AnomalyEngine(configs), version
+            self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
+            log.info("anomaly engine (re)built with %d rules; each symbol is warmed from history when "
+                     "it is first read", len(self._engine.rules))
         return self._engine
+
+    def _warm_read(self, engine: AnomalyEngine, trades, quotes) -> None:
+        """Warm the symbols read for the first time since the engine was built, each from its
+        history before the first event read of it."""
+        first_trades = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
+        first_quotes = _first_of_new_symbols(quotes, self._warm_quotes, lambda quote: quote.ts)
+        if first_trades:
+            self._warm_trade_side(engine, first_trades)
+        if first_quotes:
+            engine.warm(quotes=market_selectors.quotes_before(until=first_quotes, span=WARM_QUOTES))
+            self._warm_quotes.update(first_quotes)
+
+    def _warm_quiet_symbols(self, engine: AnomalyEngine, watermark: datetime) -> None:
+        """Once every partition has been read up to `watermark`, a symbol not read yet has not
+        traded since the detector's resume point: its history before the watermark is its
+        whole history, and stale_feed must know when it last traded."""
+        quiet = [s for s in market_selectors.symbol_tickers() if s not in self._warm_trades]
+        self._warm_trade_side(engine, {symbol: (watermark, -1) for symbol in quiet})
+        self._warm_quiet = True
+
+    def _warm_trade_side(self, engine: AnomalyEngine, until: dict[str, tuple[datetime, int]]) -> None:
+        engine.warm(
+            candles=market_selectors.minute_candles_before(
+                until={symbol: ts for symbol, (ts, _seq) in until.items()}, span=WARM_CANDLES),
+            trades=market_selectors.trades_before(until=until, span=WARM_TRADES),
+        )
+        self._warm_trades.update(until)
 
     def _fresh(self, trades):
         """Drop trades seen before (a duplicated message must not add volume twice)."""
@@ -108,10 +149,13 @@ class AnomalyPipeline:
         # alerts depend on how messages fell into batches.
         trades = sorted(self._fresh(events.get(TRADES, ())), key=_by_symbol)
         quotes = sorted(events.get(QUOTES, ()), key=_by_symbol)
+        self._warm_read(engine, trades, quotes)
         signals = engine.on_trades(trades) + engine.on_quotes(quotes)
         # Not the batch's latest trade: a symbol on a partition that is behind would look silent.
         watermark = events.event_time.get(TRADES)
         if watermark is not None:
+            if not self._warm_quiet:
+                self._warm_quiet_symbols(engine, watermark)
             signals += engine.advance(watermark)
         self._detected_for = (events, signals)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
 from django.db import connection
 
 from market.domain.candles import change_percent, plain, vwap
-from market.models import Quote, RetiredTradeDay, Symbol, Trade
+from market.models import RetiredTradeDay, Symbol, Trade
 from market.rollups import STATS_KEY
 from streaming.redis import redis_client
 from streaming.schemas import Candle as CandleMessage
@@ -41,28 +42,56 @@ def retired_trade_days(*, days: set[tuple[str, date]]) -> set[tuple[str, date]]:
     return set(stored.values_list("symbol", "day")) & days
 
 
-def candles_since(*, interval: str, since: datetime) -> list[CandleMessage]:
-    """Stored candles of `interval` starting at or after `since`, oldest first per symbol."""
+# History before a point per symbol, for a detector that (re)starts there: `until` maps each
+# symbol to the first event it is about to read of it, and every read stops short of that point,
+# so that nothing is fed twice whatever the wall-clock time.
+
+def minute_candles_before(*, until: Mapping[str, datetime], span: timedelta) -> list[CandleMessage]:
+    """Each symbol's 1-minute candles that started within `span` before its bound and ended by it,
+    oldest first per symbol."""
+    if not until:
+        return []
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {CANDLE_COLUMNS} FROM market_candle WHERE interval = %s AND time >= %s ORDER BY symbol, time",
-            [interval, since],
+            f"SELECT c.* FROM unnest(%s::text[], %s::timestamptz[]) AS b(ticker, bound) CROSS JOIN LATERAL "
+            f"(SELECT {CANDLE_COLUMNS} FROM market_candle WHERE symbol = b.ticker AND interval = '1m' "
+            f"AND time >= b.bound - %s AND time <= b.bound - interval '1 minute') AS c ORDER BY c.symbol, c.time",
+            [list(until), list(until.values()), span],
         )
         return [candle_message_from_row(row) for row in cursor.fetchall()]
 
 
-def trades_since(*, since: datetime) -> list[TradeMessage]:
-    """Stored trades from `since` on, each symbol's in (time, seq) order."""
-    rows = (Trade.objects.filter(time__gte=since).order_by("symbol", "time", "seq")
-            .values_list("trade_id", "symbol", "time", "seq", "price", "size", "side"))
-    return [TradeMessage(id=i, symbol=s, ts=t, seq=q, price=p, size=z, side=d) for i, s, t, q, p, z, d in rows]
+def trades_before(*, until: Mapping[str, tuple[datetime, int]], span: timedelta) -> list[TradeMessage]:
+    """Each symbol's trades from `span` before its bound `(time, seq)` up to, not including, that
+    bound, in (time, seq) order per symbol."""
+    if not until:
+        return []
+    times, seqs = zip(*until.values(), strict=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.* FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS b(ticker, bound, bound_seq) "
+            "CROSS JOIN LATERAL (SELECT trade_id, symbol, time, seq, price, size, side FROM market_trade "
+            "WHERE symbol = b.ticker AND time >= b.bound - %s AND (time, seq) < (b.bound, b.bound_seq)) AS t "
+            "ORDER BY t.symbol, t.time, t.seq",
+            [list(until), list(times), list(seqs), span],
+        )
+        return [TradeMessage(id=i, symbol=s, ts=t, seq=q, price=p, size=z, side=d)
+                for i, s, t, q, p, z, d in cursor.fetchall()]
 
 
-def quotes_since(*, since: datetime) -> list[QuoteMessage]:
-    rows = (Quote.objects.filter(time__gte=since).order_by("symbol", "time")
-            .values_list("quote_id", "symbol", "time", "bid", "ask", "bid_size", "ask_size"))
-    return [QuoteMessage(id=i, symbol=s, ts=t, bid=b, ask=a, bid_size=bs, ask_size=as_)
-            for i, s, t, b, a, bs, as_ in rows]
+def quotes_before(*, until: Mapping[str, datetime], span: timedelta) -> list[QuoteMessage]:
+    """Each symbol's quotes from `span` before its bound up to, not including, it, in time order."""
+    if not until:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT q.* FROM unnest(%s::text[], %s::timestamptz[]) AS b(ticker, bound) CROSS JOIN LATERAL "
+            "(SELECT quote_id, symbol, time, bid, ask, bid_size, ask_size FROM market_quote "
+            "WHERE symbol = b.ticker AND time >= b.bound - %s AND time < b.bound) AS q ORDER BY q.symbol, q.time",
+            [list(until), list(until.values()), span],
+        )
+        return [QuoteMessage(id=i, symbol=s, ts=t, bid=b, ask=a, bid_size=bs, ask_size=as_)
+                for i, s, t, b, a, bs, as_ in cursor.fetchall()]
 
 
 CANDLE_COLUMNS = (

@@ -153,13 +153,17 @@ class AnomalyEngine:
     def warm(
         self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = ()
     ) -> None:
-        """Rebuild state from history without emitting anything.
+        """Rebuild the state of the symbols in the history given, emitting nothing; the other
+        symbols' state is untouched, so a running engine can warm a symbol it reads for the
+        first time.
 
         ``candles``: completed 1-minute candles, oldest first per symbol, of the minutes before
-        the first trade passed here: each becomes a volume baseline bucket and a last-trade
-        time for stale_feed. ``trades`` and ``quotes``: each symbol's in (ts, seq) order; they
-        are fed in chunks of ``WARM_CHUNK`` like consumer batches, with ``advance`` after each
-        trade chunk. Raises ``ValueError`` for a candle of another interval.
+        the symbol's first trade passed here: each becomes a volume baseline bucket and a
+        last-trade time for stale_feed. ``trades`` and ``quotes``: each symbol's in (ts, seq)
+        order, fed in chunks of ``WARM_CHUNK`` like consumer batches. Time does not advance
+        here: that would complete other symbols' minutes and silences unseen. A warmed symbol's
+        open minute is completed by its next trade or ``advance``, as it would have been live.
+        Raises ``ValueError`` for a candle of another interval.
         """
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
             if candle.interval != "1m":
@@ -171,7 +175,6 @@ class AnomalyEngine:
         trades = iter(trades)
         while chunk := list(islice(trades, WARM_CHUNK)):
             self.on_trades(chunk)
-            self.advance(max(trade.ts for trade in chunk))
         quotes = iter(quotes)
         while chunk := list(islice(quotes, WARM_CHUNK)):
             self.on_quotes(chunk)

@@ -13,6 +13,8 @@ from alerts.domain.rules import SEVERITIES, RuleType
 from alerts.models import Alert, AlertRule
 from alerts.pipelines import AnomalyPipeline
 from alerts.services import alert_rules_seed
+from market.services import symbols_seed
+from market.tests.api_data import store_trades
 from streaming import metrics
 from streaming.schemas import Alert as AlertMessage
 from streaming.schemas import Trade, decoder_for
@@ -25,9 +27,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
-def spike_trades():
+def spike_trades(start=START, first_seq=1):
     prices = [Decimal("100.00")] * 30 + [Decimal("100.00") + Decimal(i) for i in range(1, 11)]
-    return [Trade(id=f"sp-{i}", symbol="TSLA", ts=START + timedelta(seconds=i), seq=i + 1, price=price,
+    return [Trade(id=f"sp-{i}", symbol="TSLA", ts=start + timedelta(seconds=i), seq=first_seq + i, price=price,
                   size=Decimal(100), side="buy") for i, price in enumerate(prices)]
 
 
@@ -82,9 +84,9 @@ def test_a_retried_batch_does_not_feed_the_detector_twice(kafka_topics, redis_cl
     pipeline.close()
 
 
-def steady(symbol, seconds, prefix):
-    return [Trade(id=f"{prefix}-{i}", symbol=symbol, ts=START + timedelta(seconds=s), seq=i + 1,
-                  price=Decimal("50.00"), size=Decimal(10), side="sell") for i, s in enumerate(seconds)]
+def steady(symbol, seconds, prefix, start=START, price="50.00", first_seq=1):
+    return [Trade(id=f"{prefix}-{i}", symbol=symbol, ts=start + timedelta(seconds=s), seq=first_seq + i,
+                  price=Decimal(price), size=Decimal(10), side="sell") for i, s in enumerate(seconds)]
 
 
 def test_a_symbol_on_a_partition_behind_is_not_called_stale(kafka_topics, redis_clean):
@@ -114,3 +116,32 @@ def test_a_bad_rule_row_is_left_out_and_the_other_rules_go_on(kafka_topics, redi
     assert "volume-anomaly" not in [rule.rule for rule in pipeline._engine_current().rules]
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("'volume-anomaly': unknown parameter 'bogus_key'" in e for e in errors), errors
+
+
+def test_a_detector_restarted_behind_alerts_on_the_backlog_it_reads_again(kafka_topics, redis_clean):
+    # build_candles stored every trade up to now; the detector stopped ten minutes ago and its
+    # offsets resume there. Warmed from the wall clock, it would see the backlog as late trades.
+    alert_rules_seed()
+    resume = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    history = steady("TSLA", range(-300, 0, 2), "h", start=resume, price="100.00")
+    backlog = spike_trades(start=resume, first_seq=1000) + steady(
+        "TSLA", range(60, 600, 5), "b", start=resume, price="110.00", first_seq=2000)
+    store_trades(history + backlog)
+    pipeline = AnomalyPipeline()
+    result = run_batch(pipeline, batch(backlog))
+    pipeline.close()
+    spikes = [a for a in result.alerts if a.type == "price_spike"]
+    assert spikes and all(resume < a.ts < resume + timedelta(seconds=40) for a in spikes)
+
+
+def test_a_symbol_quiet_since_the_detector_stopped_is_still_called_stale(kafka_topics, redis_clean):
+    alert_rules_seed()
+    symbols_seed(tickers=["MSFT", "TSLA"])
+    resume = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    store_trades(steady("MSFT", range(-600, -10, 2), "m", start=resume)
+                 + steady("TSLA", range(-600, 600, 2), "t", start=resume))
+    pipeline = AnomalyPipeline()
+    result = run_batch(pipeline, batch(steady("TSLA", range(0, 300, 2), "t2", start=resume)))
+    pipeline.close()
+    [stale] = [a for a in result.alerts if a.type == "stale_feed"]
+    assert (stale.symbol, stale.ts) == ("MSFT", resume - timedelta(seconds=12) + timedelta(seconds=120))

@@ -174,6 +174,16 @@ def test_candles_seed_the_baseline_like_the_trades_they_summarise():
     assert warmed.counters().late_volume_dropped == 2  # minutes 33 and 34 came as candles already
 
 
+def test_warming_a_symbol_in_a_running_engine_leaves_the_other_symbols_minutes_alone():
+    eng = volume()
+    assert feed(eng, minutes("AAPL", ALTERNATING + [131])) == []  # minute 30 is still open
+    # MSFT is read for the first time, its partition an hour ahead of AAPL's: its history must not
+    # complete AAPL's minute unseen.
+    eng.warm(trades=minutes("MSFT", {m: 100 for m in range(60, 95)}))
+    [signal] = eng.advance(at(32 * 60))
+    assert (signal.symbol, signal.ts) == ("AAPL", at(31 * 60))
+
+
 # The definition the slow way: statistics module, no deques.
 def reference(volumes: dict[int, int], n: int, method: str, k: float, cooldown: int) -> list[tuple[str, str]]:
     out, start, last_true, level = [], None, -math.inf, -1
