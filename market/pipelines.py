@@ -15,6 +15,7 @@ from market.domain import candles
 from market.storage import CANDLES, QUOTES, TRADES, partitions_ensure
 from streaming import metrics
 from streaming.kafka import EventPublisher
+from streaming.redis import REDIS_AWAY
 from streaming.runner import Events
 from streaming.schemas import Candle, Trade, encode
 from streaming.topics import CANDLES as CANDLES_TOPIC
@@ -39,6 +40,31 @@ class SymbolsSeen:
         if new:
             services.symbols_seed(tickers=sorted(new))
             transaction.on_commit(lambda: self._seen.update(new))
+
+
+class LatestInRedis:
+    """Keeps each symbol's newest trade or quote in Redis for the API and the dashboard. While Redis is
+    away, storing in PostgreSQL goes on: each symbol's newest event waits here (one per symbol, so
+    bounded) and is written with the first batch after Redis is back, so no symbol is left behind."""
+
+    def __init__(self, *, key_format: str, kind: str) -> None:
+        self._key_format = key_format
+        self._kind = kind
+        self._waiting: dict[str, object] = {}
+
+    def keep(self, events: Sequence) -> None:
+        pending = [*self._waiting.values(), *events] if self._waiting else events
+        try:
+            services.latest_events_store(key_format=self._key_format, events=pending)
+        except REDIS_AWAY as error:
+            if not self._waiting:
+                log.warning("Redis is away (%s): storing goes on; the latest %ss of the API and the dashboard "
+                            "are updated when it is back", error, self._kind)
+            self._waiting = services.newest_by_symbol(pending)
+            return
+        if self._waiting:
+            log.info("Redis is back: the latest %ss of %d symbols updated", self._kind, len(self._waiting))
+            self._waiting = {}
 
 
 @dataclass
@@ -75,6 +101,7 @@ class TradesPipeline:
         self._candles_topic = topic(CANDLES_TOPIC)
         self._symbols = SymbolsSeen()
         self._not_stored_retired = metrics.TRADES_NOT_STORED.labels(reason="retired_day")  # a series from 0
+        self._latest = LatestInRedis(key_format=services.LATEST_TRADE_KEY, kind="trade")
 
     def prepare(self, events: Events) -> None:
         days = {trade.ts.date() for trade in events.get(TRADES_TOPIC, ())}
@@ -99,7 +126,7 @@ class TradesPipeline:
         for candle in result.candles:
             self.publisher.publish(self._candles_topic, candle.symbol, encode(candle))
         self.publisher.poll(0)
-        services.latest_events_store(key_format=services.LATEST_TRADE_KEY, events=result.trades)
+        self._latest.keep(result.trades)
 
     def close(self) -> None:
         self.publisher.flush()
@@ -113,6 +140,7 @@ class QuotesPipeline:
 
     def __init__(self) -> None:
         self._symbols = SymbolsSeen()
+        self._latest = LatestInRedis(key_format=services.LATEST_QUOTE_KEY, kind="quote")
 
     def prepare(self, events: Events) -> None:
         days = {quote.ts.date() for quote in events.get(QUOTES_TOPIC, ())}
@@ -126,7 +154,7 @@ class QuotesPipeline:
         return quotes
 
     def after_commit(self, quotes: list) -> None:
-        services.latest_events_store(key_format=services.LATEST_QUOTE_KEY, events=quotes)
+        self._latest.keep(quotes)
 
     def close(self) -> None:
         pass

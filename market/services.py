@@ -202,13 +202,19 @@ return 0
 """
 
 
-def latest_events_store(*, key_format: str, events: Iterable[Trade | Quote]) -> None:
-    """Keep, per symbol, the newest of `events` in Redis (by event time)."""
+def newest_by_symbol(events: Iterable[Trade | Quote]) -> dict[str, Trade | Quote]:
+    """Each symbol's newest event by event time (the last of equal times)."""
     newest: dict[str, Trade | Quote] = {}
     for event in events:
         current = newest.get(event.symbol)
         if current is None or event.ts >= current.ts:
             newest[event.symbol] = event
+    return newest
+
+
+def latest_events_store(*, key_format: str, events: Iterable[Trade | Quote]) -> None:
+    """Keep, per symbol, the newest of `events` in Redis (by event time)."""
+    newest = newest_by_symbol(events)
     if not newest:
         return
     client = redis_client()

@@ -116,6 +116,43 @@ def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
     }
 
 
+@pytest.mark.django_db(transaction=True)
+def test_quotes_are_stored_while_redis_is_away_and_the_latest_is_served_once_it_is_back(client, settings):
+    import socket
+
+    from market.models import Quote as QuoteRow
+    from streaming.redis import redis_client
+
+    pipeline = QuotesPipeline()
+
+    def consume(*quotes):
+        events = {QUOTES: list(quotes)}
+        pipeline.prepare(events)
+        with transaction.atomic():
+            stored = pipeline.store(events)
+        pipeline.after_commit(stored)
+
+    def quote(id_, symbol, seconds, bid):
+        return Quote(id=id_, symbol=symbol, ts=T0 + timedelta(seconds=seconds), bid=Decimal(bid),
+                     ask=Decimal(bid) + Decimal("0.02"), bid_size=Decimal(1), ask_size=Decimal(1))
+
+    redis_url = settings.REDIS_URL
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        settings.REDIS_URL = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+        redis_client.cache_clear()
+        try:
+            consume(quote("q1", "AAPL", 0, "187.10"), quote("q2", "AAPL", 1, "187.12"))
+            consume(quote("q3", "NVDA", 2, "950.00"))
+        finally:
+            settings.REDIS_URL = redis_url
+            redis_client.cache_clear()
+    assert QuoteRow.objects.count() == 3
+    consume(quote("q4", "MSFT", 3, "415.00"))  # Redis is back: what waited goes with this batch
+    assert [get(client, f"/api/v1/quotes/{s}")["bid"] for s in ("AAPL", "NVDA", "MSFT")] == [
+        "187.12", "950", "415"]
+
+
 def test_a_quote_of_an_unknown_symbol_or_before_any_quote_is_404(client):
     assert_error(get(client, "/api/v1/quotes/NOPE", 404), "unknown_symbol", "NOPE", "/api/v1/symbols")
     assert_error(get(client, "/api/v1/quotes/MSFT", 404), "no_quote", "MSFT")
