@@ -75,6 +75,10 @@ class DaphneSocket:
             return None
         return cls(protocol)
 
+    def open(self) -> bool:
+        """False once either side has begun closing: the client is leaving, and autobahn refuses sends."""
+        return self.protocol.state == self.protocol.STATE_OPEN
+
     def backlog(self) -> int:
         transport = self.protocol.transport
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
@@ -94,7 +98,7 @@ class DaphneSocket:
         socket does not take goes to the transport, and everything after it
         follows it there, in order."""
         protocol = self.protocol
-        if protocol.state != protocol.STATE_OPEN:
+        if not self.open():
             return 0  # closing: the client will not read them, and sendMessage would raise
         if protocol._perMessageCompress is not None or protocol.send_state != protocol.SEND_STATE_GROUND:
             return None
@@ -176,7 +180,13 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         self.max_backlog = settings.WS_MAX_BACKLOG_BYTES
         await super().websocket_connect(message)
 
+    def leaving(self) -> bool:
+        """The connection is closing: what the client sent before its disconnect arrives is not served."""
+        return self.daphne is not None and not self.daphne.open()
+
     async def dispatch(self, message):
+        if message["type"] == "websocket.receive" and self.leaving():
+            return
         # Redis away while joining a channel or reading its snapshot: say so and close with a code of
         # our own, rather than the 1011 and traceback of an error left to the server.
         try:
@@ -424,7 +434,7 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
     async def heartbeats(self) -> None:
         while True:
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)
-            if self.dropped:
+            if self.dropped or self.leaving():
                 return
             await self.send(json.dumps({"type": "heartbeat", "time": datetime.now(UTC).isoformat().replace(
                 "+00:00", "Z"), "seqs": dict(self.subscribed)}))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from django.db import connection
 
 from market.services import symbols_seed
 from streaming.kafka import EventPublisher
+from streaming.redis import redis_client
 from streaming.relay import RelayPipeline
 from streaming.runner import ConsumerRunner, RunnerOptions
 from streaming.schemas import encode
@@ -58,9 +60,18 @@ def server_env() -> dict[str, str]:
     }
 
 
+@dataclass
+class DaphneServer:
+    url: str
+    output: list[bytes]
+
+    def log(self) -> str:
+        return b"".join(self.output).decode(errors="replace")
+
+
 @pytest.fixture
-def daphne(django_db_setup):
-    """daphne on a free port, with server_env()."""
+def daphne_server(django_db_setup):
+    """daphne on a free port, with server_env(); what it prints is kept."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "finstream.asgi:application"],
@@ -75,9 +86,14 @@ def daphne(django_db_setup):
             return probe.connect_ex(("127.0.0.1", port)) == 0
 
     wait_for(listening, timeout=30, what="daphne listening")
-    yield f"ws://127.0.0.1:{port}"
+    yield DaphneServer(url=f"ws://127.0.0.1:{port}", output=output)
     server.terminate()
     server.wait(timeout=30)
+
+
+@pytest.fixture
+def daphne(daphne_server):
+    return daphne_server.url
 
 
 def publish(events: dict[str, list]) -> None:
@@ -191,3 +207,37 @@ def test_a_client_that_stops_reading_is_dropped_with_4008_by_the_real_server(red
     with urllib.request.urlopen(daphne.replace("ws://", "http://") + "/metrics", timeout=TIMEOUT) as response:
         metrics_text = response.read().decode()
     assert metric_sum(metrics_text, "finstream_websocket_dropped_clients_total") == 1
+
+
+def test_requests_queued_behind_a_close_are_not_served(redis_clean, daphne_server):
+    # A request over the size limit closes the connection (4009); the requests the client sent after
+    # it are not served: each would read snapshots from Redis for a client that is leaving, and its
+    # reply could raise in the server if the close were still under way.
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    origin = daphne_server.url.replace("ws://", "http://")
+    requests = [json.dumps({"action": "subscribe", "channels": ["trades.AAPL", "quotes.MSFT"], "id": n})
+                for n in range(100)]
+    redis = redis_client()
+    redis.config_resetstat()
+
+    async def scenario():
+        async with websockets.connect(daphne_server.url + "/ws/stream", origin=origin,
+                                      open_timeout=TIMEOUT) as ws:
+            for request in [*requests[:50], "x" * (django_settings.WS_MAX_MESSAGE_BYTES + 1), *requests[50:]]:
+                await ws.send(request)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(TIMEOUT):
+                    while True:
+                        await ws.recv()
+            return closed.value.rcvd.code
+
+    assert asyncio.run(scenario()) == 4009
+    snapshot_reads = redis.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+    assert snapshot_reads == 50 * 2
+
+    def connections_counted() -> float:
+        with urllib.request.urlopen(origin + "/metrics", timeout=TIMEOUT) as response:
+            return metric_sum(response.read().decode(), "finstream_websocket_connections", endpoint="stream")
+
+    wait_for(lambda: connections_counted() == 0, timeout=TIMEOUT, what="no connection counted")
+    assert "Traceback" not in daphne_server.log(), daphne_server.log()[-3000:]
