@@ -19,6 +19,7 @@ of hanging (the rest of the page still renders).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from streaming import heartbeats
 from streaming.dead_letters import HEADER_CONSUMER, HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC
 from streaming.kafka import consumer_config
 from streaming.topics import DEAD_LETTERS, TOPIC_SPECS, topic
+
+log = logging.getLogger(__name__)
 
 # Every long-running consumer, by the name it beats with (its pipeline's name).
 PROCESSES = ("build_candles", "ingest_quotes", "detect_anomalies", "relay_streams")
@@ -137,8 +140,10 @@ def pipeline_status(*, dead_letter_limit: int = 10) -> PipelineStatus:
             dead_letters = _newest_dead_letters(consumer, dead_letter_topic, watermarks[dead_letter_topic],
                                                 limit=dead_letter_limit)
     except KafkaException as error:
-        kafka_error = (f"Kafka at {settings.KAFKA_BOOTSTRAP_SERVERS} did not answer in {KAFKA_TIMEOUT_SECONDS:.0f} s "
-                       f"({error.args[0].str() if error.args else error}): is it running? `make status`")
+        # The page is public: addresses and the client's text go to the log only.
+        log.warning("pipeline page: Kafka at %s did not answer: %s", settings.KAFKA_BOOTSTRAP_SERVERS,
+                    error.args[0].str() if error.args else error)
+        kafka_error = f"Kafka did not answer in {KAFKA_TIMEOUT_SECONDS:.0f} s: is it running? `make status`"
     finally:
         consumer.close()
 
@@ -149,8 +154,9 @@ def pipeline_status(*, dead_letter_limit: int = 10) -> PipelineStatus:
         ages = heartbeats.heartbeat_ages(list(dict.fromkeys([*PROCESSES, *settings.READY_CONSUMERS])))
         processes = [ProcessState(name, age, name in settings.READY_CONSUMERS) for name, age in ages.items()]
     except RedisError as error:
-        redis_error = (f"Redis did not answer ({error}): no rates, and the processes' heartbeats (kept there) are "
-                       f"unknown. Is it running? `make status`")
+        log.warning("pipeline page: Redis did not answer: %s", error)
+        redis_error = ("Redis did not answer: no rates, and the processes' heartbeats (kept there) are "
+                       "unknown. Is it running? `make status`")
     topics = []
     for name, base in names.items():
         partitions = ends.get(name, {})

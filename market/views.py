@@ -11,6 +11,7 @@ Thin like the API views: parse, call selectors and services, render.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -28,6 +29,8 @@ from alerts.models import Alert, AlertRule
 from market import selectors
 from market.domain.candles import INTERVALS
 from market.pipeline_status import pipeline_status
+
+log = logging.getLogger(__name__)
 
 SPARKLINE_MINUTES = 60
 SPARKLINE_WIDTH, SPARKLINE_HEIGHT = 120, 28
@@ -71,7 +74,8 @@ def overview(request):
         rows = selectors.market_summary(symbols=tickers)
     except RedisError as error:
         rows = [selectors.SummaryRow(symbol=ticker) for ticker in tickers]
-        redis_error = f"Redis did not answer ({error}): live prices are missing. Is it running? `make status`"
+        log.warning("overview: Redis did not answer: %s", error)
+        redis_error = "Redis did not answer: live prices are missing. Is it running? `make status`"
     since = datetime.now(UTC) - timedelta(minutes=SPARKLINE_MINUTES)
     # One primary-key range scan per symbol: (symbol, interval, time) leads with the symbol.
     closes = {
@@ -117,7 +121,8 @@ def symbol_detail(request, symbol: str):
         quote = selectors.quote_latest(symbol=ticker)
     except RedisError as error:
         summary, quote = selectors.SummaryRow(symbol=ticker), None
-        redis_error = f"Redis did not answer ({error}): the latest quote is missing. Is it running? `make status`"
+        log.warning("symbol page: Redis did not answer: %s", error)
+        redis_error = "Redis did not answer: the latest quote is missing. Is it running? `make status`"
     return render(request, "dashboard/symbol.html", {
         "nav": "overview",
         "symbol": ticker,

@@ -329,7 +329,8 @@ def test_the_pipeline_page_says_when_kafka_is_away(redis_clean, settings):
     offsets_save(group=f"{settings.KAFKA_CONSUMER_GROUP_PREFIX}.build_candles", offsets={(topic(TRADES), 0): 42})
     settings.KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"
     html = Client().get("/pipeline/").content.decode()
-    assert "Kafka at 127.0.0.1:1 did not answer" in html and "make status" in html
+    assert "Kafka did not answer" in html and "make status" in html
+    assert "127.0.0.1:1" not in html  # the page is public: no addresses
     assert 'id="processes"' in html  # the rest of the page is still there
     # The committed offset is known, the lag is not (it was shown as 0).
     row = re.search(r'<tr class="group-row" data-consumer="build_candles" data-topic="market.trades" '
