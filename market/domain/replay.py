@@ -1,4 +1,4 @@
-"""Recorded trades and quotes from CSV rows, as ``Trade`` and ``Quote`` messages.
+"""Recorded trades and quotes from CSV rows (or JSON lines), as ``Trade`` and ``Quote`` messages.
 
 Pure: no Django, no I/O, no clock. The ``replay`` command opens the file
 (plain or compressed) and hands its lines to ``ReplayParser.parse_lines``; this
@@ -34,6 +34,9 @@ rules, briefly:
   late row neither takes the id of a row in order nor breaks their count.
 * ``seq`` counts each symbol's trades from 1 in file order; event times are
   kept as recorded.
+* **JSON lines** (one object per line) are read as rows (``JsonLines``): the
+  first object's keys, nested objects' as dotted paths, are the header; numbers
+  keep their text, so prices stay exact.
 
 A bad row raises ``ReplayError`` naming the line and the reason, or, with an
 ``on_error`` callback, is reported and skipped.
@@ -42,6 +45,7 @@ A bad row raises ``ReplayError`` naming the line and the reason, or, with an
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,6 +132,68 @@ class ColumnMapping:
     ask_size: str | None = None
     id: str | None = None
     date: str | None = None
+
+
+class UnreadableRow(ValueError):
+    """A line of a JSON-lines file that is no row: the reader has consumed it and can go on."""
+
+
+class JsonLines:
+    """The rows of a JSON-lines file, as a CSV reader gives a CSV's: first the header, the keys of
+    the first object (a nested object's as ``outer.inner``), then each object's values in that
+    order, as text: strings as they are, numbers as written (``0.10`` stays exact), ``true`` and
+    ``false``, null and a missing key empty. Keys the first object lacks are not read. A line that
+    is not a JSON object, or holds a list, raises ``UnreadableRow`` and the next call reads on.
+    ``line_num`` is the line last read, as ``csv.reader``'s."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.line_num = 0
+        self._header: list[str] | None = None
+        self._first_row: list[str] | None = None
+
+    def __iter__(self) -> JsonLines:
+        return self
+
+    def __next__(self) -> list[str]:
+        if self._first_row is not None:
+            row, self._first_row = self._first_row, None
+            return row
+        line = next(self._lines)
+        self.line_num += 1
+        if not line.strip():
+            return []
+        try:
+            obj = json.loads(line, parse_float=str, parse_int=str, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise UnreadableRow(f"not JSON: {line.strip()[:60]!r}") from None
+        if not isinstance(obj, dict):
+            raise UnreadableRow(f"not a JSON object: {line.strip()[:60]!r}")
+        fields = _flat_fields(obj, "")
+        if self._header is None:
+            self._header = list(fields)
+            self._first_row = list(fields.values())
+            return self._header
+        return [fields.get(key, "") for key in self._header]
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON has")
+
+
+def _flat_fields(obj: dict, prefix: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for key, value in obj.items():
+        name = prefix + key
+        if isinstance(value, str):
+            fields[name] = value
+        elif isinstance(value, dict):
+            fields.update(_flat_fields(value, name + "."))
+        elif isinstance(value, list):
+            raise UnreadableRow(f"{name!r} holds a list: only objects of values are read")
+        else:
+            fields[name] = "" if value is None else "true" if value is True else "false" if value is False else value
+    return fields
 
 
 def _clean(name: str) -> str:
@@ -643,16 +709,18 @@ class ReplayParser:
         *,
         delimiter: str = ",",
         header: Sequence[str] | None = None,
+        json_lines: bool = False,
         on_error: Callable[[ReplayError], None] | None = None,
     ) -> Iterator[Trade | Quote]:
-        """Messages from the text lines of a CSV file; lazy, one row at a time.
+        """Messages from the text lines of a CSV file (or, with ``json_lines``, of a JSON-lines
+        file, ``JsonLines``); lazy, one row at a time.
 
         The file's first row is its header, unless ``header`` names the
         columns of a file without one. Line numbers in errors are the file's.
         Without ``on_error`` the first bad row raises ``ReplayError``; with it,
         each bad row is passed to it and skipped. A bad header always raises.
         """
-        reader = csv.reader(lines, delimiter=delimiter)
+        reader = _reader(lines, delimiter, json_lines)
         return self._parse(reader, on_error, reader, _StructForm(), header)
 
     def wire_messages(
@@ -663,13 +731,14 @@ class ReplayParser:
         quotes_topic: str,
         delimiter: str = ",",
         header: Sequence[str] | None = None,
+        json_lines: bool = False,
         on_error: Callable[[ReplayError], None] | None = None,
     ) -> Iterator[WireMessage]:
         """``parse_lines`` as ready-to-publish wire messages, keyed by symbol, each value byte for byte
         ``encode()`` of the message ``parse_lines`` gives; rows are checked against the contract just the same.
         The structs are never built: that and their validation would cost more than Kafka takes to accept
         the message."""
-        reader = csv.reader(lines, delimiter=delimiter)
+        reader = _reader(lines, delimiter, json_lines)
         return self._parse(reader, on_error, reader, _WireForm(trades_topic, quotes_topic), header)
 
     def parse_rows(
@@ -719,8 +788,11 @@ class ReplayParser:
             except csv.Error as exc:
                 # The reader has consumed the bad line and can go on.
                 self._report(ReplayError(f"unreadable CSV: {exc}", line=reader.line_num), on_error)
+            except UnreadableRow as exc:
+                self._report(ReplayError(str(exc), line=reader.line_num), on_error)
         if message is None:
-            raise ReplayError("the CSV is empty: expected a header row and then one row per trade or quote")
+            raise ReplayError("the file is empty: expected a header row (or a JSON object) and then one row per "
+                              "trade or quote")
 
     def _report(self, error: ReplayError, on_error: Callable[[ReplayError], None] | None) -> None:
         self.errors += 1
@@ -918,6 +990,10 @@ class ReplayParser:
         digest = _new_digest()
         digest.update(text.encode())
         return quote_of("rq-", digest.hexdigest(), symbol, ts_us, bid, ask, bid_size, ask_size)
+
+
+def _reader(lines: Iterable[str], delimiter: str, json_lines: bool) -> Any:
+    return JsonLines(lines) if json_lines else csv.reader(lines, delimiter=delimiter)
 
 
 def _joined_time(date: str, time_of_day: str) -> str:

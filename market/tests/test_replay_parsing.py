@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -78,6 +79,52 @@ def test_a_gzipped_file_read_as_text_parses_like_the_plain_file(tmp_path):
     packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))
     with gzip.open(packed, "rt", newline="") as f:
         assert list(parse_csv(f)) == list(parse_csv(sample_lines()))
+
+
+def sample_as_json_lines() -> list[str]:
+    """The sample file as JSON lines: prices and sizes as JSON numbers written as in the file, no side as null."""
+    with SAMPLE.open(newline="") as f:
+        return [f'{{"symbol": {json.dumps(row["symbol"])}, "timestamp": {json.dumps(row["timestamp"])}, '
+                f'"price": {row["price"]}, "size": {row["size"]}, "side": {json.dumps(row["side"] or None)}}}\n'
+                for row in csv.DictReader(f)]
+
+
+def test_json_lines_of_the_sample_give_the_messages_of_the_csv_ids_included():
+    lines = sample_as_json_lines()
+    assert any('"price": 3411.20,' in line for line in lines)  # a number's trailing zero: the text is kept
+    assert list(ReplayParser().parse_lines(lines, json_lines=True)) == list(parse_csv(sample_lines()))
+
+
+def test_json_lines_read_nested_objects_by_dotted_names_and_booleans():
+    # Binance's combined trade stream, as recorded from its WebSocket.
+    line = ('{"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1767225600136, "s": "BTCUSDT", "t": 4211, '
+            '"p": "87500.10", "q": "0.00120", "T": 1767225600134, "m": %s}}\n')
+    parser = ReplayParser(overrides={"symbol": "data.s", "price": "data.p", "size": "data.q", "timestamp": "data.T",
+                                     "id": "data.t", "buyer_is_maker": "data.m"})
+    first, second = parser.parse_lines([line % "true", "\n", line.replace("4211", "4212") % "false"],
+                                       json_lines=True)
+    assert (first.symbol, first.price, first.size, first.side) == ("BTCUSDT", Decimal("87500.1"), Decimal("0.0012"),
+                                                                    "sell")
+    assert first.ts == datetime(2026, 1, 1, 0, 0, 0, 134000, tzinfo=UTC)
+    assert second.side == "buy" and second.id != first.id
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("not json\n", "not JSON: 'not json'"),
+    ('["AAPL", 1]\n', "not a JSON object"),
+    ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "price": [1, 2], "size": 1}\n', "'price' holds a list"),
+    ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "price": NaN, "size": 1}\n', "not JSON"),
+    ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "size": 1}\n', "price"),
+])
+def test_a_bad_json_line_is_a_bad_row_named_by_its_line_and_the_next_ones_are_read(line, reason):
+    good = '{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:0%dZ", "price": 187.5, "size": 100}\n'
+    errors = []
+    messages = list(ReplayParser().parse_lines([good % 1, line, good % 2], json_lines=True, on_error=errors.append))
+    assert [m.ts.second for m in messages] == [1, 2]
+    [error] = errors
+    assert error.line == 2 and reason in error.reason, error.reason
+    with pytest.raises(ReplayError, match="line 2: "):
+        list(ReplayParser().parse_lines([good % 1, line, good % 2], json_lines=True))
 
 
 def test_replaying_a_file_twice_gives_the_same_ids():

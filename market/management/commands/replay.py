@@ -9,6 +9,7 @@ import zlib
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -105,11 +106,15 @@ def _duration(left: timedelta) -> str:
 
 
 class Command(BaseCommand):
-    help = ("Replay recorded trades (and quotes) from a CSV file, plain or compressed, into market.trades and "
-            "market.quotes with their original event times. docs/replay.md describes the format.")
+    help = ("Replay recorded trades (and quotes) from a CSV or JSON-lines file, plain or compressed, into "
+            "market.trades and market.quotes with their original event times. docs/replay.md describes the format.")
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="CSV file, plain or compressed (gzip, bzip2, xz, a zip of one file)")
+        parser.add_argument("file", help="CSV or JSON-lines file, plain or compressed (gzip, bzip2, xz, a zip of "
+                                         "one file)")
+        parser.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
+                            help="csv, or jsonl: one JSON object per line (default: jsonl when the first line is an "
+                                 "object)")
         parser.add_argument("--speed", default="1", help="1 = real time, 10 = ten times faster, 'max' = no pacing")
         parser.add_argument("--symbol", default=None, help="symbol for files without a symbol column")
         parser.add_argument("--epoch-unit", choices=EPOCH_UNITS, default=None,
@@ -176,8 +181,11 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: cannot be read: {error}") from None
         size = path.stat().st_size
         try:
-            messages = parser.wire_messages(text, trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
-                                            delimiter=delimiter, header=header,
+            json_lines, lines = _lines_and_format(text, options["format"])
+            if json_lines and (header is not None or options["delimiter"] != ","):
+                raise CommandError(f"{path}: JSON lines name their fields: --columns and --delimiter are for CSV")
+            messages = parser.wire_messages(lines, trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
+                                            delimiter=delimiter, header=header, json_lines=json_lines,
                                             on_error=on_error if options["skip_bad"] or options["check"] else None)
             try:
                 first = next(messages)
@@ -247,6 +255,19 @@ class Command(BaseCommand):
         final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC))
         if final and final != warned:
             self.stderr.write(f"{path}: {final}")
+
+
+def _lines_and_format(text, chosen: str) -> tuple[bool, Iterable[str]]:
+    """Whether the file is JSON lines (with --format auto: its first line that is not blank is an
+    object), and its lines from the first."""
+    if chosen != "auto":
+        return chosen == "jsonl", text
+    peeked = []
+    for line in text:
+        peeked.append(line)
+        if line.strip():
+            break
+    return bool(peeked) and peeked[-1].lstrip().startswith("{"), chain(peeked, text)
 
 
 def _remarks(parser: ReplayParser) -> str:
