@@ -35,6 +35,8 @@ WARM_TRADES = timedelta(minutes=2)
 WARM_QUOTES = timedelta(minutes=6)
 RULES_RELOAD_SECONDS = 30.0
 RECENT_IDS = 200_000  # trade ids remembered to drop duplicated messages; bounded memory
+ONE_MICROSECOND = timedelta(microseconds=1)
+_NOTHING_READ = (datetime.min.replace(tzinfo=UTC), -1)
 
 
 def _first_of_new_symbols(events, known: set[str], bound):
@@ -59,6 +61,7 @@ class AnomalyPipeline:
 
     name = "detect_anomalies"
     topics = (TRADES, QUOTES)
+    requires_redis = False
 
     def __init__(self, *, publisher: EventPublisher | None = None, clock=time.monotonic) -> None:
         self.publisher = publisher if publisher is not None else EventPublisher(name=self.name)
@@ -72,10 +75,15 @@ class AnomalyPipeline:
         # batch that happens to reuse its memory) and the signals it raised.
         self._detected_for: tuple[Events, list[AlertSignal]] | None = None
         # Symbols whose trade-side and quote-side state the current engine holds (warmed or fed),
-        # and whether the symbols that have not traded since it was built were warmed.
+        # and whether the symbols not read since this process started were warmed.
         self._warm_trades: set[str] = set()
         self._warm_quotes: set[str] = set()
         self._warm_quiet = False
+        # How far this process has read each symbol, (ts, seq) of its latest trade and ts of its
+        # latest quote: an engine built on a rules change is warmed through there.
+        self._read_trades: dict[str, tuple[datetime, int]] = {}
+        self._read_quotes: dict[str, datetime] = {}
+        self._warm_read_before = False  # the engine is new and symbols were read before it
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -94,36 +102,52 @@ class AnomalyPipeline:
                 log.error("alert rule left out until it is fixed in the admin: %s", problem)
             self._engine, self._rules_version = AnomalyEngine(configs), version
             self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
+            self._warm_read_before = bool(self._read_trades or self._read_quotes)
             log.info("anomaly engine (re)built with %d rules; each symbol is warmed from history when "
                      "it is first read", len(self._engine.rules))
         return self._engine
 
-    def _warm_read(self, engine: AnomalyEngine, trades, quotes) -> None:
-        """Warm the symbols read for the first time since the engine was built, each from its
-        history before the first event read of it."""
-        first_trades = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
-        first_quotes = _first_of_new_symbols(quotes, self._warm_quotes, lambda quote: quote.ts)
-        if first_trades:
-            self._warm_trade_side(engine, first_trades)
-        if first_quotes:
-            engine.warm(quotes=market_selectors.quotes_before(until=first_quotes, span=WARM_QUOTES))
-            self._warm_quotes.update(first_quotes)
+    def _warm(self, engine: AnomalyEngine, trades, quotes, watermark: datetime | None) -> None:
+        """Warm each symbol the engine holds no state of yet, from the history before where this
+        process reads it: its first event in this batch; for a symbol read before a rules change
+        built the engine, through its latest event read; for a symbol not read at all once
+        `watermark` is known (every partition read up to it), up to the watermark (it has not
+        traded since, and stale_feed must know when it last did). Every read comes before any
+        state changes: after a database error the runner prepares the same batch again."""
+        trade_bounds = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
+        quote_bounds = _first_of_new_symbols(quotes, self._warm_quotes, lambda quote: quote.ts)
+        if self._warm_read_before:
+            for symbol, (ts, seq) in self._read_trades.items():
+                trade_bounds.setdefault(symbol, (ts, seq + 1))
+            for symbol, ts in self._read_quotes.items():
+                quote_bounds.setdefault(symbol, ts + ONE_MICROSECOND)
+        warm_quiet = watermark is not None and not self._warm_quiet
+        if warm_quiet:
+            for symbol in market_selectors.symbol_tickers():
+                if symbol not in self._warm_trades:
+                    trade_bounds.setdefault(symbol, (watermark, -1))
+        candles = market_selectors.minute_candles_before(
+            until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}, span=WARM_CANDLES)
+        history = market_selectors.trades_before(until=trade_bounds, span=WARM_TRADES)
+        quote_history = market_selectors.quotes_before(until=quote_bounds, span=WARM_QUOTES)
+        engine.warm(candles=candles, trades=history, quotes=quote_history)
+        # A trade read later that is in the history (a late print, or one stored just before the
+        # watermark warm-up) must not count twice.
+        self._fresh(history)
+        self._warm_trades.update(trade_bounds)
+        self._warm_quotes.update(quote_bounds)
+        self._warm_quiet = self._warm_quiet or warm_quiet
+        self._warm_read_before = False
 
-    def _warm_quiet_symbols(self, engine: AnomalyEngine, watermark: datetime) -> None:
-        """Once every partition has been read up to `watermark`, a symbol not read yet has not
-        traded since the detector's resume point: its history before the watermark is its
-        whole history, and stale_feed must know when it last traded."""
-        quiet = [s for s in market_selectors.symbol_tickers() if s not in self._warm_trades]
-        self._warm_trade_side(engine, {symbol: (watermark, -1) for symbol in quiet})
-        self._warm_quiet = True
-
-    def _warm_trade_side(self, engine: AnomalyEngine, until: dict[str, tuple[datetime, int]]) -> None:
-        engine.warm(
-            candles=market_selectors.minute_candles_before(
-                until={symbol: ts for symbol, (ts, _seq) in until.items()}, span=WARM_CANDLES),
-            trades=market_selectors.trades_before(until=until, span=WARM_TRADES),
-        )
-        self._warm_trades.update(until)
+    def _note_read(self, trades, quotes) -> None:
+        read_trades, read_quotes = self._read_trades, self._read_quotes
+        for trade in trades:
+            key = (trade.ts, trade.seq)
+            if key > read_trades.get(trade.symbol, _NOTHING_READ):
+                read_trades[trade.symbol] = key
+        for quote in quotes:
+            if quote.ts > read_quotes.get(quote.symbol, _NOTHING_READ[0]):
+                read_quotes[quote.symbol] = quote.ts
 
     def _fresh(self, trades):
         """Drop trades seen before (a duplicated message must not add volume twice)."""
@@ -147,15 +171,14 @@ class AnomalyPipeline:
         # Grouped by symbol, each in the order it arrived (its partition's): sorting a batch by time
         # would hide a late print that shares a batch with the trades it is late for, and make the
         # alerts depend on how messages fell into batches.
-        trades = sorted(self._fresh(events.get(TRADES, ())), key=_by_symbol)
         quotes = sorted(events.get(QUOTES, ()), key=_by_symbol)
-        self._warm_read(engine, trades, quotes)
-        signals = engine.on_trades(trades) + engine.on_quotes(quotes)
         # Not the batch's latest trade: a symbol on a partition that is behind would look silent.
         watermark = events.event_time.get(TRADES)
+        self._warm(engine, events.get(TRADES, ()), quotes, watermark)
+        trades = sorted(self._fresh(events.get(TRADES, ())), key=_by_symbol)
+        signals = engine.on_trades(trades) + engine.on_quotes(quotes)
+        self._note_read(trades, quotes)
         if watermark is not None:
-            if not self._warm_quiet:
-                self._warm_quiet_symbols(engine, watermark)
             signals += engine.advance(watermark)
         self._detected_for = (events, signals)
 

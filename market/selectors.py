@@ -49,49 +49,49 @@ def retired_trade_days(*, days: set[tuple[str, date]]) -> set[tuple[str, date]]:
 def minute_candles_before(*, until: Mapping[str, datetime], span: timedelta) -> list[CandleMessage]:
     """Each symbol's 1-minute candles that started within `span` before its bound and ended by it,
     oldest first per symbol."""
-    if not until:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.* FROM unnest(%s::text[], %s::timestamptz[]) AS b(ticker, bound) CROSS JOIN LATERAL "
-            f"(SELECT {CANDLE_COLUMNS} FROM market_candle WHERE symbol = b.ticker AND interval = '1m' "
-            f"AND time >= b.bound - %s AND time <= b.bound - interval '1 minute') AS c ORDER BY c.symbol, c.time",
-            [list(until), list(until.values()), span],
-        )
-        return [candle_message_from_row(row) for row in cursor.fetchall()]
+    rows = _each_symbol_before(
+        f"SELECT {CANDLE_COLUMNS} FROM market_candle WHERE symbol = b.ticker AND interval = '1m' "
+        "AND time >= b.bound - %s AND time <= b.bound - interval '1 minute'",
+        {symbol: (ts,) for symbol, ts in until.items()}, span, order=("symbol", "time"))
+    return [candle_message_from_row(row) for row in rows]
 
 
 def trades_before(*, until: Mapping[str, tuple[datetime, int]], span: timedelta) -> list[TradeMessage]:
     """Each symbol's trades from `span` before its bound `(time, seq)` up to, not including, that
     bound, in (time, seq) order per symbol."""
-    if not until:
-        return []
-    times, seqs = zip(*until.values(), strict=True)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT t.* FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS b(ticker, bound, bound_seq) "
-            "CROSS JOIN LATERAL (SELECT trade_id, symbol, time, seq, price, size, side FROM market_trade "
-            "WHERE symbol = b.ticker AND time >= b.bound - %s AND (time, seq) < (b.bound, b.bound_seq)) AS t "
-            "ORDER BY t.symbol, t.time, t.seq",
-            [list(until), list(times), list(seqs), span],
-        )
-        return [TradeMessage(id=i, symbol=s, ts=t, seq=q, price=p, size=z, side=d)
-                for i, s, t, q, p, z, d in cursor.fetchall()]
+    rows = _each_symbol_before(
+        "SELECT trade_id, symbol, time, seq, price, size, side FROM market_trade WHERE symbol = b.ticker "
+        "AND time >= b.bound - %s AND (time, seq) < (b.bound, b.bound_seq)",
+        until, span, order=("symbol", "time", "seq"))
+    return [TradeMessage(id=i, symbol=s, ts=t, seq=q, price=p, size=z, side=d) for i, s, t, q, p, z, d in rows]
 
 
 def quotes_before(*, until: Mapping[str, datetime], span: timedelta) -> list[QuoteMessage]:
     """Each symbol's quotes from `span` before its bound up to, not including, it, in time order."""
-    if not until:
+    rows = _each_symbol_before(
+        "SELECT quote_id, symbol, time, bid, ask, bid_size, ask_size FROM market_quote WHERE symbol = b.ticker "
+        "AND time >= b.bound - %s AND time < b.bound",
+        {symbol: (ts,) for symbol, ts in until.items()}, span, order=("symbol", "time"))
+    return [QuoteMessage(id=i, symbol=s, ts=t, bid=b, ask=a, bid_size=bs, ask_size=as_)
+            for i, s, t, b, a, bs, as_ in rows]
+
+
+def _each_symbol_before(query: str, bounds: Mapping[str, tuple], span: timedelta, *,
+                        order: tuple[str, ...]) -> list[tuple]:
+    """`query`'s rows for each symbol of `bounds`, one index range scan each: it reads `b.ticker`,
+    `b.bound` (a time) and, for bounds of two values, `b.bound_seq`; its one parameter is `span`."""
+    if not bounds:
         return []
+    columns = [list(values) for values in zip(*bounds.values(), strict=True)]
+    arrays = ["%s::text[]", "%s::timestamptz[]", "%s::bigint[]"][:1 + len(columns)]
+    names = ["ticker", "bound", "bound_seq"][:1 + len(columns)]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT q.* FROM unnest(%s::text[], %s::timestamptz[]) AS b(ticker, bound) CROSS JOIN LATERAL "
-            "(SELECT quote_id, symbol, time, bid, ask, bid_size, ask_size FROM market_quote "
-            "WHERE symbol = b.ticker AND time >= b.bound - %s AND time < b.bound) AS q ORDER BY q.symbol, q.time",
-            [list(until), list(until.values()), span],
+            f"SELECT r.* FROM unnest({', '.join(arrays)}) AS b({', '.join(names)}) "
+            f"CROSS JOIN LATERAL ({query}) AS r ORDER BY {', '.join(f'r.{column}' for column in order)}",
+            [list(bounds), *columns, span],
         )
-        return [QuoteMessage(id=i, symbol=s, ts=t, bid=b, ask=a, bid_size=bs, ask_size=as_)
-                for i, s, t, b, a, bs, as_ in cursor.fetchall()]
+        return cursor.fetchall()
 
 
 CANDLE_COLUMNS = (

@@ -21,9 +21,10 @@ differently, as long as no trade arrives more than the volume rule's ``grace_sec
 ``advance`` passed its minute and batches span less than stale_feed's ``gap_seconds`` (see
 docs/alerts.md, "Batches, replays and restarts").
 
-Restart. State is memory only. After a restart the consumer calls ``warm(...)`` with recent
-history from the database (1-minute candles for the volume baseline, the last minutes of trades
-and quotes); ``warm`` feeds them through the same code with every signal discarded, so an
+Restart. State is memory only. After a restart the consumer calls ``warm(...)`` with each symbol's
+history from the database before where it resumes reading that symbol (1-minute candles for the
+volume baseline, the last minutes of trades and quotes); ``warm`` feeds them through the same
+code with every signal discarded, so an
 episode that was open before the crash stays open and raises nothing new, and one that gets
 re-raised has the same id as before (the alert insert ignores it).
 

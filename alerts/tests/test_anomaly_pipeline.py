@@ -145,3 +145,56 @@ def test_a_symbol_quiet_since_the_detector_stopped_is_still_called_stale(kafka_t
     pipeline.close()
     [stale] = [a for a in result.alerts if a.type == "stale_feed"]
     assert (stale.symbol, stale.ts) == ("MSFT", resume - timedelta(seconds=12) + timedelta(seconds=120))
+
+
+def test_a_database_error_while_warming_loses_no_trade_of_the_batch(kafka_topics, redis_clean, monkeypatch):
+    # The runner prepares a batch again after a database error: the first try must have changed
+    # nothing (it had remembered the batch's trade ids, and the retry dropped them as repeats).
+    from django.db import OperationalError
+
+    from market import selectors as market_selectors
+
+    alert_rules_seed()
+    pipeline = AnomalyPipeline()
+    reads = market_selectors.quotes_before
+    failures = iter([OperationalError("server closed the connection unexpectedly")])
+
+    def quotes_before_failing_once(**kwargs):
+        for error in failures:
+            raise error
+        return reads(**kwargs)
+
+    monkeypatch.setattr(market_selectors, "quotes_before", quotes_before_failing_once)
+    events = batch(spike_trades())
+    with pytest.raises(OperationalError):
+        pipeline.prepare(events)
+    result = run_batch(pipeline, events)
+    pipeline.close()
+    assert [a for a in result.alerts if a.type == "price_spike"]
+
+
+def test_after_a_rule_change_a_symbol_read_before_is_warmed_through_what_was_read(kafka_topics, redis_clean,
+                                                                                   caplog):
+    # MSFT trades to 90 s, then a rule change builds a new engine while AAPL's partition is behind
+    # (watermark 30 s). MSFT's state must reach 90 s, not the watermark: silent from 90 s to 200 s
+    # (under the 120 s gap) it is not stale.
+    alert_rules_seed()
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    now = [0.0]
+    pipeline = AnomalyPipeline(clock=lambda: now[0])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    msft = steady("MSFT", range(0, 92, 2), "m", start=start)
+    aapl = steady("AAPL", range(0, 32, 2), "a", start=start)
+    store_trades(msft + aapl)
+    run_batch(pipeline, batch(msft + aapl, watermark=start + timedelta(seconds=30)))
+    AlertRule.objects.filter(slug="price-spike").update(cooldown_seconds=301, updated_at=datetime.now(UTC))
+    now[0] += 60  # past the rules check interval: the next batch builds a new engine
+    later = steady("AAPL", range(32, 60, 2), "a2", start=start, first_seq=100)
+    store_trades(later)
+    run_batch(pipeline, batch(later, watermark=start + timedelta(seconds=30)))
+    assert sum("anomaly engine (re)built" in r.getMessage() for r in caplog.records) == 2
+    last = steady("AAPL", range(60, 202, 2), "a3", start=start, first_seq=200)
+    store_trades(last)
+    result = run_batch(pipeline, batch(last))
+    pipeline.close()
+    assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == []
