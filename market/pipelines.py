@@ -15,7 +15,7 @@ from market.domain import candles
 from market.storage import CANDLES, QUOTES, TRADES, partitions_ensure
 from streaming import metrics
 from streaming.kafka import EventPublisher
-from streaming.redis import REDIS_AWAY
+from streaming.redis import REDIS_AWAY, RedisRetry
 from streaming.runner import Events
 from streaming.schemas import Candle, Trade, encode
 from streaming.topics import CANDLES as CANDLES_TOPIC
@@ -51,20 +51,26 @@ class LatestInRedis:
         self._key_format = key_format
         self._kind = kind
         self._waiting: dict[str, object] = {}
+        self._retry = RedisRetry()
 
     def keep(self, events: Sequence) -> None:
         pending = [*self._waiting.values(), *events] if self._waiting else events
+        if not self._retry.due():
+            self._waiting = services.newest_by_symbol(pending)
+            return
         try:
             services.latest_events_store(key_format=self._key_format, events=pending)
         except REDIS_AWAY as error:
-            if not self._waiting:
+            if not self._retry.away:
                 log.warning("Redis is away (%s): storing goes on; the latest %ss of the API and the dashboard "
                             "are updated when it is back", error, self._kind)
+            self._retry.failed()
             self._waiting = services.newest_by_symbol(pending)
             return
-        if self._waiting:
+        if self._retry.away:
             log.info("Redis is back: the latest %ss of %d symbols updated", self._kind, len(self._waiting))
-            self._waiting = {}
+        self._retry.answered()
+        self._waiting = {}
 
 
 @dataclass
@@ -95,6 +101,7 @@ class TradesPipeline:
 
     name = "build_candles"
     topics = (TRADES_TOPIC,)
+    requires_redis = False  # the latest trade waits for it (LatestInRedis)
 
     def __init__(self, *, publisher: EventPublisher | None = None) -> None:
         self.publisher = publisher if publisher is not None else EventPublisher(name=self.name)
@@ -137,6 +144,7 @@ class QuotesPipeline:
 
     name = "ingest_quotes"
     topics = (QUOTES_TOPIC,)
+    requires_redis = False
 
     def __init__(self) -> None:
         self._symbols = SymbolsSeen()

@@ -175,6 +175,7 @@ class RelayPipeline:
 
     name = "relay_streams"
     topics = (TRADES, QUOTES, CANDLES, ALERTS)
+    requires_redis = True  # the channel layer
 
     def __init__(self, *, layer=None, per_event: bool = False, redis_retries: int = 5) -> None:
         self.layer = layer if layer is not None else get_channel_layer()

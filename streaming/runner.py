@@ -60,7 +60,7 @@ from streaming.dead_letters import Poison, dead_letters_send
 from streaming.event_time import EventTimeWatermark
 from streaming.kafka import EventPublisher, KafkaUnavailable, consumer_config, kafka_cluster_reachable
 from streaming.offsets import offsets_load, offsets_save
-from streaming.redis import redis_client
+from streaming.redis import REDIS_AWAY, RedisRetry, redis_client
 from streaming.schemas import TOPIC_SCHEMAS, decoder_for
 from streaming.topics import QUOTES, TRADES, topic
 
@@ -88,6 +88,9 @@ class Pipeline(Protocol):
 
     name: str
     topics: tuple[str, ...]  # base topic names, e.g. ("market.trades",)
+    # Whether it cannot work without Redis (the relay's channel layer). The others start and run
+    # while Redis is away: only their heartbeats and what they keep in Redis wait for it.
+    requires_redis: bool
 
     def prepare(self, events: Events) -> None:
         """Work that must happen outside the batch's transaction (idempotent)."""
@@ -156,6 +159,7 @@ class ConsumerRunner:
         self._stop_requested = False
         self._consecutive_poison = 0
         self._last_heartbeat = 0.0
+        self._heartbeat_retry = RedisRetry()
         self._last_lag_update = 0.0
         # Each assigned partition and the offset reading starts at: PostgreSQL's, else the group's
         # in Kafka (None until asked), else OFFSET_BEGINNING.
@@ -409,9 +413,21 @@ class ConsumerRunner:
 
     def _beat(self) -> None:
         now = time.monotonic()
-        if now - self._last_heartbeat >= 1.0:
-            heartbeats.heartbeat(self.pipeline.name)
+        if now - self._last_heartbeat >= 1.0 and self._heartbeat_retry.due():
             self._last_heartbeat = now
+            try:
+                heartbeats.heartbeat(self.pipeline.name)
+            except REDIS_AWAY as error:
+                if not self._heartbeat_retry.away:
+                    log.warning("%s: Redis did not answer (%s): no heartbeats until it does (/ready and the "
+                                "pipeline page cannot tell this consumer is alive meanwhile)",
+                                self.pipeline.name, error, extra=self._log_context)
+                self._heartbeat_retry.failed()
+            else:
+                if self._heartbeat_retry.away:
+                    log.info("%s: Redis answers again: heartbeats resumed", self.pipeline.name,
+                             extra=self._log_context)
+                self._heartbeat_retry.answered()
         if now - self._last_lag_update >= 5.0:
             self._last_lag_update = now
             self._update_lag()
@@ -443,8 +459,9 @@ class ConsumerRunner:
                 self._latency.observe(max(0.0, now - value.ts.timestamp()))
 
 
-def _unreachable() -> str | None:
-    """What of PostgreSQL, Redis and Kafka cannot be reached, in one line; None when all answer."""
+def _unreachable(*, redis: bool = True) -> str | None:
+    """What of PostgreSQL, Redis (if `redis`) and Kafka cannot be reached, in one line; None when all
+    answer."""
     try:
         connection.ensure_connection()
     except OperationalError as error:
@@ -452,10 +469,12 @@ def _unreachable() -> str | None:
         database = settings.DATABASES["default"]
         return (f"PostgreSQL at {database['HOST']}:{database['PORT']}/{database['NAME']} refused the connection: "
                 f"{str(error).strip().splitlines()[0]} (check TIMESCALE_URL; is it running? `make status`)")
-    try:
-        redis_client().ping()
-    except RedisError as error:
-        return f"Redis at {settings.REDIS_URL} did not answer: {error} (check REDIS_URL; is it running? `make status`)"
+    if redis:
+        try:
+            redis_client().ping()
+        except RedisError as error:
+            return (f"Redis at {settings.REDIS_URL} did not answer: {error} (check REDIS_URL; is it running? "
+                    "`make status`)")
     try:
         kafka_cluster_reachable(timeout=10)
     except KafkaUnavailable as error:
@@ -463,15 +482,15 @@ def _unreachable() -> str | None:
     return None
 
 
-def preflight(*, wait_seconds: float = PREFLIGHT_WAIT_SECONDS) -> None:
-    """Wait up to `wait_seconds` for PostgreSQL, Redis and Kafka, saying what is missing, then fail in one
-    line. A consumer that exited on an outage is restarted by its supervisor straight into this wait: were
+def preflight(*, wait_seconds: float = PREFLIGHT_WAIT_SECONDS, redis: bool = True) -> None:
+    """Wait up to `wait_seconds` for PostgreSQL, Redis (if `redis`) and Kafka, saying what is missing, then
+    fail in one line. A consumer that exited on an outage is restarted by its supervisor straight into this wait: were
     it to fail at once, supervisord would give up after three quick exits and leave it stopped for good."""
     from django.core.management.base import CommandError
 
     deadline = time.monotonic() + wait_seconds
     delay = 0.5
-    while (problem := _unreachable()) is not None:
+    while (problem := _unreachable(redis=redis)) is not None:
         if time.monotonic() + delay > deadline:
             raise CommandError(problem)
         log.warning("waiting for the services (up to %.0f s more): %s", deadline - time.monotonic(), problem)
@@ -482,7 +501,7 @@ def preflight(*, wait_seconds: float = PREFLIGHT_WAIT_SECONDS) -> None:
 def run_pipeline(pipeline: Pipeline, *, on_start: Callable[[], None] | None = None,
                  options: RunnerOptions | None = None) -> None:
     """What a consumer command does: preflight, signals, metrics, then the loop until stopped."""
-    preflight()
+    preflight(redis=pipeline.requires_redis)
     tracing.configure(pipeline.name)
     runner = ConsumerRunner(pipeline, options)
     runner.install_signal_handlers()

@@ -93,6 +93,8 @@ class IdlePipeline:
     """A runner pipeline that does nothing with its batches: what remains is the runner itself
     (consume, decode, store the offsets)."""
 
+    requires_redis = False
+
     def __init__(self, *, name: str, topics: tuple[str, ...]) -> None:
         self.name = name
         self.topics = topics

@@ -117,11 +117,15 @@ def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_quotes_are_stored_while_redis_is_away_and_the_latest_is_served_once_it_is_back(client, settings):
+def test_quotes_are_stored_while_redis_is_away_and_the_latest_is_served_once_it_is_back(client, settings,
+                                                                                        monkeypatch):
     import socket
 
     from market.models import Quote as QuoteRow
+    from streaming import redis as redis_module
     from streaming.redis import redis_client
+
+    monkeypatch.setattr(redis_module, "RETRY_SECONDS", 0)  # the next batch tries Redis again
 
     pipeline = QuotesPipeline()
 

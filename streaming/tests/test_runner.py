@@ -291,6 +291,39 @@ def test_a_rebalance_during_a_batch_gather_neither_loses_nor_repeats_a_message(k
     assert sorted(stored) == sorted(trade.id for trade in trades)
 
 
+def test_the_trades_consumer_starts_and_stores_while_redis_is_away(kafka_topics, redis_clean, settings, caplog,
+                                                                  monkeypatch):
+    # Its heartbeat and the latest trade wait for Redis; the trades and candles do not. The relay,
+    # whose channel layer is Redis, still waits for it to start.
+    import socket
+
+    from streaming import redis as redis_module
+    from streaming.redis import redis_client
+
+    monkeypatch.setattr(redis_module, "RETRY_SECONDS", 0)
+    publish_trades(make_trades(60))
+    redis_url = settings.REDIS_URL
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        settings.REDIS_URL = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+        redis_client.cache_clear()
+        try:
+            runner = make_runner()
+            consume_until(runner, 60)
+        finally:
+            settings.REDIS_URL = redis_url
+            redis_client.cache_clear()
+    assert TradeRow.objects.count() == 60
+    assert candle_trade_counts()["1d"] == 60
+    assert any("no heartbeats until it does" in record.getMessage() for record in caplog.records)
+    publish_trades(make_trades(2, symbols=("NVDA",), prefix="n"))
+    consume_until(runner, 2)  # Redis is back: the newest trade of each symbol, what waited included
+    runner.close()
+    assert {key.decode() for key in redis_clean.keys("finstream:latest:trade:*")} == {
+        f"finstream:latest:trade:{symbol}" for symbol in ("AAPL", "MSFT", "NVDA")}
+    assert redis_clean.exists("finstream:heartbeat:build_candles")
+
+
 @pytest.mark.django_db
 def test_a_consumer_starting_during_an_outage_waits_for_the_services(settings, caplog):
     # Redis comes back 2 s into the wait: the consumer goes on, where it used to exit at once (and
