@@ -81,9 +81,21 @@ def _timed(name: str, check: Callable[[], tuple[bool, str]]) -> dict[str, object
         ok, detail = check()
     except Exception as error:  # noqa: BLE001 - a probe reports every failure as "not ready", it never raises
         # The error's text names hosts, ports and users: it goes to the log, not to whoever asks /ready.
-        log.warning("/ready: the %s check failed: %s: %s", name, type(error).__name__, error)
-        ok, detail = False, f"did not answer ({type(error).__name__}; the web process's log has the error)"
+        _log_failure(name, error)
+        ok, detail = False, f"failed: {type(error).__name__} (the web process's log has the error)"
     return {"ok": ok, "detail": detail, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+# A probe asks every few seconds: an outage is logged once a minute per check, not at every probe.
+_LOG_EVERY_SECONDS = 60.0
+_logged_at: dict[str, float] = {}
+
+
+def _log_failure(name: str, error: Exception) -> None:
+    now = time.monotonic()
+    if now - _logged_at.get(name, -_LOG_EVERY_SECONDS) >= _LOG_EVERY_SECONDS:
+        _logged_at[name] = now
+        log.warning("/ready: the %s check failed: %s: %s", name, type(error).__name__, error)
 
 
 def readiness_report() -> dict[str, object]:

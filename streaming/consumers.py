@@ -181,8 +181,9 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         await super().websocket_connect(message)
 
     def leaving(self) -> bool:
-        """The connection is closing: what the client sent before its disconnect arrives is not served."""
-        return self.daphne is not None and not self.daphne.open()
+        """The connection is closing (or dropped as too slow, its close under way): what the client
+        sent before its disconnect arrives is not served."""
+        return self.dropped or (self.daphne is not None and not self.daphne.open())
 
     async def dispatch(self, message):
         if message["type"] == "websocket.receive" and self.leaving():
@@ -434,7 +435,7 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
     async def heartbeats(self) -> None:
         while True:
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)
-            if self.dropped or self.leaving():
+            if self.leaving():
                 return
             await self.send(json.dumps({"type": "heartbeat", "time": datetime.now(UTC).isoformat().replace(
                 "+00:00", "Z"), "seqs": dict(self.subscribed)}))

@@ -142,9 +142,11 @@ class JsonLines:
     """The rows of a JSON-lines file, as a CSV reader gives a CSV's: first the header, the keys of
     the first object (a nested object's as ``outer.inner``), then each object's values in that
     order, as text: strings as they are, numbers as written (``0.10`` stays exact), ``true`` and
-    ``false``, null and a missing key empty. Keys the first object lacks are not read. A line that
-    is not a JSON object, or holds a list, raises ``UnreadableRow`` and the next call reads on.
-    ``line_num`` is the line last read, as ``csv.reader``'s."""
+    ``false``, null and a missing key empty, a list as its JSON. Keys the first object lacks are
+    not read; ``header_refused`` makes the next object the header instead (a recording that
+    starts with a subscription's acknowledgement). A line that is not a JSON object raises
+    ``UnreadableRow`` and the next call reads on. ``line_num`` is the line last read, as
+    ``csv.reader``'s."""
 
     def __init__(self, lines: Iterable[str]) -> None:
         self._lines = iter(lines)
@@ -154,6 +156,9 @@ class JsonLines:
 
     def __iter__(self) -> JsonLines:
         return self
+
+    def header_refused(self) -> None:
+        self._header = self._first_row = None
 
     def __next__(self) -> list[str]:
         if self._first_row is not None:
@@ -190,7 +195,7 @@ def _flat_fields(obj: dict, prefix: str) -> dict[str, str]:
         elif isinstance(value, dict):
             fields.update(_flat_fields(value, name + "."))
         elif isinstance(value, list):
-            raise UnreadableRow(f"{name!r} holds a list: only objects of values are read")
+            fields[name] = json.dumps(value)
         else:
             fields[name] = "" if value is None else "true" if value is True else "false" if value is False else value
     return fields
@@ -271,7 +276,7 @@ def _column_positions(header: Sequence[str], overrides: Mapping[str, str | None]
         problems.append(f"{missing('price')}, and no bid and ask columns for quotes")
     if problems:
         raise ReplayError(
-            f"cannot replay this CSV: {'; '.join(problems)}. Header found: {list(header)}. "
+            f"cannot replay this file: {'; '.join(problems)}. Header found: {list(header)}. "
             f"{_header_hint(header)}Map the columns by name: --column ROLE=NAME, e.g. --column timestamp=<name>."
         )
     return found
@@ -669,6 +674,8 @@ class ReplayParser:
         self.price_exponent = None if price_scale is None else price_scale_exponent(price_scale)
         self.mapping: ColumnMapping | None = None
         self.errors = 0
+        self.preamble_lines = 0  # JSON objects skipped before the first with a trade's or quote's fields
+        self._preamble_refusal: ReplayError | None = None
         self._symbols: dict[str, _SymbolState] = {}
         self._late_rows = _LateRows(late_rows_remembered)
 
@@ -767,7 +774,7 @@ class ReplayParser:
                     rows_read += 1
                     if message is None:
                         if not _is_blank(row):
-                            message = self._use_header(row, form)
+                            message = self._header_or_preamble(row, form, reader)
                         continue
                     try:
                         result = message(row)
@@ -791,8 +798,22 @@ class ReplayParser:
             except UnreadableRow as exc:
                 self._report(ReplayError(str(exc), line=reader.line_num), on_error)
         if message is None:
-            raise ReplayError("the file is empty: expected a header row (or a JSON object) and then one row per "
-                              "trade or quote")
+            raise self._preamble_refusal or ReplayError(
+                "the file is empty: expected a header row (or a JSON object) and then one row per trade or quote")
+
+    def _header_or_preamble(self, row: Sequence[str], form: _Form, reader: Any) -> Callable[[Sequence[str]], Any] | None:
+        """The header's row parser; for JSON lines, None for an object without the fields a trade or
+        quote needs (a WebSocket recording's first messages are the subscription's), which is
+        skipped: the next object is tried."""
+        try:
+            return self._use_header(row, form)
+        except ReplayError as error:
+            if not isinstance(reader, JsonLines):
+                raise
+            reader.header_refused()
+            self.preamble_lines += 1
+            self._preamble_refusal = self._preamble_refusal or error
+            return None
 
     def _report(self, error: ReplayError, on_error: Callable[[ReplayError], None] | None) -> None:
         self.errors += 1
@@ -804,7 +825,7 @@ class ReplayParser:
         positions = _column_positions(header, self.overrides)
         if positions["symbol"] is None and self.default_symbol is None:
             raise ReplayError(
-                f"the CSV has no symbol column (looked for {', '.join(DEFAULT_COLUMNS['symbol'])}; "
+                f"the file has no symbol column (looked for {', '.join(DEFAULT_COLUMNS['symbol'])}; "
                 f"header found: {list(header)}): give the symbol of its rows (--symbol)"
             )
         names = {_clean(name).lower() for name in header}

@@ -109,10 +109,23 @@ def test_json_lines_read_nested_objects_by_dotted_names_and_booleans():
     assert second.side == "buy" and second.id != first.id
 
 
+def test_json_objects_before_the_first_with_a_trades_fields_are_skipped_and_lists_are_read_as_text():
+    # A WebSocket recording: the subscription's acknowledgement first; trades with a list beside them.
+    lines = ['{"result": null, "id": 1}\n', '{"event": "subscribed", "channel": "trades"}\n',
+             '{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "price": 187.5, "size": 100, "conditions": [12, 37]}\n']
+    parser = ReplayParser()
+    [trade] = parser.parse_lines(lines, json_lines=True)
+    assert (trade.symbol, trade.price) == ("AAPL", Decimal("187.5"))
+    assert parser.preamble_lines == 2 and parser.errors == 0
+    # No object with a trade's or a quote's fields at all: what the first one lacked.
+    with pytest.raises(ReplayError, match="no timestamp column"):
+        list(ReplayParser().parse_lines(lines[:2], json_lines=True))
+
+
 @pytest.mark.parametrize(("line", "reason"), [
     ("not json\n", "not JSON: 'not json'"),
     ('["AAPL", 1]\n', "not a JSON object"),
-    ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "price": [1, 2], "size": 1}\n', "'price' holds a list"),
+    ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "price": [1, 2], "size": 1}\n', "price"),
     ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "price": NaN, "size": 1}\n', "not JSON"),
     ('{"symbol": "AAPL", "timestamp": "2026-01-02T14:30:00Z", "size": 1}\n', "price"),
 ])

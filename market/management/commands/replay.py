@@ -274,6 +274,9 @@ def _remarks(parser: ReplayParser) -> str:
     """What a summary adds about the rows read: bad ones, ones out of time order, late ones whose ids
     may repeat an earlier one's."""
     remarks = []
+    if parser.preamble_lines:
+        remarks.append(f"{parser.preamble_lines} JSON objects before the first trade or quote skipped (no trade's or "
+                       "quote's fields: a subscription's acknowledgement, say)")
     if parser.errors:
         remarks.append(f"{parser.errors} bad rows, each reported above")
     if parser.out_of_order_rows:
