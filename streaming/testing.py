@@ -1,13 +1,15 @@
 """Helpers for tests and benchmarks that drive real Kafka: read a topic to its end,
 wait for a condition with a deadline (tests never sleep for a fixed time), sum a
 metric in a /metrics scrape, a pipeline that does nothing (the runner's own
-cost, as a baseline)."""
+cost, as a baseline), Redis refusing connections for a while."""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -15,6 +17,24 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from streaming.kafka import consumer_config
 
 T = TypeVar("T")
+
+
+@contextmanager
+def redis_refusing(settings) -> Iterator[None]:
+    """Within: the process's Redis client connects to a port where nothing listens, as when Redis is
+    down; after: to the real one again. `settings` is pytest-django's fixture (or Django's)."""
+    from streaming.redis import redis_client
+
+    real_url = settings.REDIS_URL
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        settings.REDIS_URL = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+        redis_client.cache_clear()
+        try:
+            yield
+        finally:
+            settings.REDIS_URL = real_url
+            redis_client.cache_clear()
 
 
 def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:

@@ -119,11 +119,9 @@ def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
 @pytest.mark.django_db(transaction=True)
 def test_quotes_are_stored_while_redis_is_away_and_the_latest_is_served_once_it_is_back(client, settings,
                                                                                         monkeypatch):
-    import socket
-
     from market.models import Quote as QuoteRow
     from streaming import redis as redis_module
-    from streaming.redis import redis_client
+    from streaming.testing import redis_refusing
 
     monkeypatch.setattr(redis_module, "RETRY_SECONDS", 0)  # the next batch tries Redis again
 
@@ -140,17 +138,9 @@ def test_quotes_are_stored_while_redis_is_away_and_the_latest_is_served_once_it_
         return Quote(id=id_, symbol=symbol, ts=T0 + timedelta(seconds=seconds), bid=Decimal(bid),
                      ask=Decimal(bid) + Decimal("0.02"), bid_size=Decimal(1), ask_size=Decimal(1))
 
-    redis_url = settings.REDIS_URL
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        settings.REDIS_URL = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
-        redis_client.cache_clear()
-        try:
-            consume(quote("q1", "AAPL", 0, "187.10"), quote("q2", "AAPL", 1, "187.12"))
-            consume(quote("q3", "NVDA", 2, "950.00"))
-        finally:
-            settings.REDIS_URL = redis_url
-            redis_client.cache_clear()
+    with redis_refusing(settings):
+        consume(quote("q1", "AAPL", 0, "187.10"), quote("q2", "AAPL", 1, "187.12"))
+        consume(quote("q3", "NVDA", 2, "950.00"))
     assert QuoteRow.objects.count() == 3
     consume(quote("q4", "MSFT", 3, "415.00"))  # Redis is back: what waited goes with this batch
     assert [get(client, f"/api/v1/quotes/{s}")["bid"] for s in ("AAPL", "NVDA", "MSFT")] == [

@@ -295,24 +295,15 @@ def test_the_trades_consumer_starts_and_stores_while_redis_is_away(kafka_topics,
                                                                   monkeypatch):
     # Its heartbeat and the latest trade wait for Redis; the trades and candles do not. The relay,
     # whose channel layer is Redis, still waits for it to start.
-    import socket
-
     from streaming import redis as redis_module
-    from streaming.redis import redis_client
+    from streaming.testing import redis_refusing
 
     monkeypatch.setattr(redis_module, "RETRY_SECONDS", 0)
     publish_trades(make_trades(60))
-    redis_url = settings.REDIS_URL
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        settings.REDIS_URL = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
-        redis_client.cache_clear()
-        try:
-            runner = make_runner()
-            consume_until(runner, 60)
-        finally:
-            settings.REDIS_URL = redis_url
-            redis_client.cache_clear()
+    with redis_refusing(settings):
+        runner_module.preflight(wait_seconds=0, redis=TradesPipeline.requires_redis)
+        runner = make_runner()
+        consume_until(runner, 60)
     assert TradeRow.objects.count() == 60
     assert candle_trade_counts()["1d"] == 60
     assert any("no heartbeats until it does" in record.getMessage() for record in caplog.records)
