@@ -84,6 +84,8 @@ class AnomalyPipeline:
         self._read_trades: dict[str, tuple[datetime, int]] = {}
         self._read_quotes: dict[str, datetime] = {}
         self._warm_read_before = False  # the engine is new and symbols were read before it
+        self._advanced_to: datetime | None = None  # the latest watermark passed to an engine
+        self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -113,24 +115,34 @@ class AnomalyPipeline:
         built the engine, through its latest event read; for a symbol not read at all once
         `watermark` is known (every partition read up to it), up to the watermark (it has not
         traded since, and stale_feed must know when it last did). Every read comes before any
-        state changes: after a database error the runner prepares the same batch again."""
+        state changes: after a database error the runner prepares the same batch again.
+        Each is settled (a silence longer than stale_feed's gap taken as noticed before) at the
+        market time the run before it (or the engine before it) had reached: its bound; for a
+        symbol read before, the last watermark; for a quiet one, where reading resumed (its
+        silence since then is this run's to alert) or, after a rules change, the last watermark."""
+        if self._resumed_at is None and trades:
+            self._resumed_at = min(trade.ts for trade in trades)
         trade_bounds = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
         quote_bounds = _first_of_new_symbols(quotes, self._warm_quotes, lambda quote: quote.ts)
+        settled_at = {symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}
         if self._warm_read_before:
             for symbol, (ts, seq) in self._read_trades.items():
-                trade_bounds.setdefault(symbol, (ts, seq + 1))
+                if symbol not in trade_bounds:
+                    trade_bounds[symbol] = (ts, seq + 1)
+                    settled_at[symbol] = max(ts, self._advanced_to or ts)
             for symbol, ts in self._read_quotes.items():
                 quote_bounds.setdefault(symbol, ts + ONE_MICROSECOND)
         warm_quiet = watermark is not None and not self._warm_quiet
         if warm_quiet:
             for symbol in market_selectors.symbol_tickers():
-                if symbol not in self._warm_trades:
-                    trade_bounds.setdefault(symbol, (watermark, -1))
+                if symbol not in self._warm_trades and symbol not in trade_bounds:
+                    trade_bounds[symbol] = (watermark, -1)
+                    settled_at[symbol] = self._advanced_to or self._resumed_at or watermark
         candles = market_selectors.minute_candles_before(
             until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}, span=WARM_CANDLES)
         history = market_selectors.trades_before(until=trade_bounds, span=WARM_TRADES)
         quote_history = market_selectors.quotes_before(until=quote_bounds, span=WARM_QUOTES)
-        engine.warm(candles=candles, trades=history, quotes=quote_history)
+        engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at)
         # A trade read later that is in the history (a late print, or one stored just before the
         # watermark warm-up) must not count twice.
         self._fresh(history)
@@ -180,6 +192,7 @@ class AnomalyPipeline:
         self._note_read(trades, quotes)
         if watermark is not None:
             signals += engine.advance(watermark)
+            self._advanced_to = watermark
         self._detected_for = (events, signals)
 
     def store(self, events: Events) -> Detected:

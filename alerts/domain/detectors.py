@@ -35,7 +35,7 @@ rate (``state_size()`` counts the entries).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -152,7 +152,8 @@ class AnomalyEngine:
         return out
 
     def warm(
-        self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = ()
+        self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = (),
+        settled_at: Mapping[str, datetime] | None = None,
     ) -> None:
         """Rebuild the state of the symbols in the history given, emitting nothing; the other
         symbols' state is untouched, so a running engine can warm a symbol it reads for the
@@ -164,6 +165,9 @@ class AnomalyEngine:
         order, fed in chunks of ``WARM_CHUNK`` like consumer batches. Time does not advance
         here: that would complete other symbols' minutes and silences unseen. A warmed symbol's
         open minute is completed by its next trade or ``advance``, as it would have been live.
+        ``settled_at``: symbol -> the market time its history is warmed to; a silence already
+        longer than stale_feed's gap there is taken as noticed, not alerted (the run before this
+        one alerted it, or the symbol's trades were history, a replayed file's).
         Raises ``ValueError`` for a candle of another interval.
         """
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
@@ -179,6 +183,10 @@ class AnomalyEngine:
         quotes = iter(quotes)
         while chunk := list(islice(quotes, WARM_CHUNK)):
             self.on_quotes(chunk)
+        for symbol, ts in (settled_at or {}).items():
+            w = _event_time(ts)
+            for stale in self._stale:
+                stale.settle(symbol, w)
 
     def counters(self) -> EngineCounters:
         return EngineCounters(

@@ -114,6 +114,15 @@ class StaleFeedDetector:
         if t > st.last:
             self._seen(st, t, ts)
 
+    def settle(self, symbol: str, w: float) -> None:
+        """Warm-up: the symbol's silence, if already longer than its gap at ``w``, counts as noticed
+        (it was alerted before the restart, or its trades were history): only a trade ends it."""
+        st = self._states.get(symbol)
+        # Its own last trade, not the resumption: a cold engine's "market resumed" is the first
+        # trade it was warmed with, which says nothing of how long the symbol had been silent.
+        if st is not None and w - st.last > st.params.gap_seconds:
+            st.alerted_for = st.last if st.last >= self.resumed else self.resumed
+
     def advance(self, w: float, out: list[AlertSignal]) -> None:
         self._watermark = max(self._watermark, w)
         if w < self._next_check or w - self.market_last > self._market_gap:

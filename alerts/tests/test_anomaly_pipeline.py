@@ -198,3 +198,17 @@ def test_after_a_rule_change_a_symbol_read_before_is_warmed_through_what_was_rea
     result = run_batch(pipeline, batch(last))
     pipeline.close()
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == []
+
+
+def test_a_symbol_replayed_as_history_is_not_called_stale_after_a_restart(kafka_topics, redis_clean):
+    # HIST's trades came from a file of older trades, replayed beside the live feed: silent for 20
+    # minutes where the detector resumes, it was never "stale" before, and is not after.
+    alert_rules_seed()
+    symbols_seed(tickers=["HIST", "TSLA"])
+    resume = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    store_trades(steady("HIST", range(-1800, -1200, 2), "h", start=resume)
+                 + steady("TSLA", range(-300, 300, 2), "t", start=resume))
+    pipeline = AnomalyPipeline()
+    result = run_batch(pipeline, batch(steady("TSLA", range(0, 300, 2), "t2", start=resume)))
+    pipeline.close()
+    assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == []

@@ -124,3 +124,14 @@ def test_a_symbol_on_a_partition_being_caught_up_is_watched():
     signals += eng.on_trades(consumer_order(steady("NVDA", 300, 330))) + eng.advance(at(330))
     signals += feed(eng, steady("MSFT", 600, 1200), batch=10, advance=True)
     assert [(s.symbol, s.ts) for s in signals] == [("NVDA", at(329 + 120))]
+
+
+@pytest.mark.parametrize(("last_trade", "settled_at", "stale_at"), [
+    (100, 300, None),  # last trade at 99 s, silent 201 s > 120 s where the run before had got to: noticed then
+    (250, 300, 249 + 120),  # last trade at 249 s, silent 51 s there: this run's to alert
+])
+def test_warm_settles_a_silence_already_longer_than_the_gap(last_trade, settled_at, stale_at):
+    eng = stale()
+    eng.warm(trades=steady("AAPL", 0, last_trade) + steady("MSFT", 0, settled_at), settled_at={"AAPL": at(settled_at)})
+    signals = feed(eng, steady("MSFT", settled_at, 900), batch=10, advance=True)
+    assert [(s.symbol, s.ts) for s in signals] == ([("AAPL", at(stale_at))] if stale_at else [])
