@@ -62,12 +62,18 @@ def check_decimal(name: str, value: Decimal, *, maximum: Decimal, allow_zero: bo
             and value.quantize(_PLACES) == value:
         return
     if not value.is_finite():
-        raise ValueError(f"{name} must be a finite decimal, got {value:f}")
+        raise ValueError(f"{name} must be a finite decimal, got {_written(value)}")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value:f}")
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {_written(value)}")
     if value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value:f}")
-    raise ValueError(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places: {value:f}")
+        raise ValueError(f"{name} must be at most {maximum}, got {_written(value)}")
+    raise ValueError(f"{name} has more than {MAX_DECIMAL_PLACES} decimal places: {_written(value)}")
+
+
+def _written(value: Decimal) -> str:
+    """A value for an error message: as written, unless that runs to hundreds of digits (1e400)."""
+    text = f"{value:f}"
+    return text if len(text) <= 40 else f"{value:.6e}"
 
 
 def _to_utc(struct: msgspec.Struct, field: str) -> None:

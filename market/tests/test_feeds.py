@@ -217,6 +217,11 @@ def test_replay_tells_json_lines_by_their_first_line_and_refuses_csv_options_for
         call_command("replay", str(path), "--check", "--delimiter", ";")
     with pytest.raises(CommandError, match="no timestamp column"):  # read as CSV, its header is an object
         call_command("replay", str(path), "--check", "--format", "csv")
+    named = tmp_path / "lines.ndjson"  # told by its name: its first line is no object
+    named.write_text('[1, 2]\n{"ts": 1767225600000, "price": 10.5, "size": 3, "symbol": "BTC-USD"}\n')
+    out, err = io.StringIO(), io.StringIO()
+    call_command("replay", str(named), "--check", "--skip-bad", stdout=out, stderr=err)
+    assert "1 trades" in out.getvalue() and "line 1: not a JSON object" in err.getvalue()
 
 
 def test_replay_reads_compressed_headerless_and_non_utf8_files(tmp_path, kafka_topics):

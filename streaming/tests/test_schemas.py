@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streaming.schemas import Alert, Candle, Quote, Trade, decoder_for, encode
+from streaming.schemas import MAX_PRICE, Alert, Candle, Quote, Trade, check_decimal, decoder_for, encode
 
 symbols = st.from_regex(r"\A[A-Z0-9][A-Z0-9.\-]{0,15}\Z")
 times = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1),
@@ -96,3 +96,11 @@ def test_candle_and_alert_messages_round_trip():
     alert = Alert(id="al-1", rule="price-spike", type="price_spike", severity="high", symbol="TSLA", message="m",
                   ts=ts, detected_at=ts, observed={"change_pct": "8.4", "window_s": 42})
     assert decoder_for(Alert).decode(encode(alert)) == alert
+
+
+@pytest.mark.parametrize(("value", "shown"), [("1e400", "got 1.000000e+400"), ("-12.5", "got -12.5"),
+                                             ("1234567890123", "got 1234567890123")])
+def test_a_refused_value_is_shown_short_however_many_digits_it_has(value, shown):
+    with pytest.raises(ValueError) as refused:
+        check_decimal("price", Decimal(value), maximum=MAX_PRICE)
+    assert str(refused.value).endswith(shown) and len(str(refused.value)) < 80

@@ -113,8 +113,8 @@ class Command(BaseCommand):
         parser.add_argument("file", help="CSV or JSON-lines file, plain or compressed (gzip, bzip2, xz, a zip of "
                                          "one file)")
         parser.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
-                            help="csv, or jsonl: one JSON object per line (default: jsonl when the first line is an "
-                                 "object)")
+                            help="csv, or jsonl: one JSON object per line (default: jsonl for a file named .jsonl "
+                                 "or .ndjson, or whose first line is an object)")
         parser.add_argument("--speed", default="1", help="1 = real time, 10 = ten times faster, 'max' = no pacing")
         parser.add_argument("--symbol", default=None, help="symbol for files without a symbol column")
         parser.add_argument("--epoch-unit", choices=EPOCH_UNITS, default=None,
@@ -181,7 +181,7 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: cannot be read: {error}") from None
         size = path.stat().st_size
         try:
-            json_lines, lines = _lines_and_format(text, options["format"])
+            json_lines, lines = _lines_and_format(text, options["format"], path)
             if json_lines and (header is not None or options["delimiter"] != ","):
                 raise CommandError(f"{path}: JSON lines name their fields: --columns and --delimiter are for CSV")
             messages = parser.wire_messages(lines, trades_topic=topic(TRADES), quotes_topic=topic(QUOTES),
@@ -257,11 +257,13 @@ class Command(BaseCommand):
             self.stderr.write(f"{path}: {final}")
 
 
-def _lines_and_format(text, chosen: str) -> tuple[bool, Iterable[str]]:
-    """Whether the file is JSON lines (with --format auto: its first line that is not blank is an
-    object), and its lines from the first."""
+def _lines_and_format(text, chosen: str, path: Path) -> tuple[bool, Iterable[str]]:
+    """Whether the file is JSON lines (with --format auto: named .jsonl or .ndjson, compressed or not,
+    or its first line that is not blank is an object), and its lines from the first."""
     if chosen != "auto":
         return chosen == "jsonl", text
+    if {".jsonl", ".ndjson"} & set(path.suffixes):
+        return True, text
     peeked = []
     for line in text:
         peeked.append(line)
