@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 WARM_CANDLES = timedelta(minutes=90)
 WARM_TRADES = timedelta(minutes=2)
 WARM_QUOTES = timedelta(minutes=6)
+# Episodes are continued from the alerts of the day before a symbol's bound: the cooldowns are far
+# shorter, and an episode that started earlier and still goes on is left to start again.
+WARM_EPISODES = timedelta(days=1)
 RULES_RELOAD_SECONDS = 30.0
 RECENT_IDS = 200_000  # trade ids remembered to drop duplicated messages; bounded memory
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -142,7 +145,8 @@ class AnomalyPipeline:
             until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}, span=WARM_CANDLES)
         history = market_selectors.trades_before(until=trade_bounds, span=WARM_TRADES)
         quote_history = market_selectors.quotes_before(until=quote_bounds, span=WARM_QUOTES)
-        engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at)
+        episodes = alert_selectors.alert_episodes_before(until={**quote_bounds, **settled_at}, within=WARM_EPISODES)
+        engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes)
         # A trade read later that is in the history (a late print, or one stored just before the
         # watermark warm-up) must not count twice.
         self._fresh(history)

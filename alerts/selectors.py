@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Max
 
 from alerts.domain.rules import RuleConfig, RuleConfigError
+from alerts.domain.signals import LEVEL, EpisodeSeed
 from alerts.models import Alert, AlertRule
 
 
@@ -21,6 +23,30 @@ def alert_rule_configs() -> tuple[list[RuleConfig], list[str]]:
         except RuleConfigError as error:
             problems.append(str(error))
     return configs, problems
+
+
+def alert_episodes_before(*, until: Mapping[str, datetime], within: timedelta) -> list[EpisodeSeed]:
+    """The latest episode of each (rule, symbol) of `until`'s symbols, from their stored alerts
+    of the `within` before each symbol's bound: an alert without ``escalated_to`` starts one, an
+    escalation continues it. An episode whose start is older than `within` is left out (its ids
+    need the start)."""
+    if not until:
+        return []
+    rows = (Alert.objects.filter(symbol__in=list(until), rule__isnull=False,
+                                 event_time__gte=min(until.values()) - within, event_time__lt=max(until.values()))
+            .order_by("event_time").values_list("rule__slug", "symbol", "event_time", "severity", "observed"))
+    episodes: dict[tuple[str, str], EpisodeSeed] = {}
+    for rule, symbol, ts, severity, observed in rows:
+        if not until[symbol] - within <= ts < until[symbol]:
+            continue
+        current = episodes.get((rule, symbol))
+        if "escalated_to" not in observed:
+            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, symbol=symbol, start=ts, last=ts, severity=severity)
+        elif current is not None:
+            higher = severity if LEVEL[severity] > LEVEL[current.severity] else current.severity
+            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, symbol=symbol, start=current.start, last=ts,
+                                                   severity=higher)
+    return list(episodes.values())
 
 
 def alert_rules_version() -> tuple:

@@ -45,7 +45,7 @@ from streaming.schemas import Candle, Quote, Trade
 from .price_spike import PriceSpikeDetector
 from .quote_rules import CrossedQuoteDetector, SpreadBlowoutDetector
 from .rules import DEFAULT_RULES, RuleConfig, RuleConfigError
-from .signals import AlertSignal, alert_id, to_message
+from .signals import AlertSignal, EpisodeSeed, alert_id, to_message
 from .stale_feed import StaleFeedDetector
 from .volume_anomaly import VolumeAnomalyDetector
 
@@ -96,6 +96,10 @@ class AnomalyEngine:
         self._trade_detectors = [_TRADE_RULES[c.type](c) for c in enabled if c.type in _TRADE_RULES]
         self._quote_detectors = [_QUOTE_RULES[c.type](c) for c in enabled if c.type in _QUOTE_RULES]
         self._volume = [d for d in self._trade_detectors if isinstance(d, VolumeAnomalyDetector)]
+        # Whose episodes a warm-up continues from the stored alerts. Not stale_feed's: a silence
+        # is settled instead (warm's settled_at), and its state would make a symbol watched.
+        self._episodes_of = {d.config.rule: d for d in [*self._trade_detectors, *self._quote_detectors]
+                             if not isinstance(d, StaleFeedDetector)}
         self._stale = [d for d in self._trade_detectors if isinstance(d, StaleFeedDetector)]
         self._latest_trade: dict[str, float] = {}
         self._latest_quote: dict[str, float] = {}
@@ -153,7 +157,7 @@ class AnomalyEngine:
 
     def warm(
         self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = (),
-        settled_at: Mapping[str, datetime] | None = None,
+        settled_at: Mapping[str, datetime] | None = None, episodes: Iterable[EpisodeSeed] = (),
     ) -> None:
         """Rebuild the state of the symbols in the history given, emitting nothing; the other
         symbols' state is untouched, so a running engine can warm a symbol it reads for the
@@ -168,8 +172,16 @@ class AnomalyEngine:
         ``settled_at``: symbol -> the market time its history is warmed to; a silence already
         longer than stale_feed's gap there is taken as noticed, not alerted (the run before this
         one alerted it, or the symbol's trades were history, a replayed file's).
+        ``episodes``: the latest episode of each (rule, symbol) as the stored alerts tell it,
+        continued before the history is fed: a condition that comes back within the cooldown
+        is the same episode, as it was for the run that alerted it (the history alone covers
+        only minutes). Rules not in this engine are skipped.
         Raises ``ValueError`` for a candle of another interval.
         """
+        for seed in episodes:
+            detector = self._episodes_of.get(seed.rule)
+            if detector is not None:
+                detector.episode_for(seed.symbol).restore(seed)
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
             if candle.interval != "1m":
                 raise ValueError(f"warm takes 1-minute candles for the volume baseline, got {candle.interval}")

@@ -95,6 +95,12 @@ class PriceSpikeDetector:
             self._limits[symbol] = _Limits(params)  # type: ignore[arg-type]
         self._states: dict[str, _SymbolState] = {}
 
+    def episode_for(self, symbol: str) -> Episode:
+        st = self._states.get(symbol)
+        if st is None:
+            st = self._states[symbol] = _SymbolState(self._limits.get(symbol) or self._limits[None])
+        return st.episode
+
     def on_trades(self, rows: list, out: list[AlertSignal]) -> None:
         states = self._states
         for trade, t, p, _size, late in rows:

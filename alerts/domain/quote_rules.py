@@ -56,6 +56,12 @@ class SpreadBlowoutDetector:
         self.config = config
         self._states: dict[str, _SpreadState] = {}
 
+    def episode_for(self, symbol: str) -> Episode:
+        st = self._states.get(symbol)
+        if st is None:
+            st = self._states[symbol] = _SpreadState(self.config.params_for(symbol))  # type: ignore[arg-type]
+        return st.episode
+
     def on_quotes(self, rows: list, out: list[AlertSignal]) -> None:
         states = self._states
         for quote, t, bid, ask in rows:
@@ -134,6 +140,9 @@ class CrossedQuoteDetector:
     def __init__(self, config: RuleConfig) -> None:
         self.config = config
         self._episodes: dict[str, Episode] = {}
+
+    def episode_for(self, symbol: str) -> Episode:
+        return self._episodes.setdefault(symbol, Episode())
 
     def on_quotes(self, rows: list, out: list[AlertSignal]) -> None:
         for quote, t, _bid, _ask in rows:

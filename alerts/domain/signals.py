@@ -15,7 +15,7 @@ from streaming.schemas import Alert, Severity
 
 from .rules import SEVERITIES
 
-__all__ = ["AlertSignal", "Episode", "alert_id", "format_ts", "to_message"]
+__all__ = ["AlertSignal", "Episode", "EpisodeSeed", "alert_id", "format_ts", "to_message"]
 
 LEVEL: dict[str, int] = {severity: level for level, severity in enumerate(SEVERITIES)}
 MAX_LEVEL = len(SEVERITIES) - 1
@@ -81,6 +81,18 @@ START = "start"
 ESCALATION = "escalation"
 
 
+@dataclass(frozen=True, slots=True)
+class EpisodeSeed:
+    """An episode as its stored alerts tell it: the first alert's time (the episode's start, in
+    every id of the episode), the latest alert's, and the highest severity alerted."""
+
+    rule: str
+    symbol: str
+    start: datetime
+    last: datetime
+    severity: str
+
+
 class Episode:
     """Cooldown state of one (rule, symbol).
 
@@ -96,6 +108,10 @@ class Episode:
         self.start: datetime | None = None
         self.last_true = -math.inf
         self.level = -1
+
+    def restore(self, seed: EpisodeSeed) -> None:
+        """Continue an episode a run before this one alerted (warm-up from the stored alerts)."""
+        self.start, self.last_true, self.level = seed.start, seed.last.timestamp(), LEVEL[seed.severity]
 
     def is_new(self, t: float, cooldown: float) -> bool:
         return self.start is None or t - self.last_true >= cooldown

@@ -92,6 +92,9 @@ class VolumeAnomalyDetector:
             st = self._states[symbol] = _SymbolState(self.config.params_for(symbol))  # type: ignore[arg-type]
         return st
 
+    def episode_for(self, symbol: str) -> Episode:
+        return self._state(symbol).episode
+
     def on_trades(self, rows: list, out: list[AlertSignal]) -> None:
         states = self._states
         for trade, t, _price, size, _late in rows:

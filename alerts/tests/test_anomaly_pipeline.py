@@ -212,3 +212,24 @@ def test_a_symbol_replayed_as_history_is_not_called_stale_after_a_restart(kafka_
     result = run_batch(pipeline, batch(steady("TSLA", range(0, 300, 2), "t2", start=resume)))
     pipeline.close()
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == []
+
+
+def test_an_episode_alerted_before_a_restart_goes_on_after_it(kafka_topics, redis_clean):
+    # A jump to 106 at 600 s and back to 100 at 850 s: within the price spike's 300 s cooldown, one
+    # episode and one alert, whether or not the detector restarted between the two (at 798 s, when
+    # the two minutes of history it warms from hold no move at all).
+    alert_rules_seed()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    tape = (steady("REPRO", range(0, 600, 2), "f", start=start, price="100.00")
+            + steady("REPRO", range(600, 850, 2), "j", start=start, price="106.00", first_seq=1000)
+            + steady("REPRO", range(850, 1000, 2), "b", start=start, price="100.00", first_seq=2000))
+    store_trades(tape)
+    restart = start + timedelta(seconds=798)
+    first = AnomalyPipeline()
+    before = run_batch(first, batch([t for t in tape if t.ts < restart])).alerts
+    first.close()
+    restarted = AnomalyPipeline()
+    after = run_batch(restarted, batch([t for t in tape if t.ts >= restart])).alerts
+    restarted.close()
+    assert [a.message for a in before if a.type == "price_spike"] == ["REPRO rose 6.00% in 2.0 s (100 → 106)"]
+    assert [a for a in after if a.type == "price_spike"] == []
