@@ -12,7 +12,7 @@ from typing import get_args
 
 from alerts import selectors as alert_selectors
 from alerts import services
-from alerts.domain.detectors import AnomalyEngine
+from alerts.domain.detectors import QUOTE_EPISODE_TYPES, TRADE_EPISODE_TYPES, AnomalyEngine
 from alerts.domain.rules import SEVERITIES, RuleType
 from alerts.domain.signals import AlertSignal
 from market import selectors as market_selectors
@@ -88,6 +88,8 @@ class AnomalyPipeline:
         self._read_quotes: dict[str, datetime] = {}
         self._warm_read_before = False  # the engine is new and symbols were read before it
         self._advanced_to: datetime | None = None  # the latest watermark passed to an engine
+        self._stale_rules: tuple | None = None  # the engine's stale_feed rules
+        self._stale_rules_kept = False  # the engine before had the same
         self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
@@ -108,6 +110,11 @@ class AnomalyPipeline:
             self._engine, self._rules_version = AnomalyEngine(configs), version
             self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
             self._warm_read_before = bool(self._read_trades or self._read_quotes)
+            # A silence the engine before saw is settled only if it saw it under the same rule: a
+            # stale_feed rule enabled, or its gap lowered, alerts the silences it now finds.
+            stale_rules = tuple(config for config in configs if config.type == "stale_feed")
+            self._stale_rules_kept = stale_rules == self._stale_rules
+            self._stale_rules = stale_rules
             log.info("anomaly engine (re)built with %d rules; each symbol is warmed from history when "
                      "it is first read", len(self._engine.rules))
         return self._engine
@@ -119,33 +126,44 @@ class AnomalyPipeline:
         `watermark` is known (every partition read up to it), up to the watermark (it has not
         traded since, and stale_feed must know when it last did). Every read comes before any
         state changes: after a database error the runner prepares the same batch again.
-        Each is settled (a silence longer than stale_feed's gap taken as noticed before) at the
-        market time the run before it (or the engine before it) had reached: its bound; for a
-        symbol read before, the last watermark; for a quiet one, where reading resumed (its
-        silence since then is this run's to alert) or, after a rules change, the last watermark."""
+        A symbol not read in this batch is settled (a silence longer than stale_feed's gap taken
+        as noticed) at the market time the run or engine before had reached with it: for a quiet
+        one, where reading resumed (its silence since then is this run's to alert); after a
+        rules change that kept the stale_feed rules, the last watermark. (A symbol read in this
+        batch trades: its silence ends anyway.)"""
         if self._resumed_at is None and trades:
             self._resumed_at = min(trade.ts for trade in trades)
         trade_bounds = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
         quote_bounds = _first_of_new_symbols(quotes, self._warm_quotes, lambda quote: quote.ts)
-        settled_at = {symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}
+        settled_at: dict[str, datetime] = {}
+        changed_to = self._advanced_to if self._stale_rules_kept else None  # after a rules change
         if self._warm_read_before:
             for symbol, (ts, seq) in self._read_trades.items():
                 if symbol not in trade_bounds:
                     trade_bounds[symbol] = (ts, seq + 1)
-                    settled_at[symbol] = max(ts, self._advanced_to or ts)
+                    if changed_to is not None:
+                        settled_at[symbol] = max(ts, changed_to)
             for symbol, ts in self._read_quotes.items():
                 quote_bounds.setdefault(symbol, ts + ONE_MICROSECOND)
         warm_quiet = watermark is not None and not self._warm_quiet
         if warm_quiet:
+            settle = self._resumed_at if self._advanced_to is None else changed_to
             for symbol in market_selectors.symbol_tickers():
                 if symbol not in self._warm_trades and symbol not in trade_bounds:
                     trade_bounds[symbol] = (watermark, -1)
-                    settled_at[symbol] = self._advanced_to or self._resumed_at or watermark
+                    if settle is not None:
+                        settled_at[symbol] = settle
         candles = market_selectors.minute_candles_before(
             until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}, span=WARM_CANDLES)
         history = market_selectors.trades_before(until=trade_bounds, span=WARM_TRADES)
         quote_history = market_selectors.quotes_before(until=quote_bounds, span=WARM_QUOTES)
-        episodes = alert_selectors.alert_episodes_before(until={**quote_bounds, **settled_at}, within=WARM_EPISODES)
+        # Each side's rules' episodes for the symbols warmed on that side only: another side's
+        # episodes of the symbol are live.
+        episodes = [
+            *alert_selectors.alert_episodes_before(until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()},
+                                                   within=WARM_EPISODES, types=TRADE_EPISODE_TYPES),
+            *alert_selectors.alert_episodes_before(until=quote_bounds, within=WARM_EPISODES, types=QUOTE_EPISODE_TYPES),
+        ]
         engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes)
         # A trade read later that is in the history (a late print, or one stored just before the
         # watermark warm-up) must not count twice.

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Max
 
 from alerts.domain.rules import RuleConfig, RuleConfigError
-from alerts.domain.signals import LEVEL, EpisodeSeed
+from alerts.domain.signals import LEVEL, EpisodeSeed, alert_id
 from alerts.models import Alert, AlertRule
 
 
@@ -25,27 +25,31 @@ def alert_rule_configs() -> tuple[list[RuleConfig], list[str]]:
     return configs, problems
 
 
-def alert_episodes_before(*, until: Mapping[str, datetime], within: timedelta) -> list[EpisodeSeed]:
-    """The latest episode of each (rule, symbol) of `until`'s symbols, from their stored alerts
-    of the `within` before each symbol's bound: an alert without ``escalated_to`` starts one, an
-    escalation continues it. An episode whose start is older than `within` is left out (its ids
-    need the start)."""
+def alert_episodes_before(*, until: Mapping[str, datetime], within: timedelta,
+                          types: tuple[str, ...]) -> list[EpisodeSeed]:
+    """The latest episode of each (rule, symbol) of `until`'s symbols and rules of `types`, from
+    their stored alerts of the `within` before each symbol's bound: an alert without
+    ``escalated_to`` starts one, an escalation whose id says it is of that start continues it. An
+    episode whose start is older than `within` is left out (its ids need the start)."""
     if not until:
         return []
-    rows = (Alert.objects.filter(symbol__in=list(until), rule__isnull=False,
+    rows = (Alert.objects.filter(symbol__in=list(until), type__in=types, rule__isnull=False,
                                  event_time__gte=min(until.values()) - within, event_time__lt=max(until.values()))
-            .order_by("event_time").values_list("rule__slug", "symbol", "event_time", "severity", "observed"))
+            .values_list("id", "rule__slug", "type", "symbol", "event_time", "severity", "observed"))
+    # A start and its escalation can share an event time: the start first.
+    rows = sorted(rows, key=lambda row: (row[4], "escalated_to" in row[6]))
     episodes: dict[tuple[str, str], EpisodeSeed] = {}
-    for rule, symbol, ts, severity, observed in rows:
+    for alert, rule, type_, symbol, ts, severity, observed in rows:
         if not until[symbol] - within <= ts < until[symbol]:
             continue
         current = episodes.get((rule, symbol))
         if "escalated_to" not in observed:
-            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, symbol=symbol, start=ts, last=ts, severity=severity)
-        elif current is not None:
+            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, type=type_, symbol=symbol, start=ts, last=ts,
+                                                   severity=severity)
+        elif current is not None and alert == alert_id(rule, symbol, current.start, severity):
             higher = severity if LEVEL[severity] > LEVEL[current.severity] else current.severity
-            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, symbol=symbol, start=current.start, last=ts,
-                                                   severity=higher)
+            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, type=type_, symbol=symbol, start=current.start,
+                                                   last=ts, severity=higher)
     return list(episodes.values())
 
 

@@ -64,6 +64,10 @@ _TRADE_RULES = {"price_spike": PriceSpikeDetector, "volume_anomaly": VolumeAnoma
 _QUOTE_RULES = {"spread_blowout": SpreadBlowoutDetector, "crossed_quote": CrossedQuoteDetector}
 
 WARM_CHUNK = 10_000
+# The rules whose episodes a warm-up continues from the stored alerts, by the side they read.
+TRADE_EPISODE_TYPES = ("price_spike", "volume_anomaly")
+QUOTE_EPISODE_TYPES = ("spread_blowout", "crossed_quote")
+EPISODE_TYPES = TRADE_EPISODE_TYPES + QUOTE_EPISODE_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ class AnomalyEngine:
         # Whose episodes a warm-up continues from the stored alerts. Not stale_feed's: a silence
         # is settled instead (warm's settled_at), and its state would make a symbol watched.
         self._episodes_of = {d.config.rule: d for d in [*self._trade_detectors, *self._quote_detectors]
-                             if not isinstance(d, StaleFeedDetector)}
+                             if d.config.type in EPISODE_TYPES}
         self._stale = [d for d in self._trade_detectors if isinstance(d, StaleFeedDetector)]
         self._latest_trade: dict[str, float] = {}
         self._latest_quote: dict[str, float] = {}
@@ -169,19 +173,16 @@ class AnomalyEngine:
         order, fed in chunks of ``WARM_CHUNK`` like consumer batches. Time does not advance
         here: that would complete other symbols' minutes and silences unseen. A warmed symbol's
         open minute is completed by its next trade or ``advance``, as it would have been live.
-        ``settled_at``: symbol -> the market time its history is warmed to; a silence already
-        longer than stale_feed's gap there is taken as noticed, not alerted (the run before this
-        one alerted it, or the symbol's trades were history, a replayed file's).
+        ``settled_at``: symbol -> the market time the run (or engine) before this one had reached
+        with it; a silence already longer than stale_feed's gap there is taken as noticed, not
+        alerted (that run alerted it, or the symbol's trades were history, a replayed file's).
         ``episodes``: the latest episode of each (rule, symbol) as the stored alerts tell it,
-        continued before the history is fed: a condition that comes back within the cooldown
-        is the same episode, as it was for the run that alerted it (the history alone covers
-        only minutes). Rules not in this engine are skipped.
-        Raises ``ValueError`` for a candle of another interval.
+        for symbols warmed here on that rule's side (trades or quotes), continued once the
+        history is fed (``Episode.resume``): a condition that comes back within the cooldown is
+        the same episode, as it was for the run that alerted it (the history alone covers only
+        minutes). A seed of a rule not in this engine, or now of another type, is skipped.
+        Raises ``ValueError`` for a candle, or a seed, of another interval or a naive time.
         """
-        for seed in episodes:
-            detector = self._episodes_of.get(seed.rule)
-            if detector is not None:
-                detector.episode_for(seed.symbol).restore(seed)
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
             if candle.interval != "1m":
                 raise ValueError(f"warm takes 1-minute candles for the volume baseline, got {candle.interval}")
@@ -199,6 +200,11 @@ class AnomalyEngine:
             w = _event_time(ts)
             for stale in self._stale:
                 stale.settle(symbol, w)
+        for seed in episodes:
+            start, last = _event_time(seed.start), _event_time(seed.last)
+            detector = self._episodes_of.get(seed.rule)
+            if detector is not None and detector.config.type == seed.type:
+                detector.episode_for(seed.symbol).resume(seed, start=start, last=last)
 
     def counters(self) -> EngineCounters:
         return EngineCounters(

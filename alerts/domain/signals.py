@@ -87,6 +87,7 @@ class EpisodeSeed:
     every id of the episode), the latest alert's, and the highest severity alerted."""
 
     rule: str
+    type: str
     symbol: str
     start: datetime
     last: datetime
@@ -109,9 +110,15 @@ class Episode:
         self.last_true = -math.inf
         self.level = -1
 
-    def restore(self, seed: EpisodeSeed) -> None:
-        """Continue an episode a run before this one alerted (warm-up from the stored alerts)."""
-        self.start, self.last_true, self.level = seed.start, seed.last.timestamp(), LEVEL[seed.severity]
+    def resume(self, seed: EpisodeSeed, *, start: float, last: float) -> None:
+        """Continue an episode a run before this one alerted (``seed``, its start and last alert at
+        event times ``start`` and ``last``), once the history is fed: its start and level are what
+        was alerted; the history's triggers since its start extend it. A history episode that
+        began after it is kept: the alerts never saw it."""
+        if self.start is not None and self.start > seed.start:
+            return
+        since = self.last_true if self.start is not None and self.last_true >= start else -math.inf
+        self.start, self.level, self.last_true = seed.start, LEVEL[seed.severity], max(last, since)
 
     def is_new(self, t: float, cooldown: float) -> bool:
         return self.start is None or t - self.last_true >= cooldown

@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.domain.detectors import DEFAULT_RULES, AnomalyEngine
+from alerts.domain.signals import EpisodeSeed
 
-from .factories import consumer_order, trade
+from .factories import at, consumer_order, engine, quote, rule, trade
 
 
 def market_tape() -> list:
@@ -101,3 +103,33 @@ def test_an_episode_open_at_the_crash_is_not_raised_again_after_warm():
     restarted.warm(trades=TAPE[:crash])
     assert [s.type for s in restarted.on_trades(TAPE[crash : crash + 200])] == []
     assert [s.type for s in live.on_trades(TAPE[crash : crash + 200])] == []
+
+
+def _price_spike_seed(start: float, last: float, severity: str = "medium", type_: str = "price_spike"):
+    return EpisodeSeed(rule="price-spike", type=type_, symbol="T", start=at(start), last=at(last), severity=severity)
+
+
+def _jump(t0: float) -> list:
+    return [trade("T", t0, "100"), trade("T", t0 + 1, "106")]  # +6 %: the default rule's medium
+
+
+@pytest.mark.parametrize(("seed", "alerts_at_660"), [
+    (None, 1),  # nothing to continue: a new episode
+    (_price_spike_seed(60, 460), 0),  # the episode alerted at 60 s and last seen at 460 s goes on
+    (_price_spike_seed(60, 60), 1),  # alerted at 60 s only: over by 360 s, the cooldown after it
+    (_price_spike_seed(60, 460, type_="volume_anomaly"), 1),  # a rule now of another type: not its episode
+])
+def test_a_warm_up_continues_the_episode_the_stored_alerts_tell(seed, alerts_at_660):
+    eng = engine(rule("price_spike", cooldown_seconds=300))
+    eng.warm(trades=[trade("T", s, "100") for s in range(500, 659)], episodes=[seed] if seed else [])
+    assert len(eng.on_trades(_jump(659))) == alerts_at_660
+
+
+def test_a_history_episode_older_than_the_continued_one_does_not_raise_its_level():
+    # A crossed quote (high) at 0 s is its own episode, over by 60 s; the episode alerted at 300 s is
+    # a locked one (medium). A crossed quote at 310 s escalates it to high.
+    eng = engine(rule("crossed_quote", cooldown_seconds=60, include_locked=True))
+    seed = EpisodeSeed(rule="crossed-quote", type="crossed_quote", symbol="X", start=at(300), last=at(300),
+                       severity="medium")
+    eng.warm(quotes=[quote("X", 0, "10", "9"), quote("X", 300, "10", "10")], episodes=[seed])
+    assert [s.severity for s in eng.on_quotes([quote("X", 310, "10", "9")])] == ["high"]
