@@ -233,3 +233,24 @@ def test_an_episode_alerted_before_a_restart_goes_on_after_it(kafka_topics, redi
     restarted.close()
     assert [a.message for a in before if a.type == "price_spike"] == ["REPRO rose 6.00% in 2.0 s (100 → 106)"]
     assert [a for a in after if a.type == "price_spike"] == []
+
+
+def test_a_stale_feed_gap_lowered_alerts_the_silence_it_now_finds(kafka_topics, redis_clean):
+    # MSFT silent for 300 s: not stale under a 600 s gap; lowered to 120 s, the new engine alerts it
+    # (the engine before never saw that silence as one).
+    alert_rules_seed()
+    AlertRule.objects.filter(slug="stale-feed").update(params={"gap_seconds": 600}, updated_at=datetime.now(UTC))
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    now = [0.0]
+    pipeline = AnomalyPipeline(clock=lambda: now[0])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    first = steady("MSFT", range(0, 100, 2), "m", start=start) + steady("AAPL", range(0, 400, 2), "a", start=start)
+    store_trades(first)
+    assert [a for a in run_batch(pipeline, batch(first)).alerts if a.type == "stale_feed"] == []
+    AlertRule.objects.filter(slug="stale-feed").update(params={"gap_seconds": 120}, updated_at=datetime.now(UTC))
+    now[0] += 60
+    later = steady("AAPL", range(400, 420, 2), "a2", start=start, first_seq=1000)
+    store_trades(later)
+    result = run_batch(pipeline, batch(later))
+    pipeline.close()
+    assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == ["MSFT"]
