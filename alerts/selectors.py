@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, Max
 
@@ -50,7 +50,18 @@ def alert_episodes_before(*, until: Mapping[str, datetime], within: timedelta,
             higher = severity if LEVEL[severity] > LEVEL[current.severity] else current.severity
             episodes[(rule, symbol)] = EpisodeSeed(rule=rule, type=type_, symbol=symbol, start=current.start,
                                                    last=ts, severity=higher)
+        elif (start := _episode_start(observed)) is not None and alert == alert_id(rule, symbol, start, severity):
+            # An escalation of an episode whose first alert was never stored (the rule came mid-episode).
+            episodes[(rule, symbol)] = EpisodeSeed(rule=rule, type=type_, symbol=symbol, start=start, last=ts,
+                                                   severity=severity)
     return list(episodes.values())
+
+
+def _episode_start(observed: dict) -> datetime | None:
+    try:
+        return datetime.strptime(observed["episode_start"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except (KeyError, TypeError, ValueError):  # alerts stored before escalations said their start
+        return None
 
 
 def alert_rules_version() -> tuple:

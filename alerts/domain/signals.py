@@ -146,6 +146,9 @@ class Episode:
         if stage == ESCALATION:
             message += f" (escalated to {severity})"
             observed["escalated_to"] = severity
+            # The start is in the id only as a hash: stored here, an escalation whose start alert
+            # is not stored (the rule was added mid-episode) still tells a restart its episode.
+            observed["episode_start"] = format_ts(self.start)
         return AlertSignal(
             id=alert_id(rule, symbol, self.start, severity if stage == ESCALATION else None),
             rule=rule,

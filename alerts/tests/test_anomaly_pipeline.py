@@ -254,3 +254,25 @@ def test_a_stale_feed_gap_lowered_alerts_the_silence_it_now_finds(kafka_topics, 
     result = run_batch(pipeline, batch(later))
     pipeline.close()
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == ["MSFT"]
+
+
+def test_an_episode_known_only_by_an_escalation_goes_on_after_a_restart(kafka_topics, redis_clean):
+    # The episode's first alert is not stored (as when the rule was added while the price was
+    # moving): its escalation says the start, and a restart continues the episode from it.
+    alert_rules_seed()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    tape = (steady("REPRO", range(0, 600, 2), "f", start=start, price="100.00")
+            + steady("REPRO", range(600, 610, 2), "j", start=start, price="106.00", first_seq=1000)
+            + steady("REPRO", range(610, 850, 2), "k", start=start, price="109.00", first_seq=2000)
+            + steady("REPRO", range(850, 1000, 2), "b", start=start, price="100.00", first_seq=3000))
+    store_trades(tape)
+    restart = start + timedelta(seconds=798)
+    first = AnomalyPipeline()
+    before = run_batch(first, batch([t for t in tape if t.ts < restart])).alerts
+    first.close()
+    assert [a.severity for a in before if a.type == "price_spike"] == ["medium", "high"]
+    Alert.objects.filter(id=before[0].id).delete()
+    restarted = AnomalyPipeline()
+    after = run_batch(restarted, batch([t for t in tape if t.ts >= restart])).alerts
+    restarted.close()
+    assert [a for a in after if a.type == "price_spike"] == []
