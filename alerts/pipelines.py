@@ -153,15 +153,14 @@ class AnomalyPipeline:
                     trade_bounds[symbol] = (watermark, -1)
                     if settle is not None:
                         settled_at[symbol] = settle
-        candles = market_selectors.minute_candles_before(
-            until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}, span=WARM_CANDLES)
+        trade_times = {symbol: ts for symbol, (ts, _seq) in trade_bounds.items()}
+        candles = market_selectors.minute_candles_before(until=trade_times, span=WARM_CANDLES)
         history = market_selectors.trades_before(until=trade_bounds, span=WARM_TRADES)
         quote_history = market_selectors.quotes_before(until=quote_bounds, span=WARM_QUOTES)
         # Each side's rules' episodes for the symbols warmed on that side only: another side's
         # episodes of the symbol are live.
         episodes = [
-            *alert_selectors.alert_episodes_before(until={symbol: ts for symbol, (ts, _seq) in trade_bounds.items()},
-                                                   within=WARM_EPISODES, types=TRADE_EPISODE_TYPES),
+            *alert_selectors.alert_episodes_before(until=trade_times, within=WARM_EPISODES, types=TRADE_EPISODE_TYPES),
             *alert_selectors.alert_episodes_before(until=quote_bounds, within=WARM_EPISODES, types=QUOTE_EPISODE_TYPES),
         ]
         engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Max
 
 from alerts.domain.rules import RuleConfig, RuleConfigError
-from alerts.domain.signals import LEVEL, EpisodeSeed, alert_id
+from alerts.domain.signals import LEVEL, EpisodeSeed, alert_id, parse_ts
 from alerts.models import Alert, AlertRule
 
 
@@ -59,7 +59,7 @@ def alert_episodes_before(*, until: Mapping[str, datetime], within: timedelta,
 
 def _episode_start(observed: dict) -> datetime | None:
     try:
-        return datetime.strptime(observed["episode_start"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return parse_ts(observed["episode_start"])
     except (KeyError, TypeError, ValueError):  # alerts stored before escalations said their start
         return None
 

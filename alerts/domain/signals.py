@@ -15,15 +15,23 @@ from streaming.schemas import Alert, Severity
 
 from .rules import SEVERITIES
 
-__all__ = ["AlertSignal", "Episode", "EpisodeSeed", "alert_id", "format_ts", "to_message"]
+__all__ = ["AlertSignal", "Episode", "EpisodeSeed", "alert_id", "format_ts", "parse_ts", "to_message"]
 
 LEVEL: dict[str, int] = {severity: level for level, severity in enumerate(SEVERITIES)}
 MAX_LEVEL = len(SEVERITIES) - 1
 
 
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def format_ts(ts: datetime) -> str:
     """The one text form of an event time in ids and ``observed``: UTC, microseconds, a Z."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def parse_ts(text: str) -> datetime:
+    """``format_ts`` read back; ValueError for any other text."""
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
 
 
 def alert_id(rule: str, symbol: str, episode_start: datetime, severity: str | None = None) -> str:
