@@ -21,9 +21,13 @@ class AlertQuerySerializer(PageQuerySerializer):
     type = serializers.ChoiceField(**_choices("type", AlertRule.Type.values))
     state = serializers.ChoiceField(**_choices("state", ALERT_STATES))
     limit = limit_field(**ALERTS_LIMIT)
+    FILTERS = ("symbol", "severity", "type", "state")
 
     def validate_symbol(self, value: str) -> str:
         return value.upper()
+
+    def selection(self, attrs) -> list[str]:
+        return [f"{name}={attrs[name]}" for name in self.FILTERS if name in attrs]
 
 
 class AlertSerializer(serializers.Serializer):

@@ -43,7 +43,7 @@ class AlertListApi(ReadApi):
         )
         return Response(AlertPageSerializer({
             "alerts": rows[:limit],
-            "next": next_link(request, rows, limit=limit, sort=params["sort"], pages=AlertQuerySerializer.pages,
+            "next": next_link(request, rows, limit=limit, sort=params["sort"], listing=params["listing"],
                               position_of=lambda alert: Position(alert.event_time, alert.id)),
         }).data)
 

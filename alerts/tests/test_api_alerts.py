@@ -4,7 +4,7 @@ POST /api/v1/alerts/{id}/acknowledge and /resolve."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -88,6 +88,14 @@ def test_alert_pages_follow_through_equal_times(alerts):
         seen += ids(body)
         url = body["next"] and urlsplit(body["next"])._replace(scheme="", netloc="").geturl()
     assert seen == list(range(15, 0, -1))
+
+
+def test_an_alert_cursor_is_refused_under_other_filters(alerts):
+    cursor = parse_qs(urlsplit(get("/api/v1/alerts?symbol=aapl&limit=1")["next"]).query)["cursor"][0]
+    assert ids(get(f"/api/v1/alerts?symbol=AAPL&limit=1&cursor={cursor}")) == [3]  # the symbol as it was written
+    for other in ("", "symbol=MSFT&", "symbol=AAPL&severity=high&"):
+        error = get(f"/api/v1/alerts?{other}limit=1&cursor={cursor}", 400)["error"]
+        assert error["code"] == "invalid_cursor" and "another symbol, interval or filter" in error["message"]
 
 
 @pytest.mark.parametrize(("query", "field"), [

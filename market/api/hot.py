@@ -272,7 +272,7 @@ class HotReads:
     async def _candles(self, request: ASGIRequest, ticker: str) -> bytes | None:
         if not self._known(ticker):
             return None
-        query = CandleQuerySerializer(data=request.GET)
+        query = CandleQuerySerializer(data=request.GET, context={"symbol": ticker})
         try:
             if not query.is_valid():
                 return None  # Django answers the 400 with the allowed values
@@ -290,7 +290,7 @@ class HotReads:
                 return selectors.CandlePageJson(*await cursor.fetchone())
         page = await self._shared(("candles", sql, *args), read)
         link = b"null" if page.more_after_us is None else _render(next_url(
-            request, Position(epoch_us_time(page.more_after_us)), sort=sort, pages=CandleQuerySerializer.pages))
+            request, Position(epoch_us_time(page.more_after_us)), sort=sort, listing=params["listing"]))
         return (b'{"symbol":' + _render(ticker) + b',"interval":' + _render(params["interval"])
                 + b',"candles":[' + page.candles.encode() + b'],"next":' + link + b"}")
 

@@ -8,9 +8,12 @@
   parameter of the request. Inside it is the (time, id) of the page's last row
   (a trade's: time, seq and id, its order on the tape), so a page never
   repeats or skips a row however many rows share a timestamp (keyset
-  pagination: no OFFSET, each page is one index range scan), and the sort and
-  the endpoint's kind of pages (trades, candles, alerts) it was made for.
-  Cursors issued before 2026-11-27 held no kind: they are refused (400).
+  pagination: no OFFSET, each page is one index range scan), the sort, and
+  the listing it pages through: the endpoint's kind of rows (trades, candles,
+  alerts) and what selects them (the symbol, the interval, the alerts'
+  filters). A cursor used on another listing is refused (400), not read as a
+  position in it. Cursors issued before 2026-11-28 named no symbol, interval
+  or filters: they are refused too.
 """
 
 from __future__ import annotations
@@ -123,15 +126,28 @@ class PageQuerySerializer(serializers.Serializer):
         error_messages={"invalid_choice": "{input!r} is not a sort order: use desc (newest first) or asc"},
     )
     cursor = CursorField(required=False, help_text="Opaque: take it from a page's `next` link.")
-    pages: str  # what the endpoint pages through, written into its cursors: "trades", "candles", "alerts"
+    pages: str  # the kind of rows the endpoint pages through: "trades", "candles", "alerts"
+
+    def selection(self, attrs) -> list[str]:
+        """What picks this listing's rows besides the kind: the path's symbol, the filters."""
+        return []
 
     def validate(self, attrs):
         start, end = attrs.get("start"), attrs.get("end")
         if start is not None and end is not None and start >= end:
             raise serializers.ValidationError({"end": ["must be after start"]})
+        # Written into the cursors of its pages (next_link), checked against the cursor it was given.
+        attrs["listing"] = " ".join([self.pages, *self.selection(attrs)])
         if "cursor" in attrs:
-            attrs["cursor"] = cursor_decode(attrs["cursor"], sort=attrs["sort"], pages=self.pages)
+            attrs["cursor"] = cursor_decode(attrs["cursor"], sort=attrs["sort"], listing=attrs["listing"])
         return attrs
+
+
+class SymbolPageQuerySerializer(PageQuerySerializer):
+    """A listing of one symbol, the path's: the view gives it as context["symbol"]."""
+
+    def selection(self, attrs) -> list[str]:
+        return [self.context["symbol"]]
 
 
 @dataclass(frozen=True)
@@ -148,50 +164,54 @@ class Position:
 CURSOR_MAX_LENGTH = 500
 
 
-def cursor_encode(position: Position, *, sort: str, pages: str) -> str:
-    fields = [pages, sort, epoch_us(position.time), position.id]
+def cursor_encode(position: Position, *, sort: str, listing: str) -> str:
+    fields = [listing, sort, epoch_us(position.time), position.id]
     if position.seq is not None:
         fields.append(position.seq)
     raw = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def cursor_decode(text: str, *, sort: str, pages: str) -> Position:
+def cursor_decode(text: str, *, sort: str, listing: str) -> Position:
     bad = ApiError(code="invalid_cursor", message="cursor is not one this API issued: follow a page's `next` link "
                                                   "as it is, or drop `cursor` to start from the first page")
     if len(text) > CURSOR_MAX_LENGTH:
         raise bad
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        issued_pages, issued_for, micros, row_id, *seq = json.loads(raw)
+        issued_listing, issued_for, micros, row_id, *seq = json.loads(raw)
         time = epoch_us_time(int(micros))
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
-    if not isinstance(issued_pages, str) or issued_for not in SORTS or not isinstance(row_id, str) \
+    if not isinstance(issued_listing, str) or issued_for not in SORTS or not isinstance(row_id, str) \
             or isinstance(micros, bool) or not _STORABLE_ID.fullmatch(row_id):
         raise bad
     if seq and (len(seq) > 1 or type(seq[0]) is not int or not 0 <= seq[0] < 2**63):
         raise bad
-    if issued_pages != pages:
+    pages = listing.split(" ")[0]
+    if issued_listing.split(" ")[0] != pages:
         raise ApiError(code="invalid_cursor", message=f"this cursor is not one of {pages} pages: follow the `next` "
                                                       f"link of a page of {pages} as it is")
+    if issued_listing != listing:
+        raise ApiError(code="invalid_cursor", message="this cursor pages through other rows (another symbol, "
+                                                      "interval or filter): follow the `next` link as it is")
     if issued_for != sort:
         raise ApiError(code="invalid_cursor", message=f"this cursor belongs to sort={issued_for}: "
                                                       f"follow the `next` link as it is")
     return Position(time=time, id=row_id, seq=seq[0] if seq else None)
 
 
-def next_link(request, rows: list, *, limit: int, sort: str, pages: str, position_of) -> str | None:
+def next_link(request, rows: list, *, limit: int, sort: str, listing: str, position_of) -> str | None:
     """The URL of the page after `rows` (fetched with limit + 1), or None on the last page."""
     if len(rows) <= limit:
         return None
-    return next_url(request, position_of(rows[limit - 1]), sort=sort, pages=pages)
+    return next_url(request, position_of(rows[limit - 1]), sort=sort, listing=listing)
 
 
-def next_url(request, position: Position, *, sort: str, pages: str) -> str:
+def next_url(request, position: Position, *, sort: str, listing: str) -> str:
     """The URL of the page after the row at `position`: the request's parameters and a cursor.
     `request` is Django's or DRF's (which hands `GET` through to Django's)."""
     params = {key: value for key, value in request.GET.items() if key != "cursor"}
     params["sort"] = sort
-    params["cursor"] = cursor_encode(position, sort=sort, pages=pages)
+    params["cursor"] = cursor_encode(position, sort=sort, listing=listing)
     return request.build_absolute_uri(f"{request.path}?{urlencode(params)}")

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from market.api.pagination import PageQuerySerializer, limit_field
+from market.api.pagination import SymbolPageQuerySerializer, limit_field
 from market.domain.candles import INTERVALS, decimal_text
 
 PRICE = {"max_digits": 20, "decimal_places": 8, "normalize_output": True, "coerce_to_string": True}
@@ -25,18 +25,21 @@ _INTERVALS = ", ".join(INTERVALS)
 
 
 # --- query parameters -------------------------------------------------------------
-class TradeQuerySerializer(PageQuerySerializer):
+class TradeQuerySerializer(SymbolPageQuerySerializer):
     pages = "trades"
     limit = limit_field(**TRADES_LIMIT)
 
 
-class CandleQuerySerializer(PageQuerySerializer):
+class CandleQuerySerializer(SymbolPageQuerySerializer):
     pages = "candles"
     interval = serializers.ChoiceField(
         choices=list(INTERVALS), default="1m", help_text=f"Candle width: one of {_INTERVALS} (default 1m).",
         error_messages={"invalid_choice": f"{{input!r}} is not an interval: use one of {_INTERVALS}"},
     )
     limit = limit_field(**CANDLES_LIMIT)
+
+    def selection(self, attrs) -> list[str]:
+        return [*super().selection(attrs), attrs["interval"]]
 
 
 # --- responses ----------------------------------------------------------------------

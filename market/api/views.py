@@ -48,8 +48,8 @@ def known_symbol(symbol: str) -> str:
     return ticker
 
 
-def query(serializer_class, request) -> dict:
-    params = serializer_class(data=request.query_params)
+def query(serializer_class, request, **context) -> dict:
+    params = serializer_class(data=request.query_params, context=context)
     params.is_valid(raise_exception=True)
     return params.validated_data
 
@@ -91,7 +91,7 @@ class TradeListApi(ReadApi):
     )
     def get(self, request, symbol: str):
         ticker = known_symbol(symbol)
-        params = query(TradeQuerySerializer, request)
+        params = query(TradeQuerySerializer, request, symbol=ticker)
         after = params.get("cursor")
         if after is not None and after.seq is None:
             raise ApiError(code="invalid_cursor", message="this cursor is not one this API issued: follow the "
@@ -105,7 +105,7 @@ class TradeListApi(ReadApi):
         # Rendered as TradePageSerializer documents it (test_api_market checks they agree).
         return Response({
             "symbol": ticker, "trades": trades_json(rows[:limit]),
-            "next": next_link(request, rows, limit=limit, sort=params["sort"], pages=TradeQuerySerializer.pages,
+            "next": next_link(request, rows, limit=limit, sort=params["sort"], listing=params["listing"],
                               position_of=lambda row: Position(row.time, row.trade_id, row.seq)),
         })
 
@@ -118,7 +118,7 @@ class CandleListApi(ReadApi):
     )
     def get(self, request, symbol: str):
         ticker = known_symbol(symbol)
-        params = query(CandleQuerySerializer, request)
+        params = query(CandleQuerySerializer, request, symbol=ticker)
         after = params.get("cursor")
         limit = params["limit"]
         rows = selectors.candle_page(
@@ -127,7 +127,7 @@ class CandleListApi(ReadApi):
         )
         return Response({
             "symbol": ticker, "interval": params["interval"], "candles": candles_json(rows[:limit]),
-            "next": next_link(request, rows, limit=limit, sort=params["sort"], pages=CandleQuerySerializer.pages,
+            "next": next_link(request, rows, limit=limit, sort=params["sort"], listing=params["listing"],
                               position_of=lambda candle: Position(candle.start)),
         })
 

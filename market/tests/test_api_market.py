@@ -257,6 +257,16 @@ def test_a_cursor_works_only_on_the_endpoint_that_issued_it(client):
                              f"not one of {pages} pages")
 
 
+def test_a_cursor_works_only_for_the_symbol_interval_and_filters_it_was_issued_for(client):
+    store_trades(make_trades(10, every=timedelta(minutes=1)) + make_trades(10, symbol="MSFT", every=timedelta(minutes=1)))
+    trades = get(client, "/api/v1/trades/AAPL?limit=1")["next"].split("cursor=")[1]
+    candles = get(client, "/api/v1/candles/AAPL?limit=1")["next"].split("cursor=")[1]
+    assert get(client, f"/api/v1/trades/AAPL?limit=1&cursor={trades}")["trades"]  # where it belongs
+    for moved in (f"/api/v1/trades/MSFT?limit=1&cursor={trades}", f"/api/v1/candles/MSFT?limit=1&cursor={candles}",
+                  f"/api/v1/candles/AAPL?limit=1&interval=5m&cursor={candles}"):
+        assert_error(get(client, moved, 400), "invalid_cursor", "another symbol, interval or filter")
+
+
 @pytest.mark.parametrize("inside", [
     b',"desc",1795766744609096,"a\\u0000b",1]',  # a NUL
     b',"desc",1795766744609096,"\\ud800",3]',  # a lone surrogate: not UTF-8
@@ -266,10 +276,10 @@ def test_a_cursor_works_only_on_the_endpoint_that_issued_it(client):
 def test_a_forged_cursor_is_400_not_a_database_error(client, inside):
     import base64
 
-    for pages, endpoint in (("trades", "/api/v1/trades/AAPL"), ("candles", "/api/v1/candles/AAPL"),
-                            ("alerts", "/api/v1/alerts")):
-        forged = base64.urlsafe_b64encode(b'["' + pages.encode() + b'"' + inside).decode().rstrip("=")
-        assert_error(get(client, f"{endpoint}?cursor={forged}", 400), "invalid_cursor")
+    for listing, endpoint in (("trades AAPL", "/api/v1/trades/AAPL"), ("candles AAPL 1m", "/api/v1/candles/AAPL"),
+                              ("alerts", "/api/v1/alerts")):
+        forged = base64.urlsafe_b64encode(b'["' + listing.encode() + b'"' + inside).decode().rstrip("=")
+        assert_error(get(client, f"{endpoint}?cursor={forged}", 400), "invalid_cursor", "not one this API issued")
 
 
 def test_an_empty_parameter_counts_as_absent(client):
