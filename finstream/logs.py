@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
+import redis
 from opentelemetry import trace
 
 from finstream import tracing
@@ -34,3 +35,19 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class ConnectionLossInOneLine(logging.Filter):
+    """A library's report of a lost connection, with its traceback, as one warning line.
+
+    channels_redis logs the traceback of a dropped Redis connection once a second until Redis
+    is back (its receive loop reconnects and subscribes again by itself): a Redis restart would
+    fill the web process's log with tracebacks that say no more than their last line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
+            record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {error} (retrying)", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

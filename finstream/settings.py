@@ -216,9 +216,11 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "finstream.logs.JsonFormatter"},
     },
+    "filters": {"connection_loss": {"()": "finstream.logs.ConnectionLossInOneLine"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        "channels_redis.pubsub": {"filters": ["connection_loss"]},
         "django.db.backends": {"level": "WARNING"},
         # Django's own console handler would print request errors a second time, in plain text (DEBUG on).
         "django": {"handlers": [], "level": "INFO", "propagate": True},

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import websockets
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import connection, connections
 
 from market.services import symbols_seed
 from streaming.kafka import EventPublisher
@@ -241,3 +241,43 @@ def test_requests_queued_behind_a_close_are_not_served(redis_clean, daphne_serve
 
     wait_for(lambda: connections_counted() == 0, timeout=TIMEOUT, what="no connection counted")
     assert "Traceback" not in daphne_server.log(), daphne_server.log()[-3000:]
+
+
+def test_clients_keep_receiving_after_redis_drops_the_servers_subscription(kafka_topics, redis_clean, daphne_server):
+    # Redis closes a subscriber's connection on a restart, or when the subscriber falls behind
+    # its output buffer limit. The web process must subscribe again: its clients would otherwise
+    # stay connected and receive nothing. What is sent meanwhile is lost: a gap in `seq`.
+    symbols_seed(tickers=["AAPL"])
+    runner = ConsumerRunner(RelayPipeline(), RunnerOptions(batch_size=1000, batch_wait=0.2))
+    runner.subscribe()
+    origin = daphne_server.url.replace("ws://", "http://")
+
+    def relay(i: int) -> None:  # in a thread of its own: its database connection is closed here
+        try:
+            publish({TRADES: [trade(i)]})
+            consume_until(runner, 1)
+        finally:
+            connections.close_all()
+
+    async def scenario():
+        async with websockets.connect(daphne_server.url + "/ws/trades/AAPL", origin=origin,
+                                      open_timeout=TIMEOUT) as ws:
+            await asyncio.to_thread(relay, 1)
+            assert (await receive(ws))["seq"] == 1
+            assert redis_client().client_kill_filter(_type="pubsub") >= 1
+            for i in range(2, 40):
+                await asyncio.to_thread(relay, i)
+                try:
+                    got = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                except TimeoutError:
+                    continue
+                return i, got
+            pytest.fail("nothing received for 38 trades after the subscription was dropped")
+
+    try:
+        i, got = asyncio.run(scenario())
+    finally:
+        runner.close()
+    assert (got["seq"], got["data"]["id"]) == (i, f"t-AAPL-{i}")
+    log = daphne_server.log()  # the lost connection in one line, not a traceback a second
+    assert "WARNING channels_redis.pubsub" in log and "ConnectionError" in log and "Traceback" not in log, log[-3000:]
