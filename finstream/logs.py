@@ -40,14 +40,24 @@ class JsonFormatter(logging.Formatter):
 class ConnectionLossInOneLine(logging.Filter):
     """A library's report of a lost connection, with its traceback, as one warning line.
 
-    channels_redis logs the traceback of a dropped Redis connection once a second until Redis
-    is back (its receive loop reconnects and subscribes again by itself): a Redis restart would
-    fill the web process's log with tracebacks that say no more than their last line."""
+    While Redis is away, channels_redis logs a dropped connection's traceback once a second (its
+    receive loop reconnects and subscribes again by itself), and Celery beat one per scheduled
+    task it could not send: a Redis restart would fill the logs with tracebacks that say no more
+    than their last line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
-            record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {error} (retrying)", ()
+        lost = _connection_error(record.exc_info[1] if record.exc_info else None)
+        if lost is not None:
+            record.msg, record.args = f"{record.getMessage()} ({type(lost).__name__}: {lost}; retrying)", ()
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+def _connection_error(error: BaseException | None) -> BaseException | None:
+    """The lost connection behind `error`, following what it was raised from."""
+    for _ in range(10):
+        if error is None or isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

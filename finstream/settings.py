@@ -221,6 +221,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "channels_redis.pubsub": {"filters": ["connection_loss"]},
+        "celery.beat": {"filters": ["connection_loss"]},
         "django.db.backends": {"level": "WARNING"},
         # Django's own console handler would print request errors a second time, in plain text (DEBUG on).
         "django": {"handlers": [], "level": "INFO", "propagate": True},

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from finstream import env
-from finstream.logs import JsonFormatter
+from finstream.logs import ConnectionLossInOneLine, JsonFormatter
 
 
 @pytest.mark.parametrize(("name", "reader", "value", "message"), [
@@ -128,6 +128,40 @@ def test_json_log_lines_carry_the_context_they_are_given():
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "warning" and line["message"] == "dead-lettering x"
     assert line["consumer"] == "build_candles" and line["partition"] == 3
+
+
+def _logged(logger: str, error: BaseException) -> logging.LogRecord:
+    try:
+        raise error
+    except BaseException:
+        record = logging.getLogger(logger).makeRecord(logger, logging.ERROR, __file__, 1, "Couldn't apply %s", ("x",),
+                                                      sys.exc_info())
+    assert ConnectionLossInOneLine().filter(record)
+    return record
+
+
+def test_a_lost_connection_behind_a_librarys_error_is_one_warning_line():
+    import redis
+    from celery.beat import SchedulingError
+    from kombu.exceptions import OperationalError
+
+    lost = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    wrapped = OperationalError(str(lost))
+    wrapped.__cause__ = lost
+    error = SchedulingError("Couldn't apply scheduled task market-stats")
+    error.__cause__ = wrapped
+
+    record = _logged("celery.beat", error)
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert record.getMessage() == ("Couldn't apply x (ConnectionError: Error 111 connecting to 127.0.0.1:6379. "
+                                   "Connection refused.; retrying)")
+    for logger in ("channels_redis.pubsub", "celery.beat"):
+        assert any(isinstance(f, ConnectionLossInOneLine) for f in logging.getLogger(logger).filters), logger
+
+
+def test_other_errors_keep_their_traceback():
+    record = _logged("celery.beat", ValueError("a bug"))
+    assert record.levelname == "ERROR" and record.exc_info[0] is ValueError
 
 
 def test_producers_hold_messages_as_long_as_the_linger_setting_says(settings):
