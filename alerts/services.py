@@ -68,13 +68,16 @@ def _params_json(params) -> dict:
     return dataclasses.asdict(params)
 
 
+_STATE_FIELDS = ["acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at"]
+
+
 @transaction.atomic
 def alert_acknowledge(*, alert: Alert, user) -> Alert:
-    """Idempotent: acknowledging twice keeps the first who and when."""
-    if alert.acknowledged_at is None:
-        alert.acknowledged_by = user
-        alert.acknowledged_at = timezone.now()
-        alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
+    """Idempotent: acknowledging twice keeps the first who and when, also when two people do it at
+    once (the update is conditional, so the second finds it done); `alert` is refreshed to say so."""
+    Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
+        acknowledged_by=user, acknowledged_at=timezone.now())
+    alert.refresh_from_db(fields=_STATE_FIELDS)
     return alert
 
 
@@ -82,13 +85,7 @@ def alert_acknowledge(*, alert: Alert, user) -> Alert:
 def alert_resolve(*, alert: Alert, user) -> Alert:
     """Resolving also acknowledges. Idempotent like alert_acknowledge."""
     now = timezone.now()
-    fields = []
-    if alert.acknowledged_at is None:
-        alert.acknowledged_by, alert.acknowledged_at = user, now
-        fields += ["acknowledged_by", "acknowledged_at"]
-    if alert.resolved_at is None:
-        alert.resolved_by, alert.resolved_at = user, now
-        fields += ["resolved_by", "resolved_at"]
-    if fields:
-        alert.save(update_fields=fields)
+    Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(acknowledged_by=user, acknowledged_at=now)
+    Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(resolved_by=user, resolved_at=now)
+    alert.refresh_from_db(fields=_STATE_FIELDS)
     return alert

@@ -169,3 +169,43 @@ def test_writing_an_unknown_alert_is_404(user):
 
 def test_reading_alerts_needs_no_user_but_writing_by_get_is_refused(alerts):
     assert APIClient().get(f"/api/v1/alerts/{alerts[0].id}/acknowledge").status_code in (401, 405)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("second", ["acknowledge", "resolve"])
+def test_two_people_acknowledging_at_once_are_both_told_the_first(second):
+    # The second request reads the alert while the first one's transaction holds it: a plain
+    # read-then-save let the second overwrite the first's who and when, and told each one it won.
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    from alerts import services
+
+    first, other = (get_user_model().objects.create_user(username=name) for name in ("first", "other"))
+    alert = make_alert(1)
+    answers = []
+
+    def write():
+        try:
+            answers.append(getattr(services, f"alert_{second}")(alert=Alert.objects.get(pk=alert.pk), user=other))
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        services.alert_acknowledge(alert=Alert.objects.get(pk=alert.pk), user=first)
+        writer = threading.Thread(target=write)
+        writer.start()
+        with connection.cursor() as cursor:  # the other write waits for this transaction's row lock
+            for _ in range(500):
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                if cursor.fetchone()[0]:
+                    break
+                writer.join(0.01)
+    writer.join(10)
+    stored = Alert.objects.get(pk=alert.pk)
+    told = answers[0]
+    assert stored.acknowledged_by == told.acknowledged_by == first
+    assert stored.acknowledged_at == told.acknowledged_at
+    if second == "resolve":
+        assert stored.resolved_by == told.resolved_by == other
