@@ -73,7 +73,8 @@ class AnomalyPipeline:
         self._engine: AnomalyEngine | None = None
         self._rules_version = None
         self._rules_checked = 0.0
-        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        # (symbol, time, id) of the trades fed lately: a trade's identity, as the trades table's.
+        self._recent_ids: OrderedDict[tuple[str, datetime, str], None] = OrderedDict()
         # The batch last detected on (held, so that `is` cannot match a new
         # batch that happens to reuse its memory) and the signals it raised.
         self._detected_for: tuple[Events, list[AlertSignal]] | None = None
@@ -187,9 +188,10 @@ class AnomalyPipeline:
         recent = self._recent_ids
         fresh = []
         for trade in trades:
-            if trade.id in recent:
+            key = (trade.symbol, trade.ts, trade.id)
+            if key in recent:
                 continue
-            recent[trade.id] = None
+            recent[key] = None
             fresh.append(trade)
         while len(recent) > RECENT_IDS:
             recent.popitem(last=False)

@@ -29,7 +29,8 @@ _INSERT = """
 
 
 def alerts_store(*, signals: Sequence[AlertSignal], detected_at: datetime) -> list[AlertMessage]:
-    """Store the alerts not stored before and return them as messages to publish.
+    """Store the alerts not stored before and return them as messages to publish, in the
+    signals' order (the order the engine raised them: an episode's start before its escalations).
 
     Alert ids are deterministic, so a signal raised again after a crash and
     replay is a conflict here and is neither stored nor published twice.
@@ -44,7 +45,7 @@ def alerts_store(*, signals: Sequence[AlertSignal], detected_at: datetime) -> li
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, [list(column) for column in columns])
         inserted = {row[0] for row in cursor.fetchall()}
-    return [to_message(unique[alert_id], detected_at) for alert_id in sorted(inserted)]
+    return [to_message(signal, detected_at) for alert_id, signal in unique.items() if alert_id in inserted]
 
 
 def alert_rules_seed() -> int:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import get_args
 
+import msgspec
 import pytest
 from django.db import transaction
 
@@ -82,6 +83,18 @@ def test_a_retried_batch_does_not_feed_the_detector_twice(kafka_topics, redis_cl
     pipeline.prepare(events)  # the runner retrying after a database error
     assert pipeline._detected_for[1] is first
     pipeline.close()
+
+
+def test_trades_that_reuse_another_symbols_ids_are_other_trades(kafka_topics, redis_clean):
+    # Vendors number trades per symbol (Binance) or per day: as in the trades table, a trade is its
+    # (symbol, time, id). Told apart by id alone, NVDA's trades were dropped as TSLA's repeats.
+    alert_rules_seed()
+    pipeline = AnomalyPipeline()
+    tsla = spike_trades()
+    nvda = [msgspec.structs.replace(trade, symbol="NVDA") for trade in tsla]
+    alerts = run_batch(pipeline, batch(tsla)).alerts + run_batch(pipeline, batch(nvda)).alerts
+    pipeline.close()
+    assert {alert.symbol for alert in alerts if alert.type == "price_spike"} == {"TSLA", "NVDA"}
 
 
 def steady(symbol, seconds, prefix, start=START, price="50.00", first_seq=1):

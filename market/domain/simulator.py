@@ -303,7 +303,7 @@ class _SymbolState:
         "trade_seq",
     )
 
-    def __init__(self, profile: SymbolProfile, index: int, seed: int) -> None:
+    def __init__(self, profile: SymbolProfile, index: int, run: str) -> None:
         sigma = profile.volatility
         jumps_per_year = JUMPS_PER_TRADING_DAY * 252
         self.profile = profile
@@ -320,8 +320,8 @@ class _SymbolState:
         self.base_spread = max(1, round(price_c * sigma * SPREAD_PER_VOLATILE_DOLLAR))
         self.bid_c = self.ask_c = 0
         self.trade_seq = self.quote_seq = 0
-        self.trade_prefix = f"sim-{seed}-{profile.symbol}-"
-        self.quote_prefix = f"simq-{seed}-{profile.symbol}-"
+        self.trade_prefix = f"sim-{run}-{profile.symbol}-"
+        self.quote_prefix = f"simq-{run}-{profile.symbol}-"
         self.spike: _Spike | None = None
         self.spike_offset = 0.0
         self.size_mult = 1.0
@@ -346,9 +346,11 @@ class MarketSimulator:
     ``quotes_per_trade`` the mean number of quotes per trade (> 0: quotes are
     what move prices).
 
-    Ids are ``sim-{seed}-{symbol}-{seq}`` for trades and
-    ``simq-{seed}-{symbol}-{n}`` for quotes: two runs with the same seed reuse
-    ids, which consumers drop as duplicates, so a new run wants a new seed.
+    Ids are ``sim-{seed}-{start}-{symbol}-{seq}`` for trades and
+    ``simq-{seed}-{start}-{symbol}-{n}`` for quotes, ``start`` the first
+    events' time in epoch microseconds, base 36: a run with the same seed and
+    start is the same stream under the same ids (consumers store it once); any
+    other run's ids are its own, so that an id names one trade.
     """
 
     def __init__(
@@ -379,7 +381,8 @@ class MarketSimulator:
         names = [p.symbol for p in profiles]
         if len(set(names)) != len(names):
             raise ValueError(f"symbols must be distinct, got {names}")
-        longest = max(len(f"simq-{seed}-{name}-") for name in names) + _MAX_SEQ_DIGITS
+        run = f"{seed}-{np.base_repr(epoch_us(start), 36).lower()}"
+        longest = max(len(f"simq-{run}-{name}-") for name in names) + _MAX_SEQ_DIGITS
         if longest > 64:
             raise ValueError(f"seed {seed} is too long: message ids would exceed 64 characters")
 
@@ -397,7 +400,7 @@ class MarketSimulator:
         # Anomaly times and shapes have their own stream, so that they do not
         # depend on how many events happen to come before them.
         self._anomaly_rng = random.Random(f"finstream-anomalies-{seed}")
-        self._states = [_SymbolState(p, i, seed) for i, p in enumerate(profiles)]
+        self._states = [_SymbolState(p, i, run) for i, p in enumerate(profiles)]
         self._weights = [p.volume_weight for p in profiles]
         self._cum = list(accumulate(self._weights))
         self._start_sod = (self.start - self.start.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()

@@ -116,6 +116,15 @@ def test_different_seeds_give_different_streams_and_ids():
     assert not {e.id for e in a} & {e.id for e in b}
 
 
+def test_runs_from_another_start_have_ids_of_their_own():
+    # The store keeps a trade once per (symbol, time, id), and clients tell repeats by id: a second
+    # run of the seed a microsecond later is other trades, under other ids.
+    a = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=1, start=START, rate=50.0).next_batch(2000)
+    b = MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=1, start=START + timedelta(microseconds=1),
+                        rate=50.0).next_batch(2000)
+    assert not {e.id for e in a} & {e.id for e in b}
+
+
 def test_events_and_next_batch_continue_one_stream():
     def make() -> MarketSimulator:
         return MarketSimulator(symbols=DEFAULT_SYMBOLS, seed=3, start=START, rate=100.0)
@@ -141,15 +150,18 @@ def test_event_times_never_go_backwards(plain_run):
     assert all(a <= b for a, b in zip(times, times[1:]))
 
 
+RUN = "hekghynls0"  # START in epoch microseconds, base 36
+
+
 def test_ids_are_unique_and_seq_counts_each_symbols_trades_from_one(plain_run):
     assert len({e.id for e in plain_run}) == len(plain_run)
     seqs = defaultdict(list)
     for e in plain_run:
         if isinstance(e, Trade):
             seqs[e.symbol].append(e.seq)
-            assert e.id == f"sim-11-{e.symbol}-{e.seq}"
+            assert e.id == f"sim-11-{RUN}-{e.symbol}-{e.seq}"
         else:
-            assert e.id.startswith(f"simq-11-{e.symbol}-")
+            assert e.id.startswith(f"simq-11-{RUN}-{e.symbol}-")
     assert set(seqs) == set(DEFAULT_SYMBOLS)
     for symbol_seqs in seqs.values():
         assert symbol_seqs == list(range(1, len(symbol_seqs) + 1))
