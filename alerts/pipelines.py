@@ -92,6 +92,7 @@ class AnomalyPipeline:
         self._stale_rules: tuple | None = None  # the engine's stale_feed rules
         self._stale_rules_kept = False  # the engine before had the same
         self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
+        self._watched_before: frozenset[str] = frozenset()  # stale_feed's watched symbols, engine before
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -108,6 +109,8 @@ class AnomalyPipeline:
             configs, problems = alert_selectors.alert_rule_configs()
             for problem in problems:
                 log.error("alert rule left out until it is fixed in the admin: %s", problem)
+            # Which symbols' trades came live is known only to the engine that read them.
+            self._watched_before = self._engine.watched_symbols() if self._engine is not None else frozenset()
             self._engine, self._rules_version = AnomalyEngine(configs), version
             self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
             self._warm_read_before = bool(self._read_trades or self._read_quotes)
@@ -164,7 +167,13 @@ class AnomalyPipeline:
             *alert_selectors.alert_episodes_before(until=trade_times, within=WARM_EPISODES, types=TRADE_EPISODE_TYPES),
             *alert_selectors.alert_episodes_before(until=quote_bounds, within=WARM_EPISODES, types=QUOTE_EPISODE_TYPES),
         ]
-        engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes)
+        # The market's present before this history: the last watermark; on a cold start, where
+        # reading resumed, unless every partition is known to be behind it.
+        present = self._advanced_to
+        if present is None and self._resumed_at is not None:
+            present = self._resumed_at if watermark is None else min(self._resumed_at, watermark)
+        engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes,
+                    present=present, watched=self._watched_before)
         # A trade read later that is in the history (a late print, or one stored just before the
         # watermark warm-up) must not count twice.
         self._fresh(history)

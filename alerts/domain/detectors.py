@@ -35,7 +35,7 @@ rate (``state_size()`` counts the entries).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -162,6 +162,7 @@ class AnomalyEngine:
     def warm(
         self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = (),
         settled_at: Mapping[str, datetime] | None = None, episodes: Iterable[EpisodeSeed] = (),
+        present: datetime | None = None, watched: Collection[str] = (),
     ) -> None:
         """Rebuild the state of the symbols in the history given, emitting nothing; the other
         symbols' state is untouched, so a running engine can warm a symbol it reads for the
@@ -181,8 +182,16 @@ class AnomalyEngine:
         history is fed (``Episode.resume``): a condition that comes back within the cooldown is
         the same episode, as it was for the run that alerted it (the history alone covers only
         minutes). A seed of a rule not in this engine, or now of another type, is skipped.
+        ``present``: the market's event time known before this history (the last watermark, or
+        where reading resumed); ``watched``: the symbols stale_feed watched in the engine before
+        this one (``watched_symbols()``). Another symbol whose history is older than stale_feed's
+        gap before ``present`` (a file replayed beside the live feed) is not watched, as it was
+        not when its trades were read.
         Raises ``ValueError`` for a candle, or a seed, of another interval or a naive time.
         """
+        if present is not None:
+            for stale in self._stale:
+                stale.present_at(_event_time(present), watched)
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
             if candle.interval != "1m":
                 raise ValueError(f"warm takes 1-minute candles for the volume baseline, got {candle.interval}")
@@ -205,6 +214,10 @@ class AnomalyEngine:
             detector = self._episodes_of.get(seed.rule)
             if detector is not None and detector.config.type == seed.type:
                 detector.episode_for(seed.symbol).resume(seed, start=start, last=last)
+
+    def watched_symbols(self) -> frozenset[str]:
+        """The symbols stale_feed watches: those whose trades came as the market's present."""
+        return frozenset().union(*(stale.watched() for stale in self._stale))
 
     def counters(self) -> EngineCounters:
         return EngineCounters(

@@ -10,7 +10,7 @@ symbol is watched from its first trade no more than ``gap_seconds`` behind the w
 last ``advance`` (before its batch): trades of a symbol that only ever came as history (a file
 replayed beside the live feed) never make it stale. The watermark, not the market's latest trade:
 it waits for every partition, so a symbol on a partition being caught up is watched. (In the
-first batch after a cold start there is no watermark yet, and history there is watched.)
+first batch after a cold start there is no watermark yet: a warm-up's ``present_at`` stands in.)
 
 ``advance(w)`` (``w`` = the market's event time, the consumer passes the trades topic's
 watermark) raises an alert for each symbol with ``w - start > gap_seconds``, unless the market itself
@@ -27,6 +27,7 @@ batches may span more). State: O(1) per symbol.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from .rules import RuleConfig, StaleFeedParams
@@ -57,6 +58,7 @@ class StaleFeedDetector:
         self.resumed = -math.inf
         self.resumed_ts: datetime | None = None
         self._watermark = -math.inf  # the latest advance(w)
+        self._watched_before: frozenset[str] = frozenset()  # see present_at
         # A lower bound of every symbol's due time (start + gap), so that most advance() calls
         # return without visiting every symbol.
         self._next_check = math.inf
@@ -88,7 +90,7 @@ class StaleFeedDetector:
                 continue
             st = states.get(trade.symbol)
             if st is None:
-                if t < present:
+                if t < present and trade.symbol not in self._watched_before:
                     continue
                 st = self._state(trade.symbol)
             if t > st.last:
@@ -109,10 +111,26 @@ class StaleFeedDetector:
 
     def seed(self, symbol: str, t: float, ts: datetime) -> None:
         """Record a symbol's latest trade time without it counting as market activity (warm-up
-        from candles' last trade times)."""
-        st = self._state(symbol)
+        from candles' last trade times). A symbol not watched yet whose trade is history next to
+        the watermark (``present_at``) is left unwatched, as ``on_trades`` leaves it."""
+        st = self._states.get(symbol)
+        if st is None:
+            if t < self._watermark - self._market_gap and symbol not in self._watched_before:
+                return
+            st = self._state(symbol)
         if t > st.last:
             self._seen(st, t, ts)
+
+    def present_at(self, w: float, watched: Collection[str] = ()) -> None:
+        """Warm-up: the market's event time had reached ``w`` before the history fed next, and
+        the engine before this one watched ``watched``. Nothing is alerted and time does not
+        advance: this decides only which symbols the history makes watched (those it watched,
+        and those whose trades there are the market's present)."""
+        self._watermark = max(self._watermark, w)
+        self._watched_before = frozenset(watched)
+
+    def watched(self) -> frozenset[str]:
+        return frozenset(self._states)
 
     def settle(self, symbol: str, w: float) -> None:
         """Warm-up: the symbol's silence, if already longer than its gap at ``w``, counts as noticed

@@ -219,6 +219,30 @@ def test_after_a_rule_change_a_symbol_read_before_is_warmed_through_what_was_rea
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == []
 
 
+def test_a_replayed_symbol_is_not_called_stale_after_a_rule_change(kafka_topics, redis_clean):
+    # RIVN's trades come from files of yesterday's trades replayed beside the live feed (AAPL). A
+    # rule change rebuilds the engine, which warms RIVN from the history before what it read: those
+    # trades are history next to the watermark, not a feed that stopped while the market traded.
+    alert_rules_seed()
+    symbols_seed(tickers=["AAPL", "RIVN"])
+    now = [0.0]
+    pipeline = AnomalyPipeline(clock=lambda: now[0])
+    live = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    yesterday = live - timedelta(days=1)
+    aapl = steady("AAPL", range(0, 600, 2), "a", start=live)
+    first_file = steady("RIVN", range(0, 600, 5), "r1", start=yesterday)
+    second_file = steady("RIVN", range(1200, 1800, 5), "r2", start=yesterday, first_seq=1000)
+    store_trades(aapl + first_file + second_file)
+    alerts = run_batch(pipeline, batch(aapl[:50])).alerts
+    alerts += run_batch(pipeline, batch(aapl[50:100] + first_file, watermark=live + timedelta(seconds=200))).alerts
+    AlertRule.objects.filter(slug="crossed-quote").update(cooldown_seconds=61, updated_at=datetime.now(UTC))
+    now[0] += 60  # past the rules check interval: the next batch builds a new engine
+    alerts += run_batch(pipeline, batch(second_file + aapl[100:200], watermark=live + timedelta(seconds=400))).alerts
+    alerts += run_batch(pipeline, batch(aapl[200:])).alerts
+    pipeline.close()
+    assert [(a.symbol, a.type) for a in alerts if a.symbol == "RIVN"] == []
+
+
 def around_a_restart(tape, restart, meanwhile=lambda alerts: None):
     """The alerts of the tape's trades before `restart` by one detector, and of those after by a
     new one (the tape stored first, as build_candles would have); `meanwhile` gets the first's."""

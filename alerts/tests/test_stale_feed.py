@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from alerts.domain.signals import alert_id
+from streaming.schemas import Candle
 
 from .factories import at, consumer_order, engine, feed, rule, steady, trade
 
@@ -135,3 +138,28 @@ def test_warm_settles_a_silence_already_longer_than_the_gap(last_trade, settled_
     eng.warm(trades=steady("AAPL", 0, last_trade) + steady("MSFT", 0, settled_at), settled_at={"AAPL": at(settled_at)})
     signals = feed(eng, steady("MSFT", settled_at, 900), batch=10, advance=True)
     assert [(s.symbol, s.ts) for s in signals] == ([("AAPL", at(stale_at))] if stale_at else [])
+
+
+WEEK_AGO = -7 * 86400
+
+
+def last_week_candle(symbol: str) -> Candle:
+    """A 1-minute candle of last week whose last trade is at WEEK_AGO + 59 s."""
+    price = Decimal("10")
+    return Candle(symbol=symbol, interval="1m", start=at(WEEK_AGO), open=price, high=price, low=price, close=price,
+                  volume=Decimal(1), trades=1, vwap=price, first_trade_ts=at(WEEK_AGO + 59),
+                  last_trade_ts=at(WEEK_AGO + 59))
+
+
+@pytest.mark.parametrize(("watched", "alerted"), [
+    ((), []),  # replayed files' symbols: their history was never the market's present
+    (("BRK.A", "TSLA"), ["BRK.A", "TSLA"]),  # the engine before watched them: this one does
+])
+def test_warm_leaves_history_beside_the_present_unwatched_unless_watched_before(watched, alerted):
+    # A new engine (a rules change) warmed with MSFT's live trades, BRK.A's trades and TSLA's
+    # candle of last week.
+    eng = stale()
+    eng.warm(trades=steady("BRK.A", WEEK_AGO, WEEK_AGO + 60) + steady("MSFT", 0, 300),
+             candles=[last_week_candle("TSLA")], present=at(300), watched=watched)
+    signals = feed(eng, steady("MSFT", 300, 900), batch=10, advance=True)
+    assert sorted(s.symbol for s in signals) == alerted
