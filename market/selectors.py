@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from market.domain.candles import change_percent, plain, vwap
 from market.models import RetiredTradeDay, Symbol, Trade
@@ -20,6 +21,8 @@ from streaming.schemas import Candle as CandleMessage
 from streaming.schemas import Quote as QuoteMessage
 from streaming.schemas import Trade as TradeMessage
 from streaming.wire import epoch_us_time
+
+log = logging.getLogger(__name__)
 
 
 def symbol_exists(*, ticker: str) -> bool:
@@ -394,16 +397,30 @@ def symbol_tickers() -> list[str]:
 
 
 _recent_tickers: tuple[float, list[str]] = (float("-inf"), [])
+SYMBOLS_RETRY_SECONDS = 5.0
 
 
 def symbol_tickers_recent(*, max_age: float) -> list[str]:
     """Active tickers as of at most `max_age` seconds ago: the web process asks
-    on every quote and summary request, and symbols change rarely."""
+    on every quote and summary request, and symbols change rarely. With
+    PostgreSQL away, the list read before is served (asked for again every
+    SYMBOLS_RETRY_SECONDS, not on every request), so that quotes and the market
+    summary, which are read from Redis, go on; raises if none was read yet."""
     global _recent_tickers
     tickers = symbol_tickers_known(max_age=max_age)
-    if tickers is None:
+    if tickers is not None:
+        return tickers
+    read_at, known = _recent_tickers
+    try:
         tickers = symbol_tickers()
-        _recent_tickers = (time.monotonic(), tickers)
+    except DatabaseError as error:
+        if read_at == float("-inf"):
+            raise
+        log.warning("symbols not read from PostgreSQL (%s): serving the list read %.0f s ago",
+                    type(error).__name__, time.monotonic() - read_at)
+        _recent_tickers = (time.monotonic() - max_age + SYMBOLS_RETRY_SECONDS, known)
+        return known
+    _recent_tickers = (time.monotonic(), tickers)
     return tickers
 
 

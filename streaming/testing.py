@@ -37,6 +37,24 @@ def redis_refusing(settings) -> Iterator[None]:
             redis_client.cache_clear()
 
 
+@contextmanager
+def database_refusing() -> Iterator[None]:
+    """Within: this thread's PostgreSQL connection connects to a port where nothing listens, as
+    when PostgreSQL is down; after: to the real one again. Not inside a test's transaction."""
+    from django.db import connection
+
+    real_port = connection.settings_dict["PORT"]
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        connection.close()
+        connection.settings_dict["PORT"] = str(closed.getsockname()[1])
+        try:
+            yield
+        finally:
+            connection.close()
+            connection.settings_dict["PORT"] = real_port
+
+
 def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:

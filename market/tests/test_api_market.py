@@ -103,6 +103,24 @@ def test_with_redis_away_the_redis_reads_are_503_in_the_error_shape(client, redi
     assert "Redis did not answer" in response.json()["error"]["message"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_with_postgresql_away_quotes_and_the_summary_are_still_served_from_redis(client, settings):
+    from streaming.testing import database_refusing
+
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    latest_events_store(key_format=LATEST_QUOTE_KEY, events=[
+        Quote(id="q1", symbol="AAPL", ts=T0, bid=Decimal("187.20"), ask=Decimal("187.22"), bid_size=Decimal(300),
+              ask_size=Decimal(500))])
+    settings.API_SYMBOLS_CACHE_SECONDS = 0  # the symbol list is read again on every request
+    assert get(client, "/api/v1/quotes/AAPL")["bid"] == "187.2"
+    with database_refusing():
+        assert get(client, "/api/v1/quotes/AAPL")["bid"] == "187.2"
+        assert {"AAPL", "MSFT"} <= {row["symbol"] for row in get(client, "/api/v1/market-summary")["symbols"]}
+        response = client.get("/api/v1/trades/AAPL")  # a PostgreSQL read: its absence is said
+        assert response.status_code == 503 and "PostgreSQL" in response.json()["error"]["message"]
+    assert get(client, "/api/v1/quotes/AAPL")["bid"] == "187.2"
+
+
 def test_the_latest_quote_comes_from_redis_with_exact_prices(client):
     older = Quote(id="q1", symbol="AAPL", ts=T0, bid=Decimal("187.20"), ask=Decimal("187.22"),
                   bid_size=Decimal(300), ask_size=Decimal(500))
