@@ -249,6 +249,7 @@ REST_FRAMEWORK = {
     # `WWW-Authenticate: Token` (with session authentication first, DRF answers 403 and no challenge).
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        "finstream.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],

@@ -126,16 +126,17 @@ def test_writes_need_a_user(alerts, action):
 
 @pytest.mark.parametrize("url", ["/api/v1/alerts", "/api/v1/symbols", "/api/v1/quotes/AAPL", "/api/v1/candles/AAPL"])
 def test_wrong_credentials_are_401_on_reads_too(alerts, user, url):
-    for credentials in ("Token bogus", "Basic b3BzOndyb25n"):  # ops:wrong
+    for credentials in ("Token bogus", "Bearer bogus", "Basic b3BzOndyb25n"):  # ops:wrong
         response = APIClient().get(url, HTTP_AUTHORIZATION=credentials)
         assert response.status_code == 401, (credentials, response.content)
         assert response["WWW-Authenticate"] == "Token"
         assert response.json()["error"]["code"] == "authentication_failed"
 
 
-def test_acknowledge_with_a_token_is_idempotent(alerts, user):
+@pytest.mark.parametrize("scheme", ["Token", "Bearer"])
+def test_acknowledge_with_a_token_is_idempotent(alerts, user, scheme):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {Token.objects.create(user=user).key}")
     first = client.post(f"/api/v1/alerts/{alerts[0].id}/acknowledge")
     assert first.status_code == 200
     assert (first.json()["state"], first.json()["acknowledged_by"]) == ("acknowledged", "ops")
