@@ -16,7 +16,8 @@ def _choices(name: str, values) -> dict:
 
 class AlertQuerySerializer(PageQuerySerializer):
     pages = "alerts"
-    symbol = serializers.CharField(required=False, max_length=16, help_text="Only this symbol's alerts, e.g. AAPL.")
+    # No length limit here: a symbol no symbol can be is a 404 unknown_symbol, as in the paths.
+    symbol = serializers.CharField(required=False, help_text="Only this symbol's alerts, e.g. AAPL.")
     severity = serializers.ChoiceField(**_choices("severity", Alert.Severity.values))
     type = serializers.ChoiceField(**_choices("type", AlertRule.Type.values))
     state = serializers.ChoiceField(**_choices("state", ALERT_STATES))

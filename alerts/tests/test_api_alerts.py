@@ -76,7 +76,8 @@ def test_alert_filters(alerts, query, expected):
 
 
 def test_alerts_of_an_unknown_symbol_are_404(alerts):
-    assert get("/api/v1/alerts?symbol=ZZZZ", 404)["error"]["code"] == "unknown_symbol"
+    for symbol in ("ZZZZ", "A" * 17, "X" * 300):
+        assert get(f"/api/v1/alerts?symbol={symbol}", 404)["error"]["code"] == "unknown_symbol"
 
 
 def test_alert_pages_follow_through_equal_times(alerts):

@@ -23,7 +23,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from drf_spectacular.types import OpenApiTypes
@@ -44,7 +44,9 @@ _DIGITS = re.compile(r"[0-9]+")
 # UTF-8 cannot encode and the database driver would fail on.
 _STORABLE_ID = re.compile(r"[^\x00\ud800-\udfff]{0,64}")
 # 2026-03-02T15:30:00+01:00 put in a URL as it is: the query string's "+" arrives as a space.
-_UNENCODED_PLUS = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:\d\d)$")
+_UNENCODED_PLUS = re.compile(r"([Tt]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?) (\d\d:?\d\d)$")
+# Digits past the microsecond, which Python's reader drops: 14:30:00.0000005 is after 14:30:00.
+_BELOW_MICROSECOND = re.compile(r"[.,]\d{6}(\d+)")
 _TIME_HELP = "RFC 3339 with a zone (2026-03-02T14:30:00Z), a UTC date (2026-03-02) or epoch milliseconds"
 
 
@@ -72,6 +74,10 @@ def parse_time(text: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{text[:40]!r} has no time zone: add Z or an offset such as +00:00")
     try:
+        # Rows are stored to the microsecond: a bound between two microseconds is the later one,
+        # for `start` (rows at or after it) as for `end` (rows before it).
+        if (below := _BELOW_MICROSECOND.search(text)) and below.group(1).strip("0"):
+            value += timedelta(microseconds=1)
         return value.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"{text[:40]!r} is out of range") from None
@@ -184,7 +190,7 @@ def cursor_decode(text: str, *, sort: str, listing: str) -> Position:
     except (ValueError, TypeError, binascii.Error, OverflowError, UnicodeDecodeError):
         raise bad from None
     if not isinstance(issued_listing, str) or issued_for not in SORTS or not isinstance(row_id, str) \
-            or isinstance(micros, bool) or not _STORABLE_ID.fullmatch(row_id):
+            or type(micros) is not int or not _STORABLE_ID.fullmatch(row_id):
         raise bad
     if seq and (len(seq) > 1 or type(seq[0]) is not int or not 0 <= seq[0] < 2**63):
         raise bad

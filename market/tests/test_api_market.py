@@ -205,9 +205,13 @@ def test_start_and_end_bound_trades_in_rfc3339_or_epoch_ms(client):
     epoch = get(client, f"/api/v1/trades/AAPL?start={int(start.timestamp() * 1000)}&end={int(end.timestamp() * 1000)}")
     assert [t["id"] for t in epoch["trades"]] == in_range
     # An offset's "+" typed into a URL as it is arrives as a space; %2B is the same time.
-    for plus in ("+", "%2B"):
-        unencoded = get(client, f"/api/v1/trades/AAPL?start=2026-03-02T15:30:14{plus}01:00&end=2026-03-02T14:30:35Z")
-        assert [t["id"] for t in unencoded["trades"]] == in_range
+    for start_text in ("2026-03-02T15:30:14+01:00", "2026-03-02T15:30:14%2B01:00", "2026-03-02t15:30:14+0100",
+                       "2026-03-02T15:30:14.000+0100"):
+        unencoded = get(client, f"/api/v1/trades/AAPL?start={start_text}&end=2026-03-02T14:30:35Z")
+        assert [t["id"] for t in unencoded["trades"]] == in_range, start_text
+    # Rows are stored to the microsecond: a bound between two is the later one, for start and end alike.
+    past_14s = get(client, "/api/v1/trades/AAPL?start=2026-03-02T14:30:14.0000001Z&end=2026-03-02T14:30:35.0000001Z")
+    assert [t["id"] for t in past_14s["trades"]] == ["AAPL-00005", "AAPL-00004", "AAPL-00003"]
     pages = follow(client, "/api/v1/trades/AAPL?start=2026-03-02T14:30:14Z&end=2026-03-02T14:30:35Z&limit=2")
     assert [t["id"] for p in pages for t in p["trades"]] == in_range
     assert get(client, "/api/v1/trades/AAPL?start=2026-03-03")["trades"] == []
@@ -290,6 +294,7 @@ def test_a_cursor_works_only_for_the_symbol_interval_and_filters_it_was_issued_f
     b',"desc",1795766744609096,"\\ud800",3]',  # a lone surrogate: not UTF-8
     b',"desc",1795766744609096,"' + b"x" * 65 + b'",3]',  # longer than any id
     b',"desc",1795766744609096,"a",-1]', b',"desc",1795766744609096,"a",true]', b',"desc",1795766744609096,"a",1,2]',
+    b',"desc","1795766744609096","a",1]', b',"desc",1.5,"a",1]', b',"desc",true,"a",1]',  # times not whole numbers
 ])
 def test_a_forged_cursor_is_400_not_a_database_error(client, inside):
     import base64
