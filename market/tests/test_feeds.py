@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -118,6 +118,7 @@ def sample_rows() -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.django_db  # replay asks whether old rows' days are closed
 def test_replaying_the_sample_publishes_exactly_its_rows_with_exact_prices_and_times(kafka_topics, settings):
     settings.TRADES_RETENTION_DAYS, settings.QUOTES_RETENTION_DAYS = 30, 7
     settings.FINE_CANDLES_RETENTION_DAYS = 100_000  # the sample's 1m candles are kept: not named below
@@ -155,6 +156,12 @@ def test_the_retention_warning_names_what_the_file_holds_from_its_earliest_and_c
     assert "its quotes of 2026-11-19 (8 days ago) within the hour (QUOTES_RETENTION_DAYS=7)" in mixed
     assert "trades" not in mixed and "closed" not in mixed
     assert "1m and 5m candles of 2026-08-31 (88 days ago) in 2 days" in warning(trades=timedelta(days=88))
+    # A day retention closed already: none of its trades is stored, and no setting brings them back.
+    closed = retention_warning(earliest={"trades": int((now - timedelta(days=40)).timestamp() * 10**6)}, now=now,
+                               trades_closed=lambda day: day == date(2026, 10, 18))
+    assert closed.startswith("its trades of 2026-10-18 (40 days ago) are of a day retention has closed "
+                             "(TRADES_RETENTION_DAYS=30): they are not stored")
+    assert "the file is stored" not in closed and "will drop its trades" not in closed
 
 
 @pytest.mark.django_db(transaction=True)
@@ -180,6 +187,7 @@ def test_replay_refuses_a_file_without_the_columns_it_needs(tmp_path, kafka_topi
         call_command("replay", str(bad), "--speed", "max", "--symbol", "AAPL")
 
 
+@pytest.mark.django_db  # replay asks whether old rows' days are closed
 def test_replay_of_a_gzip_file_and_a_bad_row_with_skip_bad(tmp_path, kafka_topics):
     import gzip
 
@@ -202,6 +210,7 @@ def test_replay_of_a_gzip_file_and_a_bad_row_with_skip_bad(tmp_path, kafka_topic
     assert {t.price for t in trades} == {Decimal("10.5"), Decimal("10.25")}
 
 
+@pytest.mark.django_db  # replay asks whether old rows' days are closed
 def test_replay_tells_json_lines_by_their_first_line_and_refuses_csv_options_for_them(tmp_path):
     import gzip
 
@@ -224,6 +233,7 @@ def test_replay_tells_json_lines_by_their_first_line_and_refuses_csv_options_for
     assert "1 trades" in out.getvalue() and "line 1: not a JSON object" in err.getvalue()
 
 
+@pytest.mark.django_db  # replay asks whether old rows' days are closed
 def test_replay_reads_compressed_headerless_and_non_utf8_files(tmp_path, kafka_topics):
     import bz2
     import lzma
@@ -303,6 +313,18 @@ def test_a_paced_feed_sends_each_message_once_due_in_few_batches(kafka_topics):
     assert [message for batch in sent for message in batch] == messages
     # Each wake-up takes everything due since the last one: at most one batch per PACING_TICK, not one a message.
     assert len(sent) <= 0.3 / PACING_TICK + 2
+
+
+@pytest.mark.django_db
+def test_replaying_the_sample_again_once_retention_closed_its_day_says_nothing_is_stored(settings):
+    from market.models import RetiredTradeDay
+
+    settings.TRADES_RETENTION_DAYS = 30
+    RetiredTradeDay.objects.create(symbol="AAPL", day=date(2026, 1, 5))
+    err = io.StringIO()
+    call_command("replay", str(SAMPLE), "--check", stderr=err, stdout=io.StringIO())
+    assert "its trades of 2026-01-05 (" in err.getvalue() and "are of a day retention has closed" in err.getvalue()
+    assert "the file is stored" not in err.getvalue()
 
 
 def test_check_warns_of_each_kinds_retention_from_its_earliest_row(tmp_path, settings):

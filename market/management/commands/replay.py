@@ -9,15 +9,17 @@ import zlib
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from finstream import tracing
+from market import selectors
 from market.domain.pacing import Pacer
 from market.domain.replay import EPOCH_UNITS, DEFAULT_COLUMNS, ReplayError, ReplayParser
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
@@ -72,30 +74,47 @@ def _delimiter(text: str) -> str:
 WARN_BEFORE_DROP = timedelta(days=3)
 
 
-def retention_warning(*, earliest: dict[str, int], now: datetime) -> str | None:
+def retention_warning(*, earliest: dict[str, int], now: datetime,
+                      trades_closed: Callable[[date], bool] = lambda day: False) -> str | None:
     """What the hourly retention will drop within WARN_BEFORE_DROP of a file whose earliest trade and
-    quote are at `earliest` (epoch µs by "trades" and "quotes", for those it holds), or None."""
-    dropped = []
+    quote are at `earliest` (epoch µs by "trades" and "quotes", for those it holds), or None.
+    `trades_closed(day)`: whether retention dropped that UTC day's trades already (of any symbol),
+    so that none of the file's trades of it is stored at all."""
+    dropped, closed = [], None
     trades_go = False
     for what, kind, days, name in (
         ("trades", "trades", settings.TRADES_RETENTION_DAYS, "TRADES_RETENTION_DAYS"),
         ("quotes", "quotes", settings.QUOTES_RETENTION_DAYS, "QUOTES_RETENTION_DAYS"),
         ("1m and 5m candles", "trades", settings.FINE_CANDLES_RETENTION_DAYS, "FINE_CANDLES_RETENTION_DAYS"),
     ):
-        if kind not in earliest:
+        if kind not in earliest or (kind == "trades" and closed):  # no trade stored: no candle built
             continue
         start = epoch_us_time(earliest[kind])
         left = start + timedelta(days=days) - now
+        if what == "trades" and left <= timedelta(0) and trades_closed(start.date()):
+            closed = (f"its trades of {start:%Y-%m-%d} ({(now - start).days} days ago) are of a day retention "
+                      f"has closed ({name}={days}): they are not stored, and that day's candles stay as they are "
+                      f"(finstream_trades_not_stored_total counts them)")
+            continue
         if left <= WARN_BEFORE_DROP:
             when = "within the hour" if left <= timedelta(0) else f"in {_duration(left)}"
             dropped.append(f"its {what} of {start:%Y-%m-%d} ({(now - start).days} days ago) {when} ({name}={days})")
             trades_go = trades_go or what == "trades"
-    if not dropped:
-        return None
-    closing = (" Once a day's trades are dropped, the day is closed: replaying the file again stores none of its "
-               "trades, and its candles stay as they are." if trades_go else "")
-    return (f"the file is stored, but the hourly retention will drop {'; '.join(dropped)}.{closing} To keep it, "
-            "raise those settings for the stack (docs/replay.md)")
+    said = [closed] if closed else []
+    if dropped:
+        closing = (" Once a day's trades are dropped, the day is closed: replaying the file again stores none of "
+                   "its trades, and its candles stay as they are." if trades_go else "")
+        said.append(f"the file is stored, but the hourly retention will drop {'; '.join(dropped)}.{closing} To "
+                    "keep it, raise those settings for the stack (docs/replay.md)")
+    return "; ".join(said) or None
+
+
+def _trades_closed(day: date) -> bool:
+    """Whether retention closed `day` for trades (of any symbol); False if PostgreSQL cannot say."""
+    try:
+        return selectors.trade_day_retired(day=day)
+    except DatabaseError:
+        return False
 
 
 def _duration(left: timedelta) -> str:
@@ -194,7 +213,7 @@ class Command(BaseCommand):
             pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
             messages = chain([first], messages)
             # What the first row says now, what the whole file says at the end (if that is more).
-            warned = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC))
+            warned = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC), trades_closed=_trades_closed)
             if warned:
                 self.stderr.write(f"{path}: {warned}")
             if options["check"]:
@@ -252,7 +271,7 @@ class Command(BaseCommand):
         )
 
     def _warn_of_retention(self, path: Path, parser: ReplayParser, warned: str | None) -> None:
-        final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC))
+        final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC), trades_closed=_trades_closed)
         if final and final != warned:
             self.stderr.write(f"{path}: {final}")
 
