@@ -105,8 +105,13 @@ def arrow(value) -> str:
 
 
 @register.filter
-def hms(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%H:%M:%S") if isinstance(value, datetime) else MISSING
+def clock(value: datetime | None) -> str:
+    """An event's UTC time of day, with its date when it is not of today (a replayed file's trades,
+    yesterday's alert), as FinStream.fmt.clock() writes it in the page's scripts."""
+    if not isinstance(value, datetime):
+        return MISSING
+    value = value.astimezone(UTC)
+    return value.strftime("%H:%M:%S" if value.date() == datetime.now(UTC).date() else "%Y-%m-%d %H:%M:%S")
 
 
 @register.filter

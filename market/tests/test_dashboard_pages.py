@@ -413,3 +413,13 @@ def test_the_dashboards_pages_run_only_this_servers_scripts_and_the_api_keeps_it
         assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy, url
     for url in ("/api/docs/", "/admin/login/", "/api/v1/symbols"):  # inline scripts of their own (or no page)
         assert "Content-Security-Policy" not in Client().get(url), url
+
+
+def test_a_time_of_another_day_shows_its_date():
+    from market.templatetags.dashboard import clock
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert clock(now) == now.strftime("%H:%M:%S")
+    assert clock(datetime(2026, 1, 5, 14, 30, 1, tzinfo=UTC)) == "2026-01-05 14:30:01"  # a replayed file's trade
+    yesterday = now - timedelta(days=1)
+    assert clock(yesterday) == yesterday.strftime("%Y-%m-%d %H:%M:%S") and clock(None) == "—"

@@ -241,8 +241,12 @@
       var fraction = /\.(\d+)/.exec(iso || "");
       return Date.parse(iso) * 1000 + (fraction ? Number((fraction[1] + "000000").slice(3, 6)) : 0);
     },
-    hms: function (iso) {
-      return iso ? new Date(iso).toISOString().slice(11, 19) : "—";
+    /* UTC time of day, with the date when it is not today's (as the server's `clock` filter). */
+    clock: function (iso) {
+      if (!iso) return "—";
+      var text = new Date(iso).toISOString();
+      var today = text.slice(0, 10) === new Date().toISOString().slice(0, 10);
+      return today ? text.slice(11, 19) : text.slice(0, 10) + " " + text.slice(11, 19);
     },
   };
 

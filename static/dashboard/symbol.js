@@ -211,7 +211,7 @@
     set("bid_size", fmt.quantity(quote.bid_size));
     set("ask_size", fmt.quantity(quote.ask_size));
     set("spread", fmt.price(fmt.sub(quote.ask, quote.bid)));
-    set("time", fmt.hms(quote.ts));
+    set("time", fmt.clock(quote.ts));
   }
 
   // --- trade tape -------------------------------------------------------------------
@@ -225,7 +225,7 @@
     tr.dataset.time = fmt.micros(trade.ts || trade.time);
     tr.className = trade.side;
     var cells = [
-      [fmt.hms(trade.ts || trade.time), "num"], [fmt.price(trade.price), "num"],
+      [fmt.clock(trade.ts || trade.time), "num"], [fmt.price(trade.price), "num"],
       [fmt.quantity(trade.size), "num"], [trade.side === "buy" ? "▲ buy" : "▼ sell", ""],
     ];
     cells.forEach(function (c) {
