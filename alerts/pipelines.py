@@ -92,7 +92,8 @@ class AnomalyPipeline:
         self._stale_rules: tuple | None = None  # the engine's stale_feed rules
         self._stale_rules_kept = False  # the engine before had the same
         self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
-        self._watched_before: frozenset[str] = frozenset()  # stale_feed's watched symbols, engine before
+        # The symbols stale_feed watched in the engine before a rules rebuild (None: not known).
+        self._watched_before: frozenset[str] | None = frozenset()
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -109,8 +110,13 @@ class AnomalyPipeline:
             configs, problems = alert_selectors.alert_rule_configs()
             for problem in problems:
                 log.error("alert rule left out until it is fixed in the admin: %s", problem)
-            # Which symbols' trades came live is known only to the engine that read them.
-            self._watched_before = self._engine.watched_symbols() if self._engine is not None else frozenset()
+            # Which symbols' trades came live is known only to an engine that watched them: one with
+            # stale_feed rules. Kept until the new engine's warm-up has covered every symbol (with
+            # what a rebuild before that had kept: its warm-up did not run to the end).
+            if self._engine is not None:
+                watched = self._engine.watched_symbols()
+                self._watched_before = (None if watched is None or self._watched_before is None
+                                        else watched | self._watched_before)  # None: the history is present
             self._engine, self._rules_version = AnomalyEngine(configs), version
             self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
             self._warm_read_before = bool(self._read_trades or self._read_quotes)
@@ -167,13 +173,17 @@ class AnomalyPipeline:
             *alert_selectors.alert_episodes_before(until=trade_times, within=WARM_EPISODES, types=TRADE_EPISODE_TYPES),
             *alert_selectors.alert_episodes_before(until=quote_bounds, within=WARM_EPISODES, types=QUOTE_EPISODE_TYPES),
         ]
-        # The market's present before this history: the last watermark; on a cold start, where
-        # reading resumed, unless every partition is known to be behind it.
+        # The market's present before this history: the last watermark; on a cold start, once every
+        # partition is known to have reached a time (before, a partition behind holds older trades
+        # that are live), that time or where reading resumed if earlier. After a rebuild whose
+        # engine before did not watch (no stale_feed rule), nothing is known: all is present.
         present = self._advanced_to
-        if present is None and self._resumed_at is not None:
-            present = self._resumed_at if watermark is None else min(self._resumed_at, watermark)
+        if present is None and watermark is not None:
+            present = watermark if self._resumed_at is None else min(self._resumed_at, watermark)
+        if self._watched_before is None:
+            present = None
         engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes,
-                    present=present, watched=self._watched_before)
+                    present=present, watched=self._watched_before or frozenset())
         # A trade read later that is in the history (a late print, or one stored just before the
         # watermark warm-up) must not count twice.
         self._fresh(history)
@@ -181,6 +191,8 @@ class AnomalyPipeline:
         self._warm_quotes.update(quote_bounds)
         self._warm_quiet = self._warm_quiet or warm_quiet
         self._warm_read_before = False
+        if self._warm_quiet:  # every symbol is warmed: the engine before's knowledge is spent
+            self._watched_before = frozenset()
 
     def _note_read(self, trades, quotes) -> None:
         read_trades, read_quotes = self._read_trades, self._read_quotes

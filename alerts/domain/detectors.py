@@ -183,15 +183,31 @@ class AnomalyEngine:
         the same episode, as it was for the run that alerted it (the history alone covers only
         minutes). A seed of a rule not in this engine, or now of another type, is skipped.
         ``present``: the market's event time known before this history (the last watermark, or
-        where reading resumed); ``watched``: the symbols stale_feed watched in the engine before
-        this one (``watched_symbols()``). Another symbol whose history is older than stale_feed's
-        gap before ``present`` (a file replayed beside the live feed) is not watched, as it was
-        not when its trades were read.
+        on a cold start once known, the watermark or where reading resumed; None: not known, and
+        the whole history counts as present); ``watched``: the symbols stale_feed watched in the
+        engine before this one (``watched_symbols()``), for this warm-up only. Another symbol
+        whose history is older than stale_feed's gap before ``present`` (a file replayed beside
+        the live feed) is not watched, as it was not when its trades were read.
         Raises ``ValueError`` for a candle, or a seed, of another interval or a naive time.
         """
-        if present is not None:
+        for stale in self._stale:
+            stale.warming(None if present is None else _event_time(present), watched)
+        try:
+            self._warm(candles, trades, quotes)
+        finally:
             for stale in self._stale:
-                stale.present_at(_event_time(present), watched)
+                stale.warmed()
+        for symbol, ts in (settled_at or {}).items():
+            w = _event_time(ts)
+            for stale in self._stale:
+                stale.settle(symbol, w)
+        for seed in episodes:
+            start, last = _event_time(seed.start), _event_time(seed.last)
+            detector = self._episodes_of.get(seed.rule)
+            if detector is not None and detector.config.type == seed.type:
+                detector.episode_for(seed.symbol).resume(seed, start=start, last=last)
+
+    def _warm(self, candles: Iterable[Candle], trades: Iterable[Trade], quotes: Iterable[Quote]) -> None:
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
             if candle.interval != "1m":
                 raise ValueError(f"warm takes 1-minute candles for the volume baseline, got {candle.interval}")
@@ -205,19 +221,11 @@ class AnomalyEngine:
         quotes = iter(quotes)
         while chunk := list(islice(quotes, WARM_CHUNK)):
             self.on_quotes(chunk)
-        for symbol, ts in (settled_at or {}).items():
-            w = _event_time(ts)
-            for stale in self._stale:
-                stale.settle(symbol, w)
-        for seed in episodes:
-            start, last = _event_time(seed.start), _event_time(seed.last)
-            detector = self._episodes_of.get(seed.rule)
-            if detector is not None and detector.config.type == seed.type:
-                detector.episode_for(seed.symbol).resume(seed, start=start, last=last)
 
-    def watched_symbols(self) -> frozenset[str]:
-        """The symbols stale_feed watches: those whose trades came as the market's present."""
-        return frozenset().union(*(stale.watched() for stale in self._stale))
+    def watched_symbols(self) -> frozenset[str] | None:
+        """The symbols stale_feed watches: those whose trades came as the market's present (None
+        without a stale_feed rule enabled: then nothing tells)."""
+        return frozenset().union(*(stale.watched() for stale in self._stale)) if self._stale else None
 
     def counters(self) -> EngineCounters:
         return EngineCounters(

@@ -10,7 +10,7 @@ symbol is watched from its first trade no more than ``gap_seconds`` behind the w
 last ``advance`` (before its batch): trades of a symbol that only ever came as history (a file
 replayed beside the live feed) never make it stale. The watermark, not the market's latest trade:
 it waits for every partition, so a symbol on a partition being caught up is watched. (In the
-first batch after a cold start there is no watermark yet: a warm-up's ``present_at`` stands in.)
+first batch after a cold start there is no watermark yet, and history there is watched.)
 
 ``advance(w)`` (``w`` = the market's event time, the consumer passes the trades topic's
 watermark) raises an alert for each symbol with ``w - start > gap_seconds``, unless the market itself
@@ -121,13 +121,18 @@ class StaleFeedDetector:
         if t > st.last:
             self._seen(st, t, ts)
 
-    def present_at(self, w: float, watched: Collection[str] = ()) -> None:
-        """Warm-up: the market's event time had reached ``w`` before the history fed next, and
-        the engine before this one watched ``watched``. Nothing is alerted and time does not
-        advance: this decides only which symbols the history makes watched (those it watched,
-        and those whose trades there are the market's present)."""
-        self._watermark = max(self._watermark, w)
+    def warming(self, w: float | None, watched: Collection[str]) -> None:
+        """Before a warm-up's history: the market's event time had reached ``w`` (None: not
+        known, the history is taken as present), and the engine before this one watched
+        ``watched``. Nothing is alerted and time does not advance: this decides only which
+        symbols the history makes watched (those watched before, and those whose trades there
+        are the market's present). Until ``warmed()``."""
+        if w is not None:
+            self._watermark = max(self._watermark, w)
         self._watched_before = frozenset(watched)
+
+    def warmed(self) -> None:
+        self._watched_before = frozenset()
 
     def watched(self) -> frozenset[str]:
         return frozenset(self._states)

@@ -271,11 +271,15 @@ def test_an_episode_alerted_before_a_restart_goes_on_after_it(kafka_topics, redi
     assert [a for a in after if a.type == "price_spike"] == []
 
 
-def test_a_stale_feed_gap_lowered_alerts_the_silence_it_now_finds(kafka_topics, redis_clean):
-    # MSFT silent for 300 s: not stale under a 600 s gap; lowered to 120 s, the new engine alerts it
-    # (the engine before never saw that silence as one).
+@pytest.mark.parametrize(("before", "after"), [
+    ({"params": {"gap_seconds": 600}}, {"params": {"gap_seconds": 120}}),  # the gap lowered
+    ({"enabled": False}, {"enabled": True}),  # the rule enabled: the engine before watched nothing
+])
+def test_a_stale_feed_rule_changed_alerts_the_silence_it_now_finds(kafka_topics, redis_clean, before, after):
+    # MSFT silent for 300 s: not stale under a 600 s gap, or with the rule off; under a 120 s gap,
+    # the new engine alerts it (the engine before never saw that silence as one).
     alert_rules_seed()
-    AlertRule.objects.filter(slug="stale-feed").update(params={"gap_seconds": 600}, updated_at=datetime.now(UTC))
+    AlertRule.objects.filter(slug="stale-feed").update(**before, updated_at=datetime.now(UTC))
     symbols_seed(tickers=["AAPL", "MSFT"])
     now = [0.0]
     pipeline = AnomalyPipeline(clock=lambda: now[0])
@@ -283,13 +287,29 @@ def test_a_stale_feed_gap_lowered_alerts_the_silence_it_now_finds(kafka_topics, 
     first = steady("MSFT", range(0, 100, 2), "m", start=start) + steady("AAPL", range(0, 400, 2), "a", start=start)
     store_trades(first)
     assert [a for a in run_batch(pipeline, batch(first)).alerts if a.type == "stale_feed"] == []
-    AlertRule.objects.filter(slug="stale-feed").update(params={"gap_seconds": 120}, updated_at=datetime.now(UTC))
+    AlertRule.objects.filter(slug="stale-feed").update(**after, updated_at=datetime.now(UTC))
     now[0] += 60
     later = steady("AAPL", range(400, 420, 2), "a2", start=start, first_seq=1000)
     store_trades(later)
     result = run_batch(pipeline, batch(later))
     pipeline.close()
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == ["MSFT"]
+
+
+def test_after_a_cold_start_a_symbol_first_read_on_a_partition_behind_is_watched(kafka_topics, redis_clean):
+    # The first batch holds only AAPL's partition, read from 600 s (no watermark yet: MSFT's
+    # partition is unread). MSFT's, 10 minutes behind, comes next and stops at 300 s: MSFT was live.
+    alert_rules_seed()
+    symbols_seed(tickers=["AAPL", "MSFT"])
+    pipeline = AnomalyPipeline()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    aapl, msft = steady("AAPL", range(600, 1000, 2), "a", start=start), steady("MSFT", range(0, 302, 2), "m", start=start)
+    store_trades(aapl + msft)
+    alerts = run_batch(pipeline, Events({TRADES: aapl[:50]}, event_time={})).alerts
+    alerts += run_batch(pipeline, batch(msft, watermark=start + timedelta(seconds=300))).alerts
+    alerts += run_batch(pipeline, batch(aapl[50:])).alerts
+    pipeline.close()
+    assert [a.symbol for a in alerts if a.type == "stale_feed"] == ["MSFT"]
 
 
 def test_an_episode_known_only_by_an_escalation_goes_on_after_a_restart(kafka_topics, redis_clean):

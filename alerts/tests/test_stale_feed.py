@@ -163,3 +163,14 @@ def test_warm_leaves_history_beside_the_present_unwatched_unless_watched_before(
              candles=[last_week_candle("TSLA")], present=at(300), watched=watched)
     signals = feed(eng, steady("MSFT", 300, 900), batch=10, advance=True)
     assert sorted(s.symbol for s in signals) == alerted
+
+
+def test_what_the_engine_before_watched_counts_for_the_warm_up_only():
+    # NFLX was watched before the rebuild but has no history here; last week's NFLX trades replayed
+    # later are history beside the live market, as for any symbol.
+    eng = stale()
+    eng.warm(trades=steady("MSFT", 0, 300), present=at(300), watched=("NFLX",))
+    signals = feed(eng, steady("MSFT", 300, 400), batch=10, advance=True)
+    signals += feed(eng, steady("NFLX", WEEK_AGO, WEEK_AGO + 60), batch=100)
+    signals += feed(eng, steady("MSFT", 400, 900), batch=10, advance=True)
+    assert signals == []
