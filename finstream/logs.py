@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from datetime import UTC, datetime
 
 import redis
@@ -48,16 +49,22 @@ class ConnectionLossInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         lost = _connection_error(record.exc_info[1] if record.exc_info else None)
         if lost is not None:
-            record.msg, record.args = f"{record.getMessage()} ({type(lost).__name__}: {lost}; retrying)", ()
+            # Its first line: Celery beat appends the stack it was called from.
+            said = record.getMessage().split("\n", 1)[0]
+            record.msg, record.args = f"{said} ({type(lost).__name__}: {lost}; retrying)", ()
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
+# Not every OSError: a full disk or a permission refused is no lost connection, and keeps its traceback.
+_LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, socket.gaierror)
+
+
 def _connection_error(error: BaseException | None) -> BaseException | None:
     """The lost connection behind `error`, following what it was raised from."""
     for _ in range(10):
-        if error is None or isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
+        if error is None or isinstance(error, _LOST):
             return error
         error = error.__cause__ or error.__context__
     return None

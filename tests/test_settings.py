@@ -130,17 +130,22 @@ def test_json_log_lines_carry_the_context_they_are_given():
     assert line["consumer"] == "build_candles" and line["partition"] == 3
 
 
-def _logged(logger: str, error: BaseException) -> logging.LogRecord:
-    try:
-        raise error
-    except BaseException:
-        record = logging.getLogger(logger).makeRecord(logger, logging.ERROR, __file__, 1, "Couldn't apply %s", ("x",),
-                                                      sys.exc_info())
-    assert ConnectionLossInOneLine().filter(record)
-    return record
+def _beat_logs(error: BaseException, caplog) -> list[logging.LogRecord]:
+    """What Celery beat logs when a due task's message cannot be sent with `error`."""
+    from celery.beat import ScheduleEntry, Scheduler
+
+    from finstream.celery import app
+
+    class Refused(Scheduler):
+        def apply_async(self, entry, producer=None, advance=True, **kwargs):
+            raise error
+
+    caplog.clear()
+    Refused(app, lazy=True).apply_entry(ScheduleEntry(name="market-stats", task="market.tasks.x", app=app))
+    return [record for record in caplog.records if record.name == "celery.beat" and record.levelno >= logging.WARNING]
 
 
-def test_a_lost_connection_behind_a_librarys_error_is_one_warning_line():
+def test_a_lost_connection_behind_a_librarys_error_is_one_warning_line(caplog):
     import redis
     from celery.beat import SchedulingError
     from kombu.exceptions import OperationalError
@@ -148,20 +153,20 @@ def test_a_lost_connection_behind_a_librarys_error_is_one_warning_line():
     lost = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
     wrapped = OperationalError(str(lost))
     wrapped.__cause__ = lost
-    error = SchedulingError("Couldn't apply scheduled task market-stats")
+    error = SchedulingError("Couldn't apply scheduled task market-stats: " + str(lost))
     error.__cause__ = wrapped
-
-    record = _logged("celery.beat", error)
+    [record] = _beat_logs(error, caplog)
     assert (record.levelname, record.exc_info) == ("WARNING", None)
-    assert record.getMessage() == ("Couldn't apply x (ConnectionError: Error 111 connecting to 127.0.0.1:6379. "
-                                   "Connection refused.; retrying)")
-    for logger in ("channels_redis.pubsub", "celery.beat"):
-        assert any(isinstance(f, ConnectionLossInOneLine) for f in logging.getLogger(logger).filters), logger
+    assert record.getMessage() == ("Message Error: Couldn't apply scheduled task market-stats: Error 111 connecting "
+                                   "to 127.0.0.1:6379. Connection refused. (ConnectionError: Error 111 connecting to "
+                                   "127.0.0.1:6379. Connection refused.; retrying)")
+    assert any(isinstance(f, ConnectionLossInOneLine) for f in logging.getLogger("channels_redis.pubsub").filters)
 
 
-def test_other_errors_keep_their_traceback():
-    record = _logged("celery.beat", ValueError("a bug"))
-    assert record.levelname == "ERROR" and record.exc_info[0] is ValueError
+@pytest.mark.parametrize("error", [ValueError("a bug"), OSError(28, "No space left on device")])
+def test_other_errors_keep_their_traceback(error, caplog):
+    [record] = _beat_logs(error, caplog)
+    assert record.levelname == "ERROR" and record.exc_info[1] is error
 
 
 def test_producers_hold_messages_as_long_as_the_linger_setting_says(settings):
