@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
-from django.db import DatabaseError, connection
+from django.db import InterfaceError, OperationalError, connection
 
 from market.domain.candles import change_percent, plain, vwap
 from market.models import RetiredTradeDay, Symbol, Trade
@@ -401,7 +401,8 @@ def symbol_tickers() -> list[str]:
     return list(Symbol.objects.filter(active=True).order_by("ticker").values_list("ticker", flat=True))
 
 
-_recent_tickers: tuple[float, list[str]] = (float("-inf"), [])
+_recent_tickers: tuple[float, list[str]] = (float("-inf"), [])  # (valid from, tickers): see symbol_tickers_known
+_tickers_read_at = float("-inf")  # when PostgreSQL last gave the list
 SYMBOLS_RETRY_SECONDS = 5.0
 
 
@@ -411,21 +412,21 @@ def symbol_tickers_recent(*, max_age: float) -> list[str]:
     PostgreSQL away, the list read before is served (asked for again every
     SYMBOLS_RETRY_SECONDS, not on every request), so that quotes and the market
     summary, which are read from Redis, go on; raises if none was read yet."""
-    global _recent_tickers
+    global _recent_tickers, _tickers_read_at
     tickers = symbol_tickers_known(max_age=max_age)
     if tickers is not None:
         return tickers
-    read_at, known = _recent_tickers
     try:
         tickers = symbol_tickers()
-    except DatabaseError as error:
-        if read_at == float("-inf"):
+    except (OperationalError, InterfaceError) as error:  # away, as finstream.errors says it
+        if _tickers_read_at == float("-inf"):
             raise
         log.warning("symbols not read from PostgreSQL (%s): serving the list read %.0f s ago",
-                    type(error).__name__, time.monotonic() - read_at)
-        _recent_tickers = (time.monotonic() - max_age + SYMBOLS_RETRY_SECONDS, known)
-        return known
-    _recent_tickers = (time.monotonic(), tickers)
+                    type(error).__name__, time.monotonic() - _tickers_read_at)
+        _recent_tickers = (time.monotonic() - max_age + SYMBOLS_RETRY_SECONDS, _recent_tickers[1])
+        return _recent_tickers[1]
+    _tickers_read_at = time.monotonic()
+    _recent_tickers = (_tickers_read_at, tickers)
     return tickers
 
 
