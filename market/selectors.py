@@ -45,10 +45,6 @@ def retired_trade_days(*, days: set[tuple[str, date]]) -> set[tuple[str, date]]:
     return set(stored.values_list("symbol", "day")) & days
 
 
-def trade_day_retired(*, day: date) -> bool:
-    """Whether retention dropped that UTC day's trades, of any symbol."""
-    return RetiredTradeDay.objects.filter(day=day).exists()
-
 
 # History before a point per symbol, for a detector that (re)starts there: `until` maps each
 # symbol to the first event it is about to read of it, and every read stops short of that point,

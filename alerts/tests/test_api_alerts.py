@@ -200,7 +200,8 @@ def test_two_people_acknowledging_at_once_are_both_told_the_first(second):
         writer.start()
         with connection.cursor() as cursor:  # the other write waits for this transaction's row lock
             for _ in range(500):
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                               "AND datname = current_database() AND pid <> pg_backend_pid()")
                 if cursor.fetchone()[0]:
                     break
                 writer.join(0.01)

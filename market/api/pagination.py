@@ -13,7 +13,8 @@
   alerts) and what selects them (the symbol, the interval, the alerts'
   filters). A cursor used on another listing is refused (400), not read as a
   position in it. Cursors issued before 2026-11-28 named no symbol, interval
-  or filters: they are refused too.
+  or filters: they are refused too, but for those of unfiltered alerts, whose
+  listing is the same.
 """
 
 from __future__ import annotations

@@ -704,6 +704,11 @@ class ReplayParser:
                   "quotes": [state.quote_times.min_ts for state in self._symbols.values() if state.quotes]}
         return {kind: min(times) for kind, times in firsts.items() if times}
 
+    def earliest_trade_symbol(self) -> str | None:
+        """The symbol of the earliest trade read so far (None before any)."""
+        firsts = [(state.trade_times.min_ts, symbol) for symbol, state in self._symbols.items() if state.seq]
+        return min(firsts)[1] if firsts else None
+
     @property
     def unsure_rows(self) -> int:
         """Late rows without a vendor id counted after the parser forgot earlier ones: an identical

@@ -320,11 +320,18 @@ def test_replaying_the_sample_again_once_retention_closed_its_day_says_nothing_i
     from market.models import RetiredTradeDay
 
     settings.TRADES_RETENTION_DAYS = 30
-    RetiredTradeDay.objects.create(symbol="AAPL", day=date(2026, 1, 5))
-    err = io.StringIO()
-    call_command("replay", str(SAMPLE), "--check", stderr=err, stdout=io.StringIO())
-    assert "its trades of 2026-01-05 (" in err.getvalue() and "are of a day retention has closed" in err.getvalue()
-    assert "the file is stored" not in err.getvalue()
+
+    def said() -> str:
+        err = io.StringIO()
+        call_command("replay", str(SAMPLE), "--check", stderr=err, stdout=io.StringIO())
+        return err.getvalue()
+
+    RetiredTradeDay.objects.create(symbol="ZZZZ", day=date(2026, 1, 5))  # another symbol's day: not the sample's
+    assert "the file is stored, but the hourly retention will drop its trades of 2026-01-05" in said()
+    for symbol in {row["symbol"] for row in sample_rows()}:
+        RetiredTradeDay.objects.create(symbol=symbol, day=date(2026, 1, 5))
+    assert "its trades of 2026-01-05 (" in said() and "are of a day retention has closed" in said()
+    assert "the file is stored" not in said()
 
 
 def test_check_warns_of_each_kinds_retention_from_its_earliest_row(tmp_path, settings):

@@ -239,10 +239,11 @@
 
   function addTrade(trade) {
     if (reloading) { reloading.push(trade); return; }
-    if (tape.querySelector('tr[data-id="' + CSS.escape(trade.id) + '"]')) return;
+    var row = tapeRow(trade);
+    // A trade is its id and time (docs/messages.md): the same id at another time is another trade.
+    if (tape.querySelector('tr[data-id="' + CSS.escape(trade.id) + '"][data-time="' + row.dataset.time + '"]')) return;
     var placeholder = tape.querySelector("tr.placeholder");
     if (placeholder) placeholder.remove();
-    var row = tapeRow(trade);
     // Newest first, as the API orders them: a late print goes where its time puts it, not on top.
     var time = Number(row.dataset.time);
     var after = Array.prototype.find.call(tape.rows, function (other) { return !(Number(other.dataset.time) > time); });

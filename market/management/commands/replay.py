@@ -78,8 +78,8 @@ def retention_warning(*, earliest: dict[str, int], now: datetime,
                       trades_closed: Callable[[date], bool] = lambda day: False) -> str | None:
     """What the hourly retention will drop within WARN_BEFORE_DROP of a file whose earliest trade and
     quote are at `earliest` (epoch µs by "trades" and "quotes", for those it holds), or None.
-    `trades_closed(day)`: whether retention dropped that UTC day's trades already (of any symbol),
-    so that none of the file's trades of it is stored at all."""
+    `trades_closed(day)`: whether retention dropped that UTC day's trades already (for the symbol
+    of the earliest trade), so that none of the file's trades of it is stored at all."""
     dropped, closed = [], None
     trades_go = False
     for what, kind, days, name in (
@@ -109,12 +109,16 @@ def retention_warning(*, earliest: dict[str, int], now: datetime,
     return "; ".join(said) or None
 
 
-def _trades_closed(day: date) -> bool:
-    """Whether retention closed `day` for trades (of any symbol); False if PostgreSQL cannot say."""
-    try:
-        return selectors.trade_day_retired(day=day)
-    except DatabaseError:
-        return False
+def _trades_closed(parser: ReplayParser) -> Callable[[date], bool]:
+    """Whether retention closed a day for the symbol of the file's earliest trade; False if
+    PostgreSQL cannot say."""
+    def closed(day: date) -> bool:
+        symbol = parser.earliest_trade_symbol()
+        try:
+            return symbol is not None and bool(selectors.retired_trade_days(days={(symbol, day)}))
+        except DatabaseError:
+            return False
+    return closed
 
 
 def _duration(left: timedelta) -> str:
@@ -213,7 +217,8 @@ class Command(BaseCommand):
             pacer = Pacer(wall_start=time.monotonic(), event_start_ms=first[3], speed=speed) if speed else None
             messages = chain([first], messages)
             # What the first row says now, what the whole file says at the end (if that is more).
-            warned = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC), trades_closed=_trades_closed)
+            warned = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC),
+                                       trades_closed=_trades_closed(parser))
             if warned:
                 self.stderr.write(f"{path}: {warned}")
             if options["check"]:
@@ -271,7 +276,8 @@ class Command(BaseCommand):
         )
 
     def _warn_of_retention(self, path: Path, parser: ReplayParser, warned: str | None) -> None:
-        final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC), trades_closed=_trades_closed)
+        final = retention_warning(earliest=parser.earliest(), now=datetime.now(UTC),
+                                  trades_closed=_trades_closed(parser))
         if final and final != warned:
             self.stderr.write(f"{path}: {final}")
 

@@ -37,8 +37,8 @@ class Command(BaseCommand):
                             help="seconds of event time to simulate (paced: as many wall seconds); default: "
                                  "forever, or with --rate max and no --start a day")
         parser.add_argument("--seed", type=int, default=None,
-                            help="same seed and start prices, same stream (prices, sizes, ids); default: a random "
-                                 "seed")
+                            help="same seed, --start and start prices, same stream (prices, sizes, ids: ids name "
+                                 "the seed and the start); default: a random seed")
         parser.add_argument("--symbols", default=None, help="comma-separated symbols (default: SYMBOLS)")
         parser.add_argument("--anomalies", type=float, default=0.0, metavar="RATE",
                             help="injected anomalies per symbol per simulated hour (price spikes, volume bursts); none in "
@@ -48,7 +48,8 @@ class Command(BaseCommand):
                                  "var/ground-truth-<seed>.json)")
         parser.add_argument("--fresh", action="store_true",
                             help="start every symbol from its profile's price (AAPL 230.00, ...), not from the close "
-                                 "of its newest stored 1m candle; with --seed, the same stream on every run")
+                                 "of its newest stored 1m candle; with --seed and --start, the same stream on every "
+                                 "run")
         parser.add_argument("--start", default=None,
                             help="event time of the first event (ISO-8601); default now, and with --rate max "
                                  "--duration seconds (default a day) before now: it simulates history up to now")
