@@ -58,7 +58,7 @@ class StaleFeedDetector:
         self.resumed = -math.inf
         self.resumed_ts: datetime | None = None
         self._watermark = -math.inf  # the latest advance(w)
-        self._watched_before: frozenset[str] = frozenset()  # see present_at
+        self._watched_before: frozenset[str] = frozenset()  # see warming
         # A lower bound of every symbol's due time (start + gap), so that most advance() calls
         # return without visiting every symbol.
         self._next_check = math.inf
@@ -112,7 +112,7 @@ class StaleFeedDetector:
     def seed(self, symbol: str, t: float, ts: datetime) -> None:
         """Record a symbol's latest trade time without it counting as market activity (warm-up
         from candles' last trade times). A symbol not watched yet whose trade is history next to
-        the watermark (``present_at``) is left unwatched, as ``on_trades`` leaves it."""
+        the watermark (``warming``) is left unwatched, as ``on_trades`` leaves it."""
         st = self._states.get(symbol)
         if st is None:
             if t < self._watermark - self._market_gap and symbol not in self._watched_before:
