@@ -3,6 +3,7 @@ POST /api/v1/alerts/{id}/acknowledge|resolve (an authenticated user)."""
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -56,8 +57,19 @@ def _alert(alert_id: str):
     return alert
 
 
-class AlertAcknowledgeApi(APIView):
+class WriteApi(APIView):
+    """A write endpoint: it needs a user, but a method it does not take is a 405 whoever asks (DRF
+    checks the user first: an anonymous GET was told to log in for a request that cannot work)."""
+
     permission_classes = [IsAuthenticated]
+
+    def initial(self, request, *args, **kwargs):
+        if request.method.lower() not in self.http_method_names or not hasattr(self, request.method.lower()):
+            raise MethodNotAllowed(request.method)
+        super().initial(request, *args, **kwargs)
+
+
+class AlertAcknowledgeApi(WriteApi):
 
     @extend_schema(operation_id="alerts_acknowledge", summary="Acknowledge an alert (idempotent)", request=None,
                    parameters=[ALERT_ID], responses=WRITE_RESPONSES)
@@ -66,8 +78,7 @@ class AlertAcknowledgeApi(APIView):
         return Response(AlertSerializer(alert).data)
 
 
-class AlertResolveApi(APIView):
-    permission_classes = [IsAuthenticated]
+class AlertResolveApi(WriteApi):
 
     @extend_schema(operation_id="alerts_resolve", summary="Resolve an alert; also acknowledges it (idempotent)",
                    request=None, parameters=[ALERT_ID], responses=WRITE_RESPONSES)
