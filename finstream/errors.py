@@ -45,9 +45,10 @@ def _code_for(exc: exceptions.APIException) -> str:
     return codes if isinstance(codes, str) else "error"
 
 
+# PostgreSQL did not answer (down, restarting, the connection cut), as REDIS_AWAY says of Redis.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 # What /ready calls each dependency, for a request that found it away.
-_DEPENDENCY_ERRORS = ((REDIS_AWAY, "Redis"),
-                      ((OperationalError, InterfaceError), "PostgreSQL"))
+_DEPENDENCY_ERRORS = ((REDIS_AWAY, "Redis"), (DATABASE_AWAY, "PostgreSQL"))
 RETRY_AFTER_SECONDS = 5
 
 

@@ -11,8 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
-from django.db import InterfaceError, OperationalError, connection
+from django.db import connection
 
+from finstream.errors import DATABASE_AWAY
 from market.domain.candles import change_percent, plain, vwap
 from market.models import RetiredTradeDay, Symbol, Trade
 from market.rollups import STATS_KEY
@@ -43,7 +44,6 @@ def retired_trade_days(*, days: set[tuple[str, date]]) -> set[tuple[str, date]]:
     symbols = {symbol for symbol, _day in days}
     stored = RetiredTradeDay.objects.filter(symbol__in=symbols, day__in={day for _symbol, day in days})
     return set(stored.values_list("symbol", "day")) & days
-
 
 
 # History before a point per symbol, for a detector that (re)starts there: `until` maps each
@@ -414,7 +414,7 @@ def symbol_tickers_recent(*, max_age: float) -> list[str]:
         return tickers
     try:
         tickers = symbol_tickers()
-    except (OperationalError, InterfaceError) as error:  # away, as finstream.errors says it
+    except DATABASE_AWAY as error:
         if _tickers_read_at == float("-inf"):
             raise
         log.warning("symbols not read from PostgreSQL (%s): serving the list read %.0f s ago",

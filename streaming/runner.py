@@ -51,10 +51,11 @@ from typing import Any, Protocol
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import OperationalError, close_old_connections, connection, transaction
 from redis.exceptions import RedisError
 
 from finstream import tracing
+from finstream.errors import DATABASE_AWAY
 from streaming import heartbeats, metrics
 from streaming.dead_letters import Poison, dead_letters_send
 from streaming.event_time import EventTimeWatermark
@@ -394,7 +395,7 @@ class ConsumerRunner:
                     result = self.pipeline.store(events)
                     offsets_save(group=self.group_id, offsets=next_offsets)
                 return result
-            except (OperationalError, InterfaceError) as error:
+            except DATABASE_AWAY as error:
                 log.warning("%s: database unavailable (attempt %d/%d): %s", self.pipeline.name, attempt,
                             self.options.database_retries, error, extra=self._log_context)
                 connection.close()

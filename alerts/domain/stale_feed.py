@@ -82,15 +82,12 @@ class StaleFeedDetector:
     def on_trades(self, rows: list, out: list[AlertSignal]) -> None:
         first, first_ts, latest = math.inf, None, -math.inf
         states = self._states
-        # A symbol is watched from its first trade in the market's present: one whose trades are
-        # history next to the rest (a replayed file beside the live feed) never "kept trading".
-        present = self._watermark - self._market_gap
         for trade, t, _price, _size, late in rows:
             if late:
                 continue
             st = states.get(trade.symbol)
             if st is None:
-                if t < present and trade.symbol not in self._watched_before:
+                if self._is_history(trade.symbol, t):
                     continue
                 st = self._state(trade.symbol)
             if t > st.last:
@@ -115,11 +112,18 @@ class StaleFeedDetector:
         the watermark (``warming``) is left unwatched, as ``on_trades`` leaves it."""
         st = self._states.get(symbol)
         if st is None:
-            if t < self._watermark - self._market_gap and symbol not in self._watched_before:
+            if self._is_history(symbol, t):
                 return
             st = self._state(symbol)
         if t > st.last:
             self._seen(st, t, ts)
+
+    def _is_history(self, symbol: str, t: float) -> bool:
+        """Whether a trade at ``t`` of a symbol not watched yet is history next to the market's
+        present, so that it does not make the symbol watched. A symbol is watched from its first
+        trade in the present: one whose trades are history next to the rest (a replayed file beside
+        the live feed) never "kept trading"."""
+        return t < self._watermark - self._market_gap and symbol not in self._watched_before
 
     def warming(self, w: float | None, watched: Collection[str]) -> None:
         """Before a warm-up's history: the market's event time had reached ``w`` (None: not
