@@ -6,8 +6,10 @@
  * numbers: a jump, or a heartbeat that names a newer seq than we saw, means
  * events were lost, so it re-subscribes that channel for a fresh snapshot.
  * Reconnects back off from 0.5 s to 10 s; the status pill in the top bar says
- * "live", "connecting" or "reconnecting" meanwhile, and "no data for N s"
- * when the trades and quotes it follows have stopped coming (QUIET_MS).
+ * "live", "connecting" or "reconnecting" meanwhile, "no data for N s"
+ * when the trades and quotes it follows have stopped coming (QUIET_MS), and
+ * "no candles for N s" when trades keep coming but the candles it follows
+ * for their symbol have not moved since.
  *
  * handler(data, info): data is the Kafka message; info is {channel, type, snapshot}.
  */
@@ -33,6 +35,10 @@
   var reconnectTimer = null;
   var reconnectHooks = []; // called after a reconnection: what was missed meanwhile is the page's to fetch
   var lastMarketEvent = 0; // Date.now() of the newest trade or quote, or of the connection
+  // symbol -> Date.now() of its oldest trade received since its last candle event. A batch's
+  // candles follow its trades within a second, so a trade left unmatched for QUIET_MS means
+  // build_candles has stopped or fallen behind while the relay still runs: the chart is stale.
+  var tradesAheadOfCandles = new Map();
   var quietCheck = null;
 
   function setStatus(state, text) {
@@ -62,6 +68,7 @@
       backoff = MIN_BACKOFF_MS;
       attempts = 0;
       lastSeq.clear();
+      tradesAheadOfCandles.clear();
       setStatus("live", "live");
       send("subscribe", Array.from(listeners.keys()));
       touch();
@@ -108,15 +115,46 @@
     });
   }
 
-  function checkQuiet() {
-    var silent = Date.now() - lastMarketEvent;
-    if (followsMarket() && silent >= QUIET_MS) setStatus("quiet", "no data for " + Math.round(silent / 1000) + " s");
+  function followsCandlesOf(symbol) {
+    return Array.from(listeners.keys()).some(function (channel) {
+      return channel.indexOf("candles.") === 0 && channel.slice(channel.indexOf(".", 8) + 1) === symbol;
+    });
   }
 
-  function marketEvent() {
-    lastMarketEvent = Date.now();
+  function oldestTradeWithoutCandles() {
+    var oldest = Infinity;
+    tradesAheadOfCandles.forEach(function (since, symbol) {
+      if (since < oldest && followsCandlesOf(symbol)) oldest = since;
+    });
+    return oldest;
+  }
+
+  function checkQuiet() {
+    var now = Date.now();
+    var silent = now - lastMarketEvent;
+    var candlesBehind = now - oldestTradeWithoutCandles();
+    if (followsMarket() && silent >= QUIET_MS) setStatus("quiet", "no data for " + Math.round(silent / 1000) + " s");
+    else if (candlesBehind >= QUIET_MS) setStatus("quiet", "no candles for " + Math.round(candlesBehind / 1000) + " s");
+    else {
+      var pill = document.getElementById("live-status");
+      if (pill && pill.dataset.state === "quiet") setStatus("live", "live");
+    }
+  }
+
+  function recheckIfQuiet() {
     var pill = document.getElementById("live-status");
-    if (pill && pill.dataset.state === "quiet") setStatus("live", "live");
+    if (pill && pill.dataset.state === "quiet") checkQuiet();
+  }
+
+  function marketEvent(type, symbol) {
+    lastMarketEvent = Date.now();
+    if (type === "trade" && !tradesAheadOfCandles.has(symbol)) tradesAheadOfCandles.set(symbol, lastMarketEvent);
+    recheckIfQuiet();
+  }
+
+  function candleEvent(symbol) {
+    tradesAheadOfCandles.delete(symbol);
+    recheckIfQuiet();
   }
 
   function resync(channel) {
@@ -151,7 +189,8 @@
         if (last === undefined) return; // unsubscribed, or waiting for a re-subscription's snapshot
         if (message.seq <= last) return; // already covered
         lastSeq.set(message.channel, message.seq);
-        if (message.type === "trade" || message.type === "quote") marketEvent();
+        if (message.type === "trade" || message.type === "quote") marketEvent(message.type, message.data.symbol);
+        if (message.type === "candle") candleEvent(message.data.symbol);
         if (message.seq > last + 1) {
           resync(message.channel); // events were lost: take a fresh snapshot
           return;

@@ -555,3 +555,18 @@ def test_the_pill_says_when_no_trade_or_quote_comes_on_a_connection_that_is_fine
     wait(browser, live, "the pill to say live again once trades come")
     assert same_page(browser)
     assert_no_console_errors(browser)
+
+
+def test_the_pill_says_when_trades_come_but_the_chart_does_not_move(stack, browser):
+    browser.get(stack.url + "/symbols/MSFT/")
+    wait(browser, live, "the stream to connect")
+    mark_page(browser)
+    pill = "return document.getElementById('live-status').textContent;"
+    stack.stop("build_candles")
+    try:
+        wait(browser, lambda d: js(d, pill).startswith("no candles for"), "the pill to say the candles stopped")
+    finally:
+        stack.start("build_candles")
+    wait(browser, live, "the pill to say live again once candles move", timeout=60)
+    assert same_page(browser)
+    assert_no_console_errors(browser)
