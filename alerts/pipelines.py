@@ -94,6 +94,9 @@ class AnomalyPipeline:
         self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
         # The symbols stale_feed watched in the engine before a rules rebuild (None: not known).
         self._watched_before: frozenset[str] | None = frozenset()
+        # Ids of the rules a rebuild found new or changed: their episodes open in a warm-up's history
+        # were alerted under no run's rules. (After a cold start they were, before the restart.)
+        self._announce: frozenset[str] = frozenset()
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -117,6 +120,8 @@ class AnomalyPipeline:
                 watched = self._engine.watched_symbols()
                 self._watched_before = (None if watched is None or self._watched_before is None
                                         else watched | self._watched_before)  # None: the history is present
+                before = {config.rule: config for config in self._engine.rules}
+                self._announce = frozenset(config.rule for config in configs if before.get(config.rule) != config)
             self._engine, self._rules_version = AnomalyEngine(configs), version
             self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
             self._warm_read_before = bool(self._read_trades or self._read_quotes)
@@ -129,7 +134,7 @@ class AnomalyPipeline:
                      "it is first read", len(self._engine.rules))
         return self._engine
 
-    def _warm(self, engine: AnomalyEngine, trades, quotes, watermark: datetime | None) -> None:
+    def _warm(self, engine: AnomalyEngine, trades, quotes, watermark: datetime | None) -> list[AlertSignal]:
         """Warm each symbol the engine holds no state of yet, from the history before where this
         process reads it: its first event in this batch; for a symbol read before a rules change
         built the engine, through its latest event read; for a symbol not read at all once
@@ -140,7 +145,8 @@ class AnomalyPipeline:
         as noticed) at the market time the run or engine before had reached with it: for a quiet
         one, where reading resumed (its silence since then is this run's to alert); after a
         rules change that kept the stale_feed rules, the last watermark. (A symbol read in this
-        batch trades: its silence ends anyway.)"""
+        batch trades: its silence ends anyway.) Returns the signals of episodes that rules a
+        rebuild found new or changed find open in the history (AnomalyEngine.warm's announce)."""
         if self._resumed_at is None and trades:
             self._resumed_at = min(trade.ts for trade in trades)
         trade_bounds = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
@@ -182,8 +188,9 @@ class AnomalyPipeline:
             present = watermark if self._resumed_at is None else min(self._resumed_at, watermark)
         if self._watched_before is None:
             present = None
-        engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at, episodes=episodes,
-                    present=present, watched=self._watched_before or frozenset())
+        announced = engine.warm(candles=candles, trades=history, quotes=quote_history, settled_at=settled_at,
+                                episodes=episodes, present=present, watched=self._watched_before or frozenset(),
+                                announce=self._announce)
         # A trade read later that is in the history (a late print, or one stored just before the
         # watermark warm-up) must not count twice.
         self._fresh(history)
@@ -193,6 +200,7 @@ class AnomalyPipeline:
         self._warm_read_before = False
         if self._warm_quiet:  # every symbol is warmed: the engine before's knowledge is spent
             self._watched_before = frozenset()
+        return announced
 
     def _note_read(self, trades, quotes) -> None:
         read_trades, read_quotes = self._read_trades, self._read_quotes
@@ -230,9 +238,9 @@ class AnomalyPipeline:
         quotes = sorted(events.get(QUOTES, ()), key=_by_symbol)
         # Not the batch's latest trade: a symbol on a partition that is behind would look silent.
         watermark = events.event_time.get(TRADES)
-        self._warm(engine, events.get(TRADES, ()), quotes, watermark)
+        signals = self._warm(engine, events.get(TRADES, ()), quotes, watermark)
         trades = sorted(self._fresh(events.get(TRADES, ())), key=_by_symbol)
-        signals = engine.on_trades(trades) + engine.on_quotes(quotes)
+        signals += engine.on_trades(trades) + engine.on_quotes(quotes)
         self._note_read(trades, quotes)
         if watermark is not None:
             signals += engine.advance(watermark)

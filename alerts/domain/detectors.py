@@ -26,7 +26,9 @@ history from the database before where it resumes reading that symbol (1-minute 
 volume baseline, the last minutes of trades and quotes); ``warm`` feeds them through the same
 code with every signal discarded, so an
 episode that was open before the crash stays open and raises nothing new, and one that gets
-re-raised has the same id as before (the alert insert ignores it).
+re-raised has the same id as before (the alert insert ignores it). After a rule change, the
+rules new or changed are ``announce``d: the episodes they find open in the history were alerted
+under no run's rules, and ``warm`` returns them.
 
 Memory is O(symbols): per symbol and rule a bounded deque or a few numbers, whatever the trade
 rate (``state_size()`` counts the entries).
@@ -162,11 +164,11 @@ class AnomalyEngine:
     def warm(
         self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = (),
         settled_at: Mapping[str, datetime] | None = None, episodes: Iterable[EpisodeSeed] = (),
-        present: datetime | None = None, watched: Collection[str] = (),
-    ) -> None:
-        """Rebuild the state of the symbols in the history given, emitting nothing; the other
-        symbols' state is untouched, so a running engine can warm a symbol it reads for the
-        first time.
+        present: datetime | None = None, watched: Collection[str] = (), announce: Collection[str] = (),
+    ) -> list[AlertSignal]:
+        """Rebuild the state of the symbols in the history given, emitting nothing but what
+        ``announce`` asks for; the other symbols' state is untouched, so a running engine can
+        warm a symbol it reads for the first time.
 
         ``candles``: completed 1-minute candles, oldest first per symbol, of the minutes before
         the symbol's first trade passed here: each becomes a volume baseline bucket and a
@@ -188,12 +190,16 @@ class AnomalyEngine:
         engine before this one (``watched_symbols()``), for this warm-up only. Another symbol
         whose history is older than stale_feed's gap before ``present`` (a file replayed beside
         the live feed) is not watched, as it was not when its trades were read.
+        ``announce``: ids of rules new or changed since the engine before this one. Their
+        history's signals are returned, in order, for each episode still open at the end of its
+        symbol's history and not continued from a stored alert: no run alerted it under this
+        rule, and its condition may hold on without a new episode ever starting.
         Raises ``ValueError`` for a candle, or a seed, of another interval or a naive time.
         """
         for stale in self._stale:
             stale.warming(None if present is None else _event_time(present), watched)
         try:
-            self._warm(candles, trades, quotes)
+            raised = self._warm(candles, trades, quotes)
         finally:
             for stale in self._stale:
                 stale.warmed()
@@ -201,13 +207,32 @@ class AnomalyEngine:
             w = _event_time(ts)
             for stale in self._stale:
                 stale.settle(symbol, w)
+        alerted = set()  # (rule, symbol) whose history episode a stored alert already told
         for seed in episodes:
             start, last = _event_time(seed.start), _event_time(seed.last)
             detector = self._episodes_of.get(seed.rule)
             if detector is not None and detector.config.type == seed.type:
-                detector.episode_for(seed.symbol).resume(seed, start=start, last=last)
+                episode = detector.episode_for(seed.symbol)
+                # Not continued, the history's episode may still be the alerted one seen from later:
+                # it began within the cooldown after that alert.
+                if (episode.resume(seed, start=start, last=last)
+                        or _event_time(episode.start) - last < detector.config.cooldown_seconds):
+                    alerted.add((seed.rule, seed.symbol))
+        return [signal for signal in raised if signal.rule in announce
+                and (signal.rule, signal.symbol) not in alerted and self._still_open(signal)]
 
-    def _warm(self, candles: Iterable[Candle], trades: Iterable[Trade], quotes: Iterable[Quote]) -> None:
+    def _still_open(self, signal: AlertSignal) -> bool:
+        """Whether ``signal`` belongs to its rule's current episode of the symbol and the condition
+        held within the cooldown before the symbol's latest event."""
+        detector = self._episodes_of.get(signal.rule)
+        if detector is None:
+            return False
+        episode = detector.episode_for(signal.symbol)
+        latest = self._latest_trade if detector.config.type in TRADE_EPISODE_TYPES else self._latest_quote
+        return (episode.start == signal.episode_start
+                and latest.get(signal.symbol, -math.inf) - episode.last_true < detector.config.cooldown_seconds)
+
+    def _warm(self, candles: Iterable[Candle], trades: Iterable[Trade], quotes: Iterable[Quote]) -> list[AlertSignal]:
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
             if candle.interval != "1m":
                 raise ValueError(f"warm takes 1-minute candles for the volume baseline, got {candle.interval}")
@@ -215,12 +240,14 @@ class AnomalyEngine:
                 volume.seed(candle.symbol, candle.start.timestamp(), float(candle.volume))
             for stale in self._stale:
                 stale.seed(candle.symbol, candle.last_trade_ts.timestamp(), candle.last_trade_ts)
+        raised: list[AlertSignal] = []
         trades = iter(trades)
         while chunk := list(islice(trades, WARM_CHUNK)):
-            self.on_trades(chunk)
+            raised += self.on_trades(chunk)
         quotes = iter(quotes)
         while chunk := list(islice(quotes, WARM_CHUNK)):
-            self.on_quotes(chunk)
+            raised += self.on_quotes(chunk)
+        return raised
 
     def watched_symbols(self) -> frozenset[str] | None:
         """The symbols stale_feed watches: those whose trades came as the market's present (None

@@ -118,15 +118,16 @@ class Episode:
         self.last_true = -math.inf
         self.level = -1
 
-    def resume(self, seed: EpisodeSeed, *, start: float, last: float) -> None:
+    def resume(self, seed: EpisodeSeed, *, start: float, last: float) -> bool:
         """Continue an episode a run before this one alerted (``seed``, its start and last alert at
         event times ``start`` and ``last``), once the history is fed: its start and level are what
         was alerted; the history's triggers since its start extend it. A history episode that
-        began after it is kept: the alerts never saw it."""
+        began after it is kept: the alerts never saw it. Returns whether the seed was continued."""
         if self.start is not None and self.start > seed.start:
-            return
+            return False
         since = self.last_true if self.start is not None and self.last_true >= start else -math.inf
         self.start, self.level, self.last_true = seed.start, LEVEL[seed.severity], max(last, since)
+        return True
 
     def is_new(self, t: float, cooldown: float) -> bool:
         return self.start is None or t - self.last_true >= cooldown

@@ -296,6 +296,55 @@ def test_a_stale_feed_rule_changed_alerts_the_silence_it_now_finds(kafka_topics,
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == ["MSFT"]
 
 
+def see_saw(symbol, seconds, prefix, start, first_seq=1):
+    """Trades every 2 s alternating 100 and 104: a 4 % move inside every minute."""
+    return [Trade(id=f"{prefix}-{i}", symbol=symbol, ts=start + timedelta(seconds=s), seq=first_seq + i,
+                  price=Decimal("104.00") if i % 2 else Decimal("100.00"), size=Decimal(10), side="buy")
+            for i, s in enumerate(seconds)]
+
+
+@pytest.mark.parametrize("change", [
+    {"params": {"threshold_pct": 3.0}},  # the threshold lowered for every symbol
+    {"symbol_overrides": {"NVDA": {"threshold_pct": 3.0}}},  # or for this one
+])
+def test_a_rule_lowered_while_its_condition_holds_alerts_it(kafka_topics, redis_clean, change):
+    # NVDA moves 4 % within every minute: under the 5 % threshold no alert. Lowered to 3 %, the new
+    # engine's warm-up finds the condition holding all along its history: that episode was alerted
+    # under no rule, and without its first alert it would go on in silence for as long as it holds.
+    alert_rules_seed()
+    symbols_seed(tickers=["NVDA"])
+    now = [0.0]
+    pipeline = AnomalyPipeline(clock=lambda: now[0])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    first = see_saw("NVDA", range(0, 300, 2), "n1", start)
+    store_trades(first)
+    assert [a for a in run_batch(pipeline, batch(first)).alerts if a.type == "price_spike"] == []
+    AlertRule.objects.filter(slug="price-spike").update(**change, updated_at=datetime.now(UTC))
+    now[0] += 60
+    alerts = []
+    for part in range(2):
+        later = see_saw("NVDA", range(300 + part * 100, 400 + part * 100, 2), f"n{part + 2}", start,
+                        first_seq=1000 * (part + 1))
+        store_trades(later)
+        alerts += run_batch(pipeline, batch(later)).alerts
+    pipeline.close()
+    spikes = [a for a in alerts if a.type == "price_spike"]
+    assert [(a.symbol, a.severity) for a in spikes] == [("NVDA", "medium")]
+    assert spikes[0].ts < start + timedelta(seconds=300)  # the history's episode, raised once it is seen
+    assert Alert.objects.filter(type="price_spike").count() == 1
+
+
+def test_a_restart_does_not_announce_an_episode_its_warm_up_finds_open(kafka_topics, redis_clean):
+    # The same see-saw under a 3 % threshold from the start: one alert before the restart, and the
+    # episode goes on after it without another (the stored alert tells it).
+    alert_rules_seed()
+    AlertRule.objects.filter(slug="price-spike").update(params={"threshold_pct": 3.0}, updated_at=datetime.now(UTC))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    before, after = around_a_restart(see_saw("NVDA", range(0, 600, 2), "n", start), start + timedelta(seconds=300))
+    assert [a.type for a in before if a.type == "price_spike"] == ["price_spike"]
+    assert [a for a in after if a.type == "price_spike"] == []
+
+
 def test_after_a_cold_start_a_symbol_first_read_on_a_partition_behind_is_watched(kafka_topics, redis_clean):
     # The first batch holds only AAPL's partition, read from 600 s (no watermark yet: MSFT's
     # partition is unread). MSFT's, 10 minutes behind, comes next and stops at 300 s: MSFT was live.

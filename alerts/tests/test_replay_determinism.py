@@ -86,7 +86,7 @@ def test_warm_raises_nothing_and_a_restarted_engine_continues_like_the_live_one(
         if i >= crash:
             live_after += signals
     restarted = AnomalyEngine(DEFAULT_RULES)
-    assert restarted.warm(trades=TAPE[:crash]) is None
+    assert restarted.warm(trades=TAPE[:crash]) == []
     restarted_after = []
     for i in range(crash, len(TAPE), 100):
         batch = consumer_order(TAPE[i : i + 100])
@@ -103,6 +103,38 @@ def test_an_episode_open_at_the_crash_is_not_raised_again_after_warm():
     restarted.warm(trades=TAPE[:crash])
     assert [s.type for s in restarted.on_trades(TAPE[crash : crash + 200])] == []
     assert [s.type for s in live.on_trades(TAPE[crash : crash + 200])] == []
+
+
+def test_a_new_or_changed_rule_announces_the_episode_it_finds_open_in_the_warm_up():
+    # The engine is rebuilt 30 s into the AAPL spike episode after the price rule changed: no run
+    # alerted the episode under this rule, so the warm-up returns what the live engine raised for it,
+    # and the episode goes on without another alert.
+    crash = 630 * 2
+    live = AnomalyEngine(DEFAULT_RULES)
+    raised = [s for s in live.on_trades(TAPE[:crash]) if s.type == "price_spike"]
+    rebuilt = AnomalyEngine(DEFAULT_RULES)
+    assert rebuilt.warm(trades=TAPE[:crash], announce={"price-spike"}) == raised
+    assert [s.type for s in rebuilt.on_trades(TAPE[crash : crash + 200])] == []
+
+
+@pytest.mark.parametrize(("history_end", "alerted_at", "announced"), [
+    (659, None, 1),  # the condition held at 501 s, 158 s before the history's end: within the cooldown
+    (859, None, 0),  # 358 s before it: the episode is over, nothing to announce
+    (659, 501, 0),  # a stored alert tells the episode: it was alerted
+    (659, 400, 0),  # a stored alert of an episode that began before the history's view of it
+    (659, 100, 1),  # the stored alert's episode was over by 400 s: the history's is another one
+])
+def test_only_an_episode_still_open_and_never_alerted_is_announced(history_end, alerted_at, announced):
+    eng = engine(rule("price_spike", cooldown_seconds=300))
+    history = [trade("T", 500, "100"), trade("T", 501, "106")] + [trade("T", s, "106") for s in range(600, history_end)]
+    seeds = [] if alerted_at is None else [_price_spike_seed(alerted_at, alerted_at)]
+    assert len(eng.warm(trades=history, episodes=seeds, announce={"price-spike"})) == announced
+
+
+def test_a_rule_not_announced_announces_nothing():
+    eng = engine(rule("price_spike", cooldown_seconds=300))
+    history = [trade("T", 500, "100"), trade("T", 501, "106")]
+    assert eng.warm(trades=history, announce={"volume-anomaly"}) == []
 
 
 def _price_spike_seed(start: float, last: float, severity: str = "medium", type_: str = "price_spike"):
