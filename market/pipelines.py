@@ -109,6 +109,7 @@ class TradesPipeline:
         self._symbols = SymbolsSeen()
         self._not_stored_retired = metrics.TRADES_NOT_STORED.labels(reason="retired_day")  # a series from 0
         self._latest = LatestInRedis(key_format=services.LATEST_TRADE_KEY, kind="trade")
+        self._repeats_likely = False  # the batch before held trades stored before
 
     def prepare(self, events: Events) -> None:
         days = {trade.ts.date() for trade in events.get(TRADES_TOPIC, ())}
@@ -121,7 +122,8 @@ class TradesPipeline:
         trades = events.get(TRADES_TOPIC, [])
         self._symbols.register(trades)
         live, retired = trades_of_live_days(trades, now=now)
-        new = services.trades_ingest(trades=live, received_at=now)
+        new = services.trades_ingest(trades=live, received_at=now, repeats_likely=self._repeats_likely)
+        self._repeats_likely = len(new) < len(live)
         changed = services.candles_apply(aggregates=candles.aggregate(new).values(), updated_at=now)
         return TradesStored(trades=new, candles=changed, duplicates=len(live) - len(new), retired=retired)
 

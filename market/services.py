@@ -92,12 +92,15 @@ _CANDLE_UPSERT = f"""
 """
 
 
-def trades_ingest(*, trades: Sequence[Trade], received_at: datetime) -> list[Trade]:
+def trades_ingest(*, trades: Sequence[Trade], received_at: datetime, repeats_likely: bool = False) -> list[Trade]:
     """Store trades not stored before; returns exactly those, in input order
     (a trade repeated within `trades` counts once, as its first occurrence).
 
     Must run inside a transaction (the staging table empties on commit).
     Idempotent: ingesting the same trades again stores and returns nothing.
+    `repeats_likely` (the batch before held repeats: a file replayed again)
+    skips the plain INSERT, whose refusal PostgreSQL would log as an ERROR
+    for every batch of a replay it has stored before.
     """
     if not connection.in_atomic_block:
         # Outside a transaction the staging rows would vanish before the INSERT.
@@ -112,20 +115,23 @@ def trades_ingest(*, trades: Sequence[Trade], received_at: datetime) -> list[Tra
         # So try that first, in a savepoint: if it stored every row, every
         # trade was new and none was repeated, since the primary key would
         # have refused it.
-        try:
-            with transaction.atomic():
-                cursor.execute(_TRADE_INSERT, [received_at])
-            return list(trades)
-        except IntegrityError as error:
-            if not isinstance(error.__cause__, UniqueViolation):
-                raise
-        # A redelivery, a replay or a repeat within the batch: back at the
-        # savepoint, stage each trade once and keep only what INSERT really adds.
+        if not repeats_likely:
+            try:
+                with transaction.atomic():
+                    cursor.execute(_TRADE_INSERT, [received_at])
+                return list(trades)
+            except IntegrityError as error:
+                if not isinstance(error.__cause__, UniqueViolation):
+                    raise
+        # A redelivery, a replay or a repeat within the batch: keep only what
+        # INSERT really adds, with each trade staged once (so that the row
+        # stored is the occurrence returned).
         unique: dict[tuple[str, datetime, str], Trade] = {}
         for trade in trades:
             unique.setdefault((trade.symbol, trade.ts, trade.id), trade)
-        cursor.execute("DELETE FROM trade_stage")
-        _trades_stage(cursor, unique.values())
+        if len(unique) < len(trades):
+            cursor.execute("DELETE FROM trade_stage")
+            _trades_stage(cursor, unique.values())
         cursor.execute(_TRADE_INSERT + " ON CONFLICT DO NOTHING RETURNING symbol, time, trade_id", [received_at])
         inserted = cursor.fetchall()
     return [unique[key] for key in inserted]

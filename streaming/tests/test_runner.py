@@ -351,3 +351,33 @@ def test_a_consumer_starting_during_an_outage_waits_for_the_services(settings, c
     with pytest.raises(CommandError, match=f"Redis at redis://127.0.0.1:{port}/0 did not answer"):
         runner_module.preflight(wait_seconds=1)
     redis_client.cache_clear()
+
+
+def test_a_file_replayed_again_is_not_refused_by_postgresql_batch_after_batch(kafka_topics, redis_clean):
+    # A second replay of a file repeats every trade. Once a batch held repeats, the next ones go straight
+    # to INSERT ... ON CONFLICT DO NOTHING: the plain INSERT tried first would be refused by the primary
+    # key, which PostgreSQL logs as an ERROR, every batch. A batch of new trades goes back to it.
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    trades = make_trades(60)
+    pipeline = TradesPipeline()
+
+    def inserts(batch):
+        events = {TRADES: batch}
+        pipeline.prepare(events)
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            result = pipeline.store(events)
+        pipeline.after_commit(result)
+        kinds = ["upsert" if "ON CONFLICT" in q["sql"] else "plain" for q in queries.captured_queries
+                 if "INSERT INTO market_trade" in q["sql"]]
+        return kinds, len(result.trades)
+
+    assert inserts(trades[:20]) == (["plain"], 20)
+    assert inserts(trades[:20]) == (["plain", "upsert"], 0)  # refused: repeats
+    assert inserts(trades[:20]) == (["upsert"], 0)
+    assert inserts(trades[20:40]) == (["upsert"], 20)
+    assert inserts(trades[40:]) == (["plain"], 20)
+    pipeline.close()
+    assert TradeRow.objects.count() == 60
+    assert candle_trade_counts() == {i: 60 for i in ("1m", "5m", "15m", "1h", "4h", "1d")}
