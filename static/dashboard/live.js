@@ -35,10 +35,12 @@
   var reconnectTimer = null;
   var reconnectHooks = []; // called after a reconnection: what was missed meanwhile is the page's to fetch
   var lastMarketEvent = 0; // Date.now() of the newest trade or quote, or of the connection
-  // symbol -> Date.now() of its oldest trade received since its last candle event. A batch's
-  // candles follow its trades within a second, so a trade left unmatched for QUIET_MS means
-  // build_candles has stopped or fallen behind while the relay still runs: the chart is stale.
+  // symbol -> Date.now() of its oldest trade received since its last candle event and newer than
+  // that candle's last trade. A batch's candles follow its trades within a second, so a trade left
+  // unmatched for QUIET_MS means build_candles has stopped or fallen behind while the relay still
+  // runs: the chart is stale.
   var tradesAheadOfCandles = new Map();
+  var candlesThrough = new Map(); // symbol -> event time (epoch µs) of the latest trade its candles hold
   var quietCheck = null;
 
   function setStatus(state, text) {
@@ -69,6 +71,7 @@
       attempts = 0;
       lastSeq.clear();
       tradesAheadOfCandles.clear();
+      candlesThrough.clear();
       setStatus("live", "live");
       send("subscribe", Array.from(listeners.keys()));
       touch();
@@ -146,14 +149,21 @@
     if (pill && pill.dataset.state === "quiet") checkQuiet();
   }
 
-  function marketEvent(type, symbol) {
+  function marketEvent(type, data) {
     lastMarketEvent = Date.now();
-    if (type === "trade" && !tradesAheadOfCandles.has(symbol)) tradesAheadOfCandles.set(symbol, lastMarketEvent);
+    var symbol = data.symbol;
+    // A trade whose candle came first (the relay behind on trades) is not waiting for one.
+    if (type === "trade" && !tradesAheadOfCandles.has(symbol)
+        && !(fmt.micros(data.ts) <= candlesThrough.get(symbol))) {
+      tradesAheadOfCandles.set(symbol, lastMarketEvent);
+    }
     recheckIfQuiet();
   }
 
-  function candleEvent(symbol) {
-    tradesAheadOfCandles.delete(symbol);
+  function candleEvent(candle) {
+    var through = fmt.micros(candle.last_trade_ts);
+    if (!(through <= candlesThrough.get(candle.symbol))) candlesThrough.set(candle.symbol, through);
+    tradesAheadOfCandles.delete(candle.symbol);
     recheckIfQuiet();
   }
 
@@ -189,8 +199,8 @@
         if (last === undefined) return; // unsubscribed, or waiting for a re-subscription's snapshot
         if (message.seq <= last) return; // already covered
         lastSeq.set(message.channel, message.seq);
-        if (message.type === "trade" || message.type === "quote") marketEvent(message.type, message.data.symbol);
-        if (message.type === "candle") candleEvent(message.data.symbol);
+        if (message.type === "trade" || message.type === "quote") marketEvent(message.type, message.data);
+        if (message.type === "candle") candleEvent(message.data);
         if (message.seq > last + 1) {
           resync(message.channel); // events were lost: take a fresh snapshot
           return;
