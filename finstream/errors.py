@@ -17,6 +17,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from finstream.logs import error_text
 from streaming.redis import REDIS_AWAY
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def _service_unavailable(exc) -> Response | None:
     name = dependency_away(exc)
     if name is None:
         return None
-    log.warning("API: %s did not answer: %r", name, exc)
+    log.warning("API: %s did not answer: %s", name, error_text(exc))
     body = {"error": {"code": "service_unavailable",
                       "message": f"{name} did not answer; try again shortly (/ready shows what is down)"}}
     return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -85,7 +86,7 @@ class DependencyAwayMiddleware:
         name = dependency_away(exception)
         if name is None:
             return None
-        log.warning("page %s: %s did not answer: %r", request.path, name, exception)
+        log.warning("page %s: %s did not answer: %s", request.path, name, error_text(exception))
         response = render(request, "unavailable.html", {"name": name}, status=503)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

@@ -68,3 +68,9 @@ def _connection_error(error: BaseException | None) -> BaseException | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def error_text(error: BaseException) -> str:
+    """An error for a log line: its type and its message. (redis-py's repr gives only
+    `network:ConnectionError`, without what happened.)"""
+    return f"{type(error).__name__}: {error}"

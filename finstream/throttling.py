@@ -14,6 +14,8 @@ import time
 from redis.exceptions import RedisError
 from rest_framework import throttling
 
+from finstream.logs import error_text
+
 log = logging.getLogger(__name__)
 _WARN_EVERY = 60.0  # seconds: one warning a minute, not one per request
 _last_warning = float("-inf")
@@ -27,7 +29,8 @@ class _LetThroughWithoutRedis:
         except RedisError as error:
             if time.monotonic() - _last_warning >= _WARN_EVERY:
                 _last_warning = time.monotonic()
-                log.warning("API throttling: Redis unreachable (%r); requests are let through uncounted", error)
+                log.warning("API throttling: Redis unreachable (%s); requests are let through uncounted",
+                            error_text(error))
             return True
 
 

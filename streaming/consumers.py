@@ -34,6 +34,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from finstream.logs import error_text
 from market import selectors
 from streaming import metrics
 from streaming.budget import TokenBucket
@@ -197,7 +198,7 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
 
     async def unavailable(self, error: Exception, **request) -> None:
         """Redis did not answer: an error (with the `id` of the request it answers, if any), then 4503."""
-        log.warning("WebSocket %s: Redis did not answer: %r", self.endpoint, error)
+        log.warning("WebSocket %s: Redis did not answer: %s", self.endpoint, error_text(error))
         if not self.accepted:
             await self.accept()
         await self.send(_error("service_unavailable", "Redis did not answer: connect again in a few seconds",

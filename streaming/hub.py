@@ -24,7 +24,8 @@ is bounded (`max_pending_events`): past it, batches are dropped, and clients
 see the gap in their sequence numbers.
 
 The hub joins the group when the process's first subscriber joins, and
-leaves it, stopping its reader, when the last one has left. Joins are
+leaves it, stopping its reader (and closing the pub/sub layer's connection),
+when the last one has left. Joins are
 serialised, so a subscriber that has joined is followed: a relay batch sent
 after `join` returns reaches it. Only the process's first join waits on
 Redis; leaving never does (a client that goes away, however it goes, must
@@ -42,7 +43,9 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 
+from finstream.logs import error_text
 from streaming.groups import FANOUT_GROUP
 from streaming.relay import MESSAGE_TYPE
 from streaming.ws_frames import PreparedBatch
@@ -139,7 +142,7 @@ class FanoutHub:
         def finished(task: asyncio.Task) -> None:
             self._cleanups.discard(task)
             if not task.cancelled() and task.exception() is not None:
-                log.warning("WebSocket hub: %s failed: %r", what, task.exception())
+                log.warning("WebSocket hub: %s failed: %s", what, error_text(task.exception()))
 
         task.add_done_callback(finished)
 
@@ -159,6 +162,15 @@ class FanoutHub:
                 await self.layer.group_discard(FANOUT_GROUP, channel_name)
             except Exception:  # a member nobody reads: RedisChannelLayer expires it, pubsub sends it nothing
                 log.warning("WebSocket hub: could not leave %s", FANOUT_GROUP, exc_info=True)
+            if isinstance(self.layer, RedisPubSubChannelLayer):
+                # Close the pub/sub connection rather than keep it idle (the hub is the layer's only
+                # user here). Redis restarting drops an idle one unseen, and the next join's SUBSCRIBE
+                # on it failed: 4503 though Redis answered, or a 500 (redis-py reconnecting under the
+                # layer's reader). The next join opens a new one.
+                try:
+                    await self.layer.flush()
+                except Exception:
+                    log.warning("WebSocket hub: could not close its Redis connection", exc_info=True)
 
     async def _read(self, channel_name: str) -> None:
         failures = 0

@@ -205,7 +205,7 @@ class RelayPipeline:
         if not batches:
             return
         numbered = self._with_retries(lambda: self._number(batches))
-        sends = self._loop.run_until_complete(self._send(numbered))
+        sends = self._send(numbered)
         metrics.RELAY_GROUP_SENDS.inc(sends)
         relayed = sum(len(items) for items in batches.values())
         metrics.RELAY_EVENTS.labels(outcome="sent").inc(relayed)
@@ -236,11 +236,19 @@ class RelayPipeline:
                                  for index, (before, after) in enumerate(envelopes[channel])]
         return numbered
 
-    async def _send(self, numbered: dict[str, list[tuple[int, str]]]) -> int:
-        """One group_send per message, in order: a channel's events may span two."""
+    def _send(self, numbered: dict[str, list[tuple[int, str]]]) -> int:
+        """One group_send per message, in order: a channel's events may span two. Redis away (a
+        restart drops the layer's connection), the sends resume from the one that failed."""
         messages = relay_messages(numbered, 1 if self.per_event else MESSAGE_MAX_EVENTS)
-        for channels in messages:
-            await self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": channels})
+        sent = 0
+
+        async def send_the_rest() -> None:
+            nonlocal sent
+            while sent < len(messages):
+                await self.layer.group_send(FANOUT_GROUP, {"type": MESSAGE_TYPE, "channels": messages[sent]})
+                sent += 1
+
+        self._with_retries(lambda: self._loop.run_until_complete(send_the_rest()))
         return len(messages)
 
     def _with_retries(self, action):

@@ -281,3 +281,39 @@ def test_clients_keep_receiving_after_redis_drops_the_servers_subscription(kafka
     assert (got["seq"], got["data"]["id"]) == (i, f"t-AAPL-{i}")
     log = daphne_server.log()  # the lost connection in one line, not a traceback a second
     assert "WARNING channels_redis.pubsub" in log and "ConnectionError" in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_client_is_served_after_redis_dropped_the_idle_servers_connection(kafka_topics, redis_clean,
+                                                                           daphne_server):
+    # The last client gone, the web process leaves the relay's group. Redis restarting then drops
+    # its idle connection unseen: the next client's join must not run on it (it was refused with
+    # 4503, or failed with a 500, though Redis answered).
+    symbols_seed(tickers=["AAPL"])
+    runner = ConsumerRunner(RelayPipeline(), RunnerOptions(batch_size=1000, batch_wait=0.2))
+    runner.subscribe()
+    origin = daphne_server.url.replace("ws://", "http://")
+    redis = redis_client()
+
+    def relay(i: int) -> None:  # in a thread of its own: its database connection is closed here
+        try:
+            publish({TRADES: [trade(i)]})
+            consume_until(runner, 1)
+        finally:
+            connections.close_all()
+
+    async def first_trade(i: int) -> dict:
+        async with websockets.connect(daphne_server.url + "/ws/trades/AAPL", origin=origin,
+                                      open_timeout=TIMEOUT) as ws:
+            await asyncio.to_thread(relay, i)
+            return await receive(ws)
+
+    try:
+        assert asyncio.run(first_trade(1))["seq"] == 1
+        wait_for(lambda: redis.pubsub_numpat() == 0 and not redis.pubsub_channels(), timeout=TIMEOUT,
+                 what="the server to leave the group")
+        assert redis.client_kill_filter(_type="normal") + redis.client_kill_filter(_type="pubsub") >= 1
+        got = asyncio.run(first_trade(2))
+    finally:
+        runner.close()
+    assert (got.get("type"), got.get("seq")) == ("trade", 2), got
+    assert "Traceback" not in daphne_server.log(), daphne_server.log()[-3000:]
