@@ -480,8 +480,8 @@ class MultiplexStreamConsumer(_ChannelsConsumer):
         # milliseconds took a core. An unsubscribe costs one, as any request.
         if not self.budget.take(len(channels) if action == "subscribe" else 1, now=time.monotonic()):
             await self.send(_error("rate_limited", f"over {settings.WS_MAX_SUBSCRIBES_PER_SECOND} channels "
-                                                   "subscribed a second: nothing was done, try again in a second",
-                                   id=request_id))
+                                                   "subscribed a second (an unsubscribe counts one): nothing was "
+                                                   "done, try again in a second", id=request_id))
             return
         if action == "unsubscribe":
             self.leave([channel.name for channel in channels])

@@ -28,8 +28,10 @@ class BrowserOriginValidator(OriginValidator):
 
 def websocket_application():
     """The WebSocket routes behind the Origin check, against ALLOWED_HOSTS."""
-    # Each endpoint's series from the start, at 0: a counter with no series yet has no rate either.
+    # Each endpoint's series from the start, at 0: a counter with no series yet has no rate either, and
+    # a gauge none says "no data", not 0 connections.
     for consumer in (consumers.QuoteStreamConsumer, consumers.TradeStreamConsumer, consumers.AlertStreamConsumer,
                      consumers.MultiplexStreamConsumer):
         metrics.WEBSOCKET_DROPPED_CLIENTS.labels(endpoint=consumer.endpoint)
+        metrics.WEBSOCKET_CONNECTIONS.labels(endpoint=consumer.endpoint)
     return BrowserOriginValidator(URLRouter(websocket_urlpatterns), settings.ALLOWED_HOSTS)

@@ -244,13 +244,15 @@ def _label_values(collector, label: str) -> set[str]:
     return {sample.labels[label] for family in collector.collect() for sample in family.samples}
 
 
-def test_each_websocket_endpoint_counts_dropped_clients_from_zero():
+@pytest.mark.parametrize("name", ["WEBSOCKET_DROPPED_CLIENTS", "WEBSOCKET_CONNECTIONS"])
+def test_each_websocket_endpoint_has_its_series_from_zero(name):
     from streaming import metrics
     from streaming.routing import websocket_application
 
-    metrics.WEBSOCKET_DROPPED_CLIENTS.clear()  # what other tests counted: every series gone
+    collector = getattr(metrics, name)
+    collector.clear()  # what other tests counted: every series gone
     websocket_application()
-    assert {"quotes", "trades", "alerts", "stream"} <= _label_values(metrics.WEBSOCKET_DROPPED_CLIENTS, "endpoint")
+    assert {"quotes", "trades", "alerts", "stream"} <= _label_values(collector, "endpoint")
 
 
 @pytest.mark.django_db
