@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
@@ -51,6 +52,8 @@ CLOSE_MESSAGE_TOO_BIG = 4009
 CLOSE_TOO_SLOW = 4008
 CLOSE_NOT_FOUND = 4404  # an unknown symbol, or path
 CLOSE_UNAVAILABLE = 4503  # Redis did not answer a subscription's join or snapshot: connect again shortly
+CLOSE_GOING_AWAY = 1001  # the server stops (a restart): connect again
+GOING_AWAY_SECONDS = 0.5  # how long a stopping server waits for its close frames to go out
 
 
 class DaphneSocket:
@@ -63,6 +66,10 @@ class DaphneSocket:
     that buffers what the socket did not take and never blocks the sender (so
     without the backlog check a slow client would grow that buffer for ever).
     """
+
+    # The connections open in this process: told 1001 when daphne stops.
+    _open: weakref.WeakSet = weakref.WeakSet()
+    _going_away_installed = False
 
     def __init__(self, protocol) -> None:
         self.protocol = protocol
@@ -79,6 +86,31 @@ class DaphneSocket:
     def open(self) -> bool:
         """False once either side has begun closing: the client is leaving, and autobahn refuses sends."""
         return self.protocol.state == self.protocol.STATE_OPEN
+
+    def opened(self) -> None:
+        """Count the connection among those told 1001 (going away) when daphne stops, a restart or a
+        stop: daphne would drop them without a close frame, and a client could not tell it from a
+        crash. (Twisted is imported here, under daphne: importing its reactor elsewhere installs one.)"""
+        DaphneSocket._open.add(self.protocol)
+        if not DaphneSocket._going_away_installed:
+            from twisted.internet import reactor
+
+            reactor.addSystemEventTrigger("before", "shutdown", DaphneSocket._going_away)
+            DaphneSocket._going_away_installed = True
+
+    @staticmethod
+    def _going_away():
+        from twisted.internet import reactor, task
+
+        told = 0
+        for protocol in list(DaphneSocket._open):
+            if protocol.state == protocol.STATE_OPEN:
+                # sendClose takes only 1000 and 3000-4999; 1001 is the close code for this.
+                protocol.sendCloseFrame(code=CLOSE_GOING_AWAY, reasonUtf8=b"server restarting")
+                told += 1
+        log.info("WebSocket: %d connection(s) told the server is going away", told)
+        # The reactor stops once this fires: until then it sends the frames.
+        return task.deferLater(reactor, GOING_AWAY_SECONDS, lambda: None) if told else None
 
     def backlog(self) -> int:
         transport = self.protocol.transport
@@ -213,6 +245,8 @@ class _ChannelsConsumer(AsyncWebsocketConsumer):
         await self.accept()
         metrics.WEBSOCKET_CONNECTIONS.labels(endpoint=self.endpoint).inc()
         self.counted = True
+        if self.daphne is not None:
+            self.daphne.opened()
 
     async def __call__(self, scope, receive, send):
         try:

@@ -64,9 +64,14 @@ def server_env() -> dict[str, str]:
 class DaphneServer:
     url: str
     output: list[bytes]
+    process: subprocess.Popen
 
     def log(self) -> str:
         return b"".join(self.output).decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, as a supervisor stops it, without waiting."""
+        self.process.terminate()
 
 
 @pytest.fixture
@@ -86,7 +91,7 @@ def daphne_server(django_db_setup):
             return probe.connect_ex(("127.0.0.1", port)) == 0
 
     wait_for(listening, timeout=30, what="daphne listening")
-    yield DaphneServer(url=f"ws://127.0.0.1:{port}", output=output)
+    yield DaphneServer(url=f"ws://127.0.0.1:{port}", output=output, process=server)
     server.terminate()
     server.wait(timeout=30)
 
@@ -317,3 +322,22 @@ def test_a_client_is_served_after_redis_dropped_the_idle_servers_connection(kafk
         runner.close()
     assert (got.get("type"), got.get("seq")) == ("trade", 2), got
     assert "Traceback" not in daphne_server.log(), daphne_server.log()[-3000:]
+
+
+def test_a_stopping_server_tells_its_clients_it_is_going_away(redis_clean, daphne_server):
+    # A restart (SIGTERM) is told with 1001, so that a client can tell it from a crash (no close frame).
+    symbols_seed(tickers=["AAPL"])
+
+    async def scenario():
+        async with websockets.connect(daphne_server.url + "/ws/stream", open_timeout=TIMEOUT) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "channels": ["trades.AAPL"]}))
+            await receive_until(ws, lambda message: message.get("type") == "subscribed")
+            daphne_server.stop()
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(TIMEOUT):
+                    while True:
+                        await ws.recv()
+            return closed.value.rcvd
+
+    received = asyncio.run(scenario())
+    assert received is not None and received.code == 1001, received
