@@ -17,7 +17,8 @@ more than WS_MAX_SUBSCRIPTIONS channels is an error; a client whose unsent
 backlog passes WS_MAX_BACKLOG_BYTES is closed with 4008 (it cannot keep up,
 and holding ever more for it would grow the server's memory without bound).
 An unknown symbol closes with 4404 after an error message saying why (daphne
-does not send close reasons, so the reason travels in that message).
+does not send close reasons, so the reason travels in that message). A
+stopping server closes every connection with 1001.
 """
 
 from __future__ import annotations
