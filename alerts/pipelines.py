@@ -6,6 +6,7 @@ import logging
 import operator
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import get_args
@@ -13,7 +14,7 @@ from typing import get_args
 from alerts import selectors as alert_selectors
 from alerts import services
 from alerts.domain.detectors import QUOTE_EPISODE_TYPES, TRADE_EPISODE_TYPES, AnomalyEngine
-from alerts.domain.rules import SEVERITIES, RuleType
+from alerts.domain.rules import SEVERITIES, RuleType, condition_changed
 from alerts.domain.signals import AlertSignal
 from market import selectors as market_selectors
 from streaming import metrics
@@ -50,6 +51,17 @@ def _first_of_new_symbols(events, known: set[str], bound):
             if event.symbol in new and event.symbol not in first:
                 first[event.symbol] = bound(event)
     return first
+
+
+def _announcer(before: AnomalyEngine, configs) -> Callable[[str, str], bool]:
+    """(rule, symbol) -> whether the engine `before` cannot have alerted an episode the rules
+    `configs` find: the condition is new or changed for the symbol, and `before` had no episode of
+    the rule and symbol open (its episodes, however long, are alerted)."""
+    configs_before = {config.rule: config for config in before.rules}
+    configs_now = {config.rule: config for config in configs}
+    open_before = before.open_episodes()
+    return lambda rule, symbol: ((rule, symbol) not in open_before
+                                 and condition_changed(configs_before.get(rule), configs_now[rule], symbol))
 
 
 @dataclass
@@ -94,9 +106,10 @@ class AnomalyPipeline:
         self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
         # The symbols stale_feed watched in the engine before a rules rebuild (None: not known).
         self._watched_before: frozenset[str] | None = frozenset()
-        # Ids of the rules a rebuild found new or changed: their episodes open in a warm-up's history
-        # were alerted under no run's rules. (After a cold start they were, before the restart.)
-        self._announce: frozenset[str] = frozenset()
+        # After a rules rebuild, (rule, symbol) -> whether no engine before alerted what the new engine's
+        # warm-up finds open (AnomalyEngine.warm's announce). None after a cold start: the run before
+        # the restart did, as far as anything tells.
+        self._announce: Callable[[str, str], bool] | None = None
         # Every type's and severity's series from the start, at 0: a counter with no series yet has no
         # rate either, and a dashboard's "alerts raised" would say "no data" instead of 0.
         for rule_type in get_args(RuleType):
@@ -120,8 +133,7 @@ class AnomalyPipeline:
                 watched = self._engine.watched_symbols()
                 self._watched_before = (None if watched is None or self._watched_before is None
                                         else watched | self._watched_before)  # None: the history is present
-                before = {config.rule: config for config in self._engine.rules}
-                self._announce = frozenset(config.rule for config in configs if before.get(config.rule) != config)
+                self._announce = _announcer(self._engine, configs)
             self._engine, self._rules_version = AnomalyEngine(configs), version
             self._warm_trades, self._warm_quotes, self._warm_quiet = set(), set(), False
             self._warm_read_before = bool(self._read_trades or self._read_quotes)

@@ -27,8 +27,9 @@ volume baseline, the last minutes of trades and quotes); ``warm`` feeds them thr
 code with every signal discarded, so an
 episode that was open before the crash stays open and raises nothing new, and one that gets
 re-raised has the same id as before (the alert insert ignores it). After a rule change, the
-rules new or changed are ``announce``d: the episodes they find open in the history were alerted
-under no run's rules, and ``warm`` returns them.
+(rule, symbol) pairs whose condition is new or changed, and that the engine before had no
+episode of open, are ``announce``d: the episodes found open in the history were alerted under no
+run's rules, and ``warm`` returns them.
 
 Memory is O(symbols): per symbol and rule a bounded deque or a few numbers, whatever the trade
 rate (``state_size()`` counts the entries).
@@ -37,7 +38,7 @@ rate (``state_size()`` counts the entries).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
@@ -47,7 +48,7 @@ from streaming.schemas import Candle, Quote, Trade
 from .price_spike import PriceSpikeDetector
 from .quote_rules import CrossedQuoteDetector, SpreadBlowoutDetector
 from .rules import DEFAULT_RULES, RuleConfig, RuleConfigError
-from .signals import AlertSignal, EpisodeSeed, alert_id, to_message
+from .signals import AlertSignal, Episode, EpisodeSeed, alert_id, to_message
 from .stale_feed import StaleFeedDetector
 from .volume_anomaly import VolumeAnomalyDetector
 
@@ -164,7 +165,8 @@ class AnomalyEngine:
     def warm(
         self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = (),
         settled_at: Mapping[str, datetime] | None = None, episodes: Iterable[EpisodeSeed] = (),
-        present: datetime | None = None, watched: Collection[str] = (), announce: Collection[str] = (),
+        present: datetime | None = None, watched: Collection[str] = (),
+        announce: Callable[[str, str], bool] | None = None,
     ) -> list[AlertSignal]:
         """Rebuild the state of the symbols in the history given, emitting nothing but what
         ``announce`` asks for; the other symbols' state is untouched, so a running engine can
@@ -190,10 +192,11 @@ class AnomalyEngine:
         engine before this one (``watched_symbols()``), for this warm-up only. Another symbol
         whose history is older than stale_feed's gap before ``present`` (a file replayed beside
         the live feed) is not watched, as it was not when its trades were read.
-        ``announce``: ids of rules new or changed since the engine before this one. Their
-        history's signals are returned, in order, for each episode still open at the end of its
-        symbol's history and not continued from a stored alert: no run alerted it under this
-        rule, and its condition may hold on without a new episode ever starting.
+        ``announce(rule, symbol)``: whether no engine before this one can have alerted the
+        rule's episodes of the symbol (its condition is new or changed there, and the engine
+        before had no episode of it open). The history's signals of each such episode still open
+        at the end of its symbol's history, and not continued from a stored alert, are returned
+        in order: left to the warm-up, the condition could hold on without an alert ever.
         Raises ``ValueError`` for a candle, or a seed, of another interval or a naive time.
         """
         for stale in self._stale:
@@ -207,30 +210,37 @@ class AnomalyEngine:
             w = _event_time(ts)
             for stale in self._stale:
                 stale.settle(symbol, w)
-        alerted = set()  # (rule, symbol) whose history episode a stored alert already told
+        continued = set()  # (rule, symbol) whose episode a stored alert tells
         for seed in episodes:
             start, last = _event_time(seed.start), _event_time(seed.last)
             detector = self._episodes_of.get(seed.rule)
             if detector is not None and detector.config.type == seed.type:
-                episode = detector.episode_for(seed.symbol)
-                # Not continued, the history's episode may still be the alerted one seen from later:
-                # it began within the cooldown after that alert.
-                if (episode.resume(seed, start=start, last=last)
-                        or _event_time(episode.start) - last < detector.config.cooldown_seconds):
-                    alerted.add((seed.rule, seed.symbol))
-        return [signal for signal in raised if signal.rule in announce
-                and (signal.rule, signal.symbol) not in alerted and self._still_open(signal)]
+                if detector.episode_for(seed.symbol).resume(seed, start=start, last=last):
+                    continued.add((seed.rule, seed.symbol))
+        if announce is None:
+            return []
+        return [signal for signal in raised
+                if (signal.rule, signal.symbol) not in continued and announce(signal.rule, signal.symbol)
+                and (episode := self._open_episode(signal.rule, signal.symbol)) is not None
+                and episode.start == signal.episode_start]
 
-    def _still_open(self, signal: AlertSignal) -> bool:
-        """Whether ``signal`` belongs to its rule's current episode of the symbol and the condition
-        held within the cooldown before the symbol's latest event."""
-        detector = self._episodes_of.get(signal.rule)
+    def open_episodes(self) -> frozenset[tuple[str, str]]:
+        """(rule, symbol) of every episode open: its condition held within the cooldown before the
+        symbol's latest event (stale_feed's silences are not episodes here)."""
+        return frozenset((rule, symbol) for rule, detector in self._episodes_of.items()
+                         for symbol in self._latest_of(detector) if self._open_episode(rule, symbol) is not None)
+
+    def _latest_of(self, detector) -> dict[str, float]:
+        return self._latest_trade if detector.config.type in TRADE_EPISODE_TYPES else self._latest_quote
+
+    def _open_episode(self, rule: str, symbol: str) -> Episode | None:
+        detector = self._episodes_of.get(rule)
         if detector is None:
-            return False
-        episode = detector.episode_for(signal.symbol)
-        latest = self._latest_trade if detector.config.type in TRADE_EPISODE_TYPES else self._latest_quote
-        return (episode.start == signal.episode_start
-                and latest.get(signal.symbol, -math.inf) - episode.last_true < detector.config.cooldown_seconds)
+            return None
+        episode = detector.episode_for(symbol)
+        latest = self._latest_of(detector).get(symbol, -math.inf)
+        return episode if episode.start is not None and latest - episode.last_true < detector.config.cooldown_seconds \
+            else None
 
     def _warm(self, candles: Iterable[Candle], trades: Iterable[Trade], quotes: Iterable[Quote]) -> list[AlertSignal]:
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):

@@ -34,6 +34,7 @@ __all__ = [
     "SpreadBlowoutParams",
     "StaleFeedParams",
     "VolumeAnomalyParams",
+    "condition_changed",
     "rule_config_from_params",
 ]
 
@@ -213,6 +214,14 @@ class RuleConfig:
 
     def params_for(self, symbol: str) -> Params:
         return self.symbol_overrides.get(symbol, self.params)
+
+
+def condition_changed(before: RuleConfig | None, after: RuleConfig, symbol: str) -> bool:
+    """Whether ``after`` may hold where ``before`` (the same rule id's config, None if there was
+    none) did not for ``symbol``: the rule is new, enabled, of another type, or its params for
+    the symbol differ. (A cooldown changes only how episodes group, not when the condition holds.)"""
+    return (before is None or not before.enabled or before.type != after.type
+            or before.params_for(symbol) != after.params_for(symbol))
 
 
 def _coerce(rule: str, cls: type, name: str, value: object) -> object:

@@ -296,11 +296,27 @@ def test_a_stale_feed_rule_changed_alerts_the_silence_it_now_finds(kafka_topics,
     assert [a.symbol for a in result.alerts if a.type == "stale_feed"] == ["MSFT"]
 
 
-def see_saw(symbol, seconds, prefix, start, first_seq=1):
-    """Trades every 2 s alternating 100 and 104: a 4 % move inside every minute."""
+def see_saw(symbol, seconds, prefix, start, first_seq=1, high="104.00"):
+    """Trades every 2 s alternating 100 and `high`: a 4 % move inside every minute by default."""
     return [Trade(id=f"{prefix}-{i}", symbol=symbol, ts=start + timedelta(seconds=s), seq=first_seq + i,
-                  price=Decimal("104.00") if i % 2 else Decimal("100.00"), size=Decimal(10), side="buy")
+                  price=Decimal(high) if i % 2 else Decimal("100.00"), size=Decimal(10), side="buy")
             for i, s in enumerate(seconds)]
+
+
+def rule_changes(pipeline, now, changes, *, start, high, rounds_from=300):
+    """After trades of 0-300 s, each change of the price rule in turn, 60 s of the clock and 200 s of
+    trades apart; the price_spike alerts of the trades after the first change."""
+    alerts = []
+    for n, change in enumerate(changes):
+        AlertRule.objects.filter(slug="price-spike").update(**change, updated_at=datetime.now(UTC))
+        now[0] += 60  # past the rules check interval: the next batch builds a new engine
+        for part in range(2):
+            begin = rounds_from + n * 200 + part * 100
+            later = see_saw("NVDA", range(begin, begin + 100, 2), f"n{n}-{part}", start, first_seq=begin * 10,
+                            high=high)
+            store_trades(later)
+            alerts += [a for a in run_batch(pipeline, batch(later)).alerts if a.type == "price_spike"]
+    return alerts
 
 
 @pytest.mark.parametrize("change", [
@@ -319,19 +335,33 @@ def test_a_rule_lowered_while_its_condition_holds_alerts_it(kafka_topics, redis_
     first = see_saw("NVDA", range(0, 300, 2), "n1", start)
     store_trades(first)
     assert [a for a in run_batch(pipeline, batch(first)).alerts if a.type == "price_spike"] == []
-    AlertRule.objects.filter(slug="price-spike").update(**change, updated_at=datetime.now(UTC))
-    now[0] += 60
-    alerts = []
-    for part in range(2):
-        later = see_saw("NVDA", range(300 + part * 100, 400 + part * 100, 2), f"n{part + 2}", start,
-                        first_seq=1000 * (part + 1))
-        store_trades(later)
-        alerts += run_batch(pipeline, batch(later)).alerts
+    spikes = rule_changes(pipeline, now, [change, {"params": {"threshold_pct": 2.5}}], start=start, high="104.00")
     pipeline.close()
-    spikes = [a for a in alerts if a.type == "price_spike"]
+    # Once, though lowered twice: the second rebuild's engine before had the episode open.
     assert [(a.symbol, a.severity) for a in spikes] == [("NVDA", "medium")]
     assert spikes[0].ts < start + timedelta(seconds=300)  # the history's episode, raised once it is seen
     assert Alert.objects.filter(type="price_spike").count() == 1
+
+
+@pytest.mark.parametrize("change", [
+    {"symbol_overrides": {"ZZZ": {"threshold_pct": 3.0}}},  # another symbol's override
+    {"cooldown_seconds": 60},  # the condition is the same
+    {"params": {"threshold_pct": 3.0}},  # it holds more often: the episode alerted goes on
+])
+def test_a_rule_change_does_not_alert_again_an_episode_the_engine_before_had_open(kafka_topics, redis_clean,
+                                                                                   change):
+    # NVDA moves 6 % within every minute from the start: one alert, at its first jump. The episode
+    # goes on for longer than a warm-up's history (2 minutes) and the cooldown (300 s) since that alert.
+    alert_rules_seed()
+    symbols_seed(tickers=["NVDA"])
+    now = [0.0]
+    pipeline = AnomalyPipeline(clock=lambda: now[0])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    tape = see_saw("NVDA", range(0, 900, 2), "n", start, high="106.00")
+    store_trades(tape)
+    assert len([a for a in run_batch(pipeline, batch(tape)).alerts if a.type == "price_spike"]) == 1
+    assert rule_changes(pipeline, now, [change], start=start, high="106.00", rounds_from=900) == []
+    pipeline.close()
 
 
 def test_a_restart_does_not_announce_an_episode_its_warm_up_finds_open(kafka_topics, redis_clean):

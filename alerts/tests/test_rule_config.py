@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alerts.domain.detectors import DEFAULT_RULES, AnomalyEngine
-from alerts.domain.rules import PriceSpikeParams, RuleConfig, RuleConfigError, rule_config_from_params
+from alerts.domain.rules import PriceSpikeParams, RuleConfig, RuleConfigError, condition_changed, rule_config_from_params
 
 from .factories import trade
 
@@ -95,3 +95,22 @@ def test_rule_ids_must_be_unique_and_disabled_rules_do_nothing():
         AnomalyEngine([DEFAULT_RULES[0], DEFAULT_RULES[0]])
     disabled = rule_config_from_params(rule="price-spike", type="price_spike", enabled=False)
     assert AnomalyEngine([disabled]).on_trades([trade("AAPL", 0, "100"), trade("AAPL", 1, "200")]) == []
+
+
+def _spike(**fields) -> RuleConfig:
+    return rule_config_from_params(rule="price-spike", type="price_spike", **fields)
+
+
+@pytest.mark.parametrize(("before", "after", "changed_for_aapl", "changed_for_msft"), [
+    (None, _spike(), True, True),  # a new rule
+    (_spike(enabled=False), _spike(), True, True),  # enabled
+    (_spike(), _spike(params={"threshold_pct": 3}), True, True),  # lowered for every symbol
+    (_spike(), _spike(symbol_overrides={"AAPL": {"threshold_pct": 3}}), True, False),  # for one
+    (_spike(), _spike(cooldown_seconds=60), False, False),  # episodes group otherwise; the condition is the same
+    (_spike(), _spike(), False, False),
+    (rule_config_from_params(rule="price-spike", type="volume_anomaly"), _spike(), True, True),  # another type
+])
+def test_a_condition_changes_for_a_symbol_where_the_rule_may_now_hold_where_it_did_not(
+        before, after, changed_for_aapl, changed_for_msft):
+    assert condition_changed(before, after, "AAPL") is changed_for_aapl
+    assert condition_changed(before, after, "MSFT") is changed_for_msft
