@@ -35,10 +35,10 @@
   var reconnectTimer = null;
   var reconnectHooks = []; // called after a reconnection: what was missed meanwhile is the page's to fetch
   var lastMarketEvent = 0; // Date.now() of the newest trade or quote, or of the connection
-  // symbol -> Date.now() of its oldest trade received since its last candle event and newer than
-  // that candle's last trade. A batch's candles follow its trades within a second, so a trade left
-  // unmatched for QUIET_MS means build_candles has stopped or fallen behind while the relay still
-  // runs: the chart is stale.
+  // symbol -> {since: Date.now() of its receipt, micros: its event time} of the oldest trade received
+  // that the symbol's candles do not hold yet (a candle holds the trades up to its last_trade_ts). A
+  // batch's candles follow its trades within a second, so a trade left uncovered for QUIET_MS means
+  // build_candles has stopped or fallen behind while the relay still runs: the chart is stale.
   var tradesAheadOfCandles = new Map();
   var candlesThrough = new Map(); // symbol -> event time (epoch µs) of the latest trade its candles hold
   var quietCheck = null;
@@ -126,8 +126,8 @@
 
   function oldestTradeWithoutCandles() {
     var oldest = Infinity;
-    tradesAheadOfCandles.forEach(function (since, symbol) {
-      if (since < oldest && followsCandlesOf(symbol)) oldest = since;
+    tradesAheadOfCandles.forEach(function (waiting, symbol) {
+      if (waiting.since < oldest && followsCandlesOf(symbol)) oldest = waiting.since;
     });
     return oldest;
   }
@@ -152,10 +152,12 @@
   function marketEvent(type, data) {
     lastMarketEvent = Date.now();
     var symbol = data.symbol;
-    // A trade whose candle came first (the relay behind on trades) is not waiting for one.
-    if (type === "trade" && !tradesAheadOfCandles.has(symbol)
-        && !(fmt.micros(data.ts) <= candlesThrough.get(symbol))) {
-      tradesAheadOfCandles.set(symbol, lastMarketEvent);
+    if (type === "trade" && !tradesAheadOfCandles.has(symbol)) {
+      var micros = fmt.micros(data.ts);
+      // A trade whose candle came first (the relay behind on trades) is not waiting for one.
+      if (!(micros <= candlesThrough.get(symbol))) {
+        tradesAheadOfCandles.set(symbol, { since: lastMarketEvent, micros: micros });
+      }
     }
     recheckIfQuiet();
   }
@@ -163,8 +165,13 @@
   function candleEvent(candle) {
     var through = fmt.micros(candle.last_trade_ts);
     if (!(through <= candlesThrough.get(candle.symbol))) candlesThrough.set(candle.symbol, through);
-    tradesAheadOfCandles.delete(candle.symbol);
-    recheckIfQuiet();
+    var waiting = tradesAheadOfCandles.get(candle.symbol);
+    // Only candles that hold the waiting trade end the wait: a build_candles running behind
+    // publishes candles every batch, of trades seconds old.
+    if (waiting && !(waiting.micros > candlesThrough.get(candle.symbol))) {
+      tradesAheadOfCandles.delete(candle.symbol);
+      recheckIfQuiet();
+    }
   }
 
   function resync(channel) {
@@ -189,6 +196,7 @@
     switch (message.type) {
       case "snapshot":
         lastSeq.set(message.channel, message.seq);
+        if (message.data && message.event === "candle") candleEvent(message.data);
         if (message.data) dispatch(message.channel, message.event, message.data, true);
         return;
       case "trade":
