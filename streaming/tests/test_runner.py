@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from django.db import connection
@@ -378,6 +379,13 @@ def test_a_file_replayed_again_is_not_refused_by_postgresql_batch_after_batch(ka
     assert inserts(trades[:20]) == (["upsert"], 0)
     assert inserts(trades[20:40]) == (["upsert"], 20)
     assert inserts(trades[40:]) == (["plain"], 20)
+    # A trade twice in one batch, with other values the second time: the first is stored and counted,
+    # on either path.
+    first, second = make_trades(2, prefix="twice")
+    assert inserts([first, msgspec.structs.replace(first, price=first.price + 1)]) == (["plain", "upsert"], 1)
+    assert inserts([second, msgspec.structs.replace(second, size=second.size + 1)]) == (["upsert"], 1)
     pipeline.close()
-    assert TradeRow.objects.count() == 60
-    assert candle_trade_counts() == {i: 60 for i in ("1m", "5m", "15m", "1h", "4h", "1d")}
+    assert TradeRow.objects.count() == 62
+    assert candle_trade_counts() == {i: 62 for i in ("1m", "5m", "15m", "1h", "4h", "1d")}
+    assert {(row.trade_id, row.price, row.size) for row in TradeRow.objects.filter(trade_id__startswith="twice")} == {
+        (first.id, first.price, first.size), (second.id, second.price, second.size)}
