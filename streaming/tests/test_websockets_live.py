@@ -109,6 +109,15 @@ def publish(events: dict[str, list]) -> None:
     publisher.flush()
 
 
+def relay_trade(runner: ConsumerRunner, i: int) -> None:
+    """Publish AAPL's trade `i` and relay it; in a thread of its own, whose database connection is closed here."""
+    try:
+        publish({TRADES: [trade(i)]})
+        consume_until(runner, 1)
+    finally:
+        connections.close_all()
+
+
 async def receive(ws) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
@@ -257,21 +266,14 @@ def test_clients_keep_receiving_after_redis_drops_the_servers_subscription(kafka
     runner.subscribe()
     origin = daphne_server.url.replace("ws://", "http://")
 
-    def relay(i: int) -> None:  # in a thread of its own: its database connection is closed here
-        try:
-            publish({TRADES: [trade(i)]})
-            consume_until(runner, 1)
-        finally:
-            connections.close_all()
-
     async def scenario():
         async with websockets.connect(daphne_server.url + "/ws/trades/AAPL", origin=origin,
                                       open_timeout=TIMEOUT) as ws:
-            await asyncio.to_thread(relay, 1)
+            await asyncio.to_thread(relay_trade, runner, 1)
             assert (await receive(ws))["seq"] == 1
             assert redis_client().client_kill_filter(_type="pubsub") >= 1
             for i in range(2, 40):
-                await asyncio.to_thread(relay, i)
+                await asyncio.to_thread(relay_trade, runner, i)
                 try:
                     got = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
                 except TimeoutError:
@@ -299,17 +301,10 @@ def test_a_client_is_served_after_redis_dropped_the_idle_servers_connection(kafk
     origin = daphne_server.url.replace("ws://", "http://")
     redis = redis_client()
 
-    def relay(i: int) -> None:  # in a thread of its own: its database connection is closed here
-        try:
-            publish({TRADES: [trade(i)]})
-            consume_until(runner, 1)
-        finally:
-            connections.close_all()
-
     async def first_trade(i: int) -> dict:
         async with websockets.connect(daphne_server.url + "/ws/trades/AAPL", origin=origin,
                                       open_timeout=TIMEOUT) as ws:
-            await asyncio.to_thread(relay, i)
+            await asyncio.to_thread(relay_trade, runner, i)
             return await receive(ws)
 
     try:

@@ -542,31 +542,20 @@ def test_the_symbol_page_shows_alerts_raised_while_it_was_disconnected(stack, br
     assert_no_console_errors(browser, allow=("/ws/stream",))
 
 
-def test_the_pill_says_when_no_trade_or_quote_comes_on_a_connection_that_is_fine(stack, browser):
-    browser.get(stack.url + "/symbols/AAPL/")
+@pytest.mark.parametrize(("page", "stopped", "says"), [
+    ("/symbols/AAPL/", "simulate", "no data for"),  # no trade or quote comes on a connection that is fine
+    ("/symbols/MSFT/", "build_candles", "no candles for"),  # trades come, the chart does not move
+])
+def test_the_pill_says_what_stopped_upstream(stack, browser, page, stopped, says):
+    browser.get(stack.url + page)
     wait(browser, live, "the stream to connect")
     mark_page(browser)
     pill = "return document.getElementById('live-status').textContent;"
-    stack.stop("simulate")
+    stack.stop(stopped)
     try:
-        wait(browser, lambda d: js(d, pill).startswith("no data for"), "the pill to say no data comes")
+        wait(browser, lambda d: js(d, pill).startswith(says), f"the pill to say {says!r}")
     finally:
-        stack.start("simulate")
-    wait(browser, live, "the pill to say live again once trades come")
-    assert same_page(browser)
-    assert_no_console_errors(browser)
-
-
-def test_the_pill_says_when_trades_come_but_the_chart_does_not_move(stack, browser):
-    browser.get(stack.url + "/symbols/MSFT/")
-    wait(browser, live, "the stream to connect")
-    mark_page(browser)
-    pill = "return document.getElementById('live-status').textContent;"
-    stack.stop("build_candles")
-    try:
-        wait(browser, lambda d: js(d, pill).startswith("no candles for"), "the pill to say the candles stopped")
-    finally:
-        stack.start("build_candles")
-    wait(browser, live, "the pill to say live again once candles move", timeout=60)
+        stack.start(stopped)
+    wait(browser, live, "the pill to say live again", timeout=60)
     assert same_page(browser)
     assert_no_console_errors(browser)
