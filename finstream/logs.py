@@ -38,6 +38,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+def error_text(error: BaseException) -> str:
+    """An error for a log line: its type and its message. (redis-py's repr gives only
+    `network:ConnectionError`, without what happened.)"""
+    return f"{type(error).__name__}: {error}"
+
+
 class ConnectionLossInOneLine(logging.Filter):
     """A library's report of a lost connection, with its traceback, as one warning line.
 
@@ -51,7 +57,7 @@ class ConnectionLossInOneLine(logging.Filter):
         if lost is not None:
             # Its first line: Celery beat appends the stack it was called from.
             said = record.getMessage().split("\n", 1)[0]
-            record.msg, record.args = f"{said} ({type(lost).__name__}: {lost}; retrying)", ()
+            record.msg, record.args = f"{said} ({error_text(lost)}; retrying)", ()
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -68,9 +74,3 @@ def _connection_error(error: BaseException | None) -> BaseException | None:
             return error
         error = error.__cause__ or error.__context__
     return None
-
-
-def error_text(error: BaseException) -> str:
-    """An error for a log line: its type and its message. (redis-py's repr gives only
-    `network:ConnectionError`, without what happened.)"""
-    return f"{type(error).__name__}: {error}"

@@ -37,8 +37,8 @@ def symbols_seed(*, tickers: Sequence[str]) -> int:
 # The hot path: one COPY into a session-local staging table, then one
 # INSERT ... SELECT. A batch that holds a trade stored before (or one trade
 # twice) is inserted with ON CONFLICT DO NOTHING, staged again without repeats
-# if it holds one trade twice. Only the rows that INSERT really added feed the candles, so a
-# redelivered, duplicated or replayed trade can never count twice.
+# if it holds one trade twice. Only the rows that INSERT really added feed the
+# candles, so a redelivered, duplicated or replayed trade can never count twice.
 
 # Prices and sizes are staged as text: psycopg's binary numeric dumper costs
 # ~1 us per Decimal in Python, str() a tenth of that, and PostgreSQL's numeric

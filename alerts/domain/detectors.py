@@ -238,9 +238,10 @@ class AnomalyEngine:
         if detector is None:
             return None
         episode = detector.episode_for(symbol)
+        if episode.start is None:
+            return None
         latest = self._latest_of(detector).get(symbol, -math.inf)
-        return episode if episode.start is not None and latest - episode.last_true < detector.config.cooldown_seconds \
-            else None
+        return episode if latest - episode.last_true < detector.config.cooldown_seconds else None
 
     def _warm(self, candles: Iterable[Candle], trades: Iterable[Trade], quotes: Iterable[Quote]) -> list[AlertSignal]:
         for candle in sorted(candles, key=lambda c: (c.symbol, c.start)):
