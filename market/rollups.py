@@ -69,7 +69,7 @@ _VALUE_COLUMNS = (
 )
 _REPAIR = f"""
     UPDATE market_candle c SET {", ".join(f"{col} = e.{col}" for col in _VALUE_COLUMNS)}, updated_at = now()
-    FROM seal_expected e
+    FROM seal_expected e JOIN seal_locked l USING (symbol, time)
     WHERE c.symbol = e.symbol AND c.interval = %(interval)s AND c.time = e.time
       AND ({", ".join(f"c.{col}" for col in _VALUE_COLUMNS)})
           IS DISTINCT FROM ({", ".join(f"e.{col}" for col in _VALUE_COLUMNS)})
@@ -79,15 +79,13 @@ _INSERT_MISSING = f"""
     SELECT symbol, %(interval)s, time, {", ".join(_VALUE_COLUMNS)}, now() FROM seal_expected
     ON CONFLICT (symbol, interval, time) DO NOTHING
 """
-# A candle without a trade. Not "absent from seal_expected" alone: a consumer may commit a late trade's
-# first candle in a closed bucket after seal_expected was made (its row did not exist to be locked);
-# this statement sees that trade, committed with the candle, and leaves the candle.
+# A locked candle the recompute found no trade for. A trade commits with its candles, so one of its
+# bucket either committed before the lock (and the recompute saw it) or waits for the lock (and then
+# creates its candle afresh).
 _DELETE_PHANTOMS = """
-    DELETE FROM market_candle c
-    WHERE c.interval = %(interval)s AND c.time >= %(start)s AND c.time < %(end)s
+    DELETE FROM market_candle c USING seal_locked l
+    WHERE c.symbol = l.symbol AND c.interval = %(interval)s AND c.time = l.time
       AND NOT EXISTS (SELECT 1 FROM seal_expected e WHERE e.symbol = c.symbol AND e.time = c.time)
-      AND NOT EXISTS (SELECT 1 FROM market_trade t
-                      WHERE t.symbol = c.symbol AND t.time >= c.time AND t.time < c.time + %(width)s::interval)
 """
 
 
@@ -98,7 +96,11 @@ def candles_seal(*, interval: str, since: datetime, now: datetime) -> int:
     The candle rows are locked first: a consumer that stored a late trade of
     one of these buckets either committed before the lock (and the recompute
     sees its trade) or waits for it (and then adds its trade on top of the
-    repaired candle). Either way nothing is lost or counted twice.
+    repaired candle). Either way nothing is lost or counted twice. Only the
+    locked rows are repaired or deleted: a candle created after the lock
+    (a replay or a catching-up consumer storing trades of a closed bucket)
+    may take more trades while this runs, which the recompute cannot see;
+    the next seal checks it.
     """
     width = INTERVALS[interval]
     start = bucket_start(since, interval)
@@ -108,8 +110,8 @@ def candles_seal(*, interval: str, since: datetime, now: datetime) -> int:
     params = {"interval": interval, "start": start, "end": end, "width": f"{int(width.total_seconds())} seconds"}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT 1 FROM market_candle WHERE interval = %(interval)s AND time >= %(start)s AND time < %(end)s "
-            "ORDER BY symbol, time FOR UPDATE",
+            "CREATE TEMP TABLE seal_locked ON COMMIT DROP AS SELECT symbol, time FROM market_candle "
+            "WHERE interval = %(interval)s AND time >= %(start)s AND time < %(end)s ORDER BY symbol, time FOR UPDATE",
             params,
         )
         cursor.execute(_EXPECTED_FROM_TRADES if interval in FROM_TRADES else _EXPECTED_FROM_MINUTES, params)

@@ -103,6 +103,33 @@ def test_a_late_trade_stored_while_a_seal_runs_keeps_its_new_candle(kafka_topics
     assert rollups.candles_seal(interval=interval, since=START, now=LATER) == 0  # and it was right
 
 
+@pytest.mark.parametrize("interval", ["1m", "1h"])
+def test_trades_stored_in_a_new_candle_while_a_seal_runs_all_count(kafka_topics, redis_clean, interval):
+    """A replay stores two batches of a closed bucket while the seal runs: the first creates its candle
+    after the seal locked the rows, and is seen by the recompute; the second adds to that candle after
+    the recompute. Writing the recompute back would lose the second batch's trade."""
+    store(trades())
+    bucket_trades = iter([
+        Trade(id=f"late-{i}", symbol="NVDA", ts=START + timedelta(hours=5, seconds=7 + i), seq=990 + i,
+              price=Decimal("141.00") + i, size=Decimal(5), side="sell")
+        for i in range(2)
+    ])
+
+    def consumer_commits_after(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "CREATE TEMP TABLE seal_" in sql:  # after the lock, then after the recompute
+            committing = threading.Thread(target=lambda: (store([next(bucket_trades)]), connection.close()))
+            committing.start()
+            committing.join()
+        return result
+
+    with connection.execute_wrapper(consumer_commits_after):
+        rollups.candles_seal(interval=interval, since=START, now=LATER)
+    candle = Candle.objects.get(symbol="NVDA", interval=interval, time=bucket_start(START + timedelta(hours=5), interval))
+    assert (candle.trades, candle.volume, candle.close, candle.last_trade_id) == (2, 10, Decimal("142.00"), "late-1")
+    assert rollups.candles_seal(interval=interval, since=START, now=LATER) == 0
+
+
 def test_coarse_candles_are_sealed_from_the_minute_candles(kafka_topics, redis_clean):
     store(trades())
     good = snapshot("1h")
