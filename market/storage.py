@@ -228,33 +228,57 @@ def partitions_list(*, table: SeriesTable) -> list[tuple[str, datetime, datetime
     return sorted(partitions, key=lambda p: p[1])
 
 
-# In the transaction that drops them: a consumer then either stored its trades before (and they go with
-# the partition) or sees the day retired.
+# The (symbol, day)s of a partition or chunk, from each symbol's first and last trade: a walk of the
+# primary key's index, not a scan of a day's trades (done while the table is locked).
 _RETIRE_DAYS = """
+    WITH RECURSIVE symbols AS (
+        (SELECT symbol FROM {source} ORDER BY symbol LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.symbol FROM {source} t WHERE t.symbol > s.symbol ORDER BY t.symbol LIMIT 1)
+        FROM symbols s WHERE s.symbol IS NOT NULL
+    )
     INSERT INTO market_retiredtradeday (symbol, day, retired_at)
-    SELECT DISTINCT symbol, (time AT TIME ZONE 'UTC')::date, now() FROM {source}
+    SELECT s.symbol, day::date, now()
+    FROM symbols s,
+        LATERAL (SELECT min(time) AS first, max(time) AS last FROM {source} t WHERE t.symbol = s.symbol) span,
+        generate_series((span.first AT TIME ZONE 'UTC')::date, (span.last AT TIME ZONE 'UTC')::date,
+                        interval '1 day') AS day
+    WHERE s.symbol IS NOT NULL
     ON CONFLICT (symbol, day) DO NOTHING
 """
 
 
 def partitions_drop_older_than(*, table: SeriesTable, cutoff: datetime) -> list[str]:
     """Drop whole partitions (or TimescaleDB chunks) that end at or before `cutoff`; for trades, record
-    their (symbol, day)s as retired first."""
+    their (symbol, day)s as retired first.
+
+    The table is locked before the days are recorded, as dropping a partition would lock it anyway: a
+    consumer's transaction writing to it then either committed before (its trades are recorded and go
+    with the partition) or writes after the drop, finds the partition it meant to write to gone and
+    stores its batch again (streaming/runner.py), seeing the days retired this time.
+    """
     mode = storage_mode()
     with transaction.atomic(), connection.cursor() as cursor:
+        if not _ending_by(table=table, mode=mode, cutoff=cutoff):
+            return []
+        cursor.execute(f"LOCK TABLE {table.name} IN ACCESS EXCLUSIVE MODE")
+        doomed = _ending_by(table=table, mode=mode, cutoff=cutoff)  # a replay may have made one meanwhile
+        if table.retires_days:
+            for source in doomed:
+                cursor.execute(_RETIRE_DAYS.format(source=source))
         if mode == TIMESCALE:
-            if table.retires_days:
-                cursor.execute("SELECT show_chunks(%s, older_than => %s)::text", [table.name, cutoff])
-                for (chunk,) in cursor.fetchall():
-                    cursor.execute(_RETIRE_DAYS.format(source=chunk))
             cursor.execute("SELECT drop_chunks(%s, older_than => %s)", [table.name, cutoff])
             return [row[0] for row in cursor.fetchall()]
-        dropped = []
-        for name, _start, end in partitions_list(table=table):
-            if end <= cutoff:
-                if table.retires_days:
-                    cursor.execute(_RETIRE_DAYS.format(source=name))
-                cursor.execute(f"DROP TABLE {name}")
-                dropped.append(name)
-                _known_partitions.discard(name)
-        return dropped
+        for name in doomed:
+            cursor.execute(f"DROP TABLE {name}")
+            _known_partitions.discard(name)
+        return doomed
+
+
+def _ending_by(*, table: SeriesTable, mode: str | None, cutoff: datetime) -> list[str]:
+    """The partitions (or TimescaleDB chunks) of `table` that end at or before `cutoff`."""
+    if mode == TIMESCALE:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT show_chunks(%s, older_than => %s)::text", [table.name, cutoff])
+            return [chunk for (chunk,) in cursor.fetchall()]
+    return [name for name, _start, end in partitions_list(table=table) if end <= cutoff]

@@ -33,7 +33,9 @@ answered.
 
 Failures: poison is dead-lettered; a database that is away is retried with
 bounded back-off and then the runner exits non-zero with the batch's offsets
-unmoved (the supervisor restarts it); anything else is a bug and propagates.
+unmoved (the supervisor restarts it); a batch that found the partition it
+writes to dropped by retention is stored again (prepare() and store() both,
+so that it sees the days retired); anything else is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from typing import Any, Protocol
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
-from django.db import OperationalError, close_old_connections, connection, transaction
+from django.db import IntegrityError, OperationalError, close_old_connections, connection, transaction
+from psycopg.errors import CheckViolation
 from redis.exceptions import RedisError
 
 from finstream import tracing
@@ -395,6 +398,11 @@ class ConsumerRunner:
                     result = self.pipeline.store(events)
                     offsets_save(group=self.group_id, offsets=next_offsets)
                 return result
+            except IntegrityError as error:
+                if not _partition_dropped(error) or attempt == self.options.database_retries:
+                    raise
+                log.info("%s: retention dropped a partition this batch was writing to; storing the batch again",
+                         self.pipeline.name, extra=self._log_context)
             except DATABASE_AWAY as error:
                 log.warning("%s: database unavailable (attempt %d/%d): %s", self.pipeline.name, attempt,
                             self.options.database_retries, error, extra=self._log_context)
@@ -458,6 +466,12 @@ class ConsumerRunner:
             step = max(1, len(values) // self.LATENCY_SAMPLES_PER_BATCH)
             for value in values[::step]:
                 self._latency.observe(max(0.0, now - value.ts.timestamp()))
+
+
+def _partition_dropped(error: IntegrityError) -> bool:
+    """Whether a row found no partition: prepare() made them all, so retention dropped one since."""
+    cause = error.__cause__
+    return isinstance(cause, CheckViolation) and cause.diag.message_primary.startswith("no partition of relation")
 
 
 def _unreachable(*, redis: bool = True) -> str | None:

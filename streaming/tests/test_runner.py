@@ -11,10 +11,12 @@ from decimal import Decimal
 import msgspec
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from django.db import connection
+from django.db import connection, connections, transaction
 
 from finstream.logs import JsonFormatter
 from market.models import Candle, Trade as TradeRow
+from market import storage
+from market.models import RetiredTradeDay
 from market.pipelines import TradesPipeline
 from streaming import runner as runner_module
 from streaming.dead_letters import HEADER_ERROR, HEADER_OFFSET, HEADER_TOPIC
@@ -166,6 +168,106 @@ def test_a_day_retention_dropped_takes_no_more_trades_so_a_replay_counts_nothing
     runner.close()
     assert list(TradeRow.objects.values_list("trade_id", flat=True)) == ["n-1"]  # its partition made again
     assert candle_trade_counts() == {**{interval: 41 for interval in coarse}, "1m": 1, "5m": 1}
+    assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
+
+
+def until_a_transaction_waits_for_a_lock() -> None:
+    """Wait (on a connection of its own) until a transaction of this database waits for a lock."""
+    watcher = connections.create_connection("default")
+    try:
+        def waiting() -> int:
+            with watcher.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                return cursor.fetchone()[0]
+        wait_for(waiting, what="a transaction waiting for a lock")
+    finally:
+        watcher.close()
+
+
+def in_a_thread(work, errors: list) -> threading.Thread:
+    def run():
+        try:
+            work()
+        except Exception as error:  # the test asserts there was none
+            errors.append(error)
+        finally:
+            connection.close()
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def retention_of_old_trades() -> list[str]:
+    return storage.partitions_drop_older_than(table=storage.TRADES, cutoff=datetime.now(UTC) - timedelta(days=30))
+
+
+def test_trades_a_replay_commits_while_retention_waits_to_drop_their_day_are_recorded_as_retired(
+        kafka_topics, redis_clean):
+    trades = make_trades(40)  # of 2026-03-02
+    events = {TRADES: trades}
+    stored, commit = threading.Event(), threading.Event()
+
+    def replay_batch():
+        pipeline = TradesPipeline()
+        pipeline.prepare(events)
+        with transaction.atomic():
+            pipeline.store(events)
+            stored.set()
+            commit.wait(30)
+
+    errors = []
+    replay = in_a_thread(replay_batch, errors)
+    assert stored.wait(30)
+    retention = in_a_thread(retention_of_old_trades, errors)
+    until_a_transaction_waits_for_a_lock()
+    commit.set()
+    replay.join()
+    retention.join()
+    assert not errors
+    assert set(RetiredTradeDay.objects.values_list("symbol", "day")) == {("AAPL", START.date()), ("MSFT", START.date())}
+
+    counts = candle_trade_counts()
+    pipeline = TradesPipeline()
+    pipeline.prepare(events)
+    with transaction.atomic():
+        again = pipeline.store(events)
+    assert (again.trades, again.retired) == ([], 40)
+    assert candle_trade_counts() == counts == {interval: 40 for interval in ("1m", "5m", "15m", "1h", "4h", "1d")}
+
+
+def test_a_batch_whose_partition_retention_dropped_meanwhile_is_stored_again_and_finds_its_day_retired(
+        kafka_topics, redis_clean):
+    from streaming.metrics import TRADES_NOT_STORED
+
+    runner = make_runner()
+    publish_trades(make_trades(40))
+    consume_until(runner, 40)
+    counts = candle_trade_counts()
+    not_stored = TRADES_NOT_STORED.labels(reason="retired_day")._value.get()
+    locked = threading.Event()
+
+    def hold_the_lock_until_the_consumer_waits(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("LOCK TABLE"):
+            locked.set()
+            until_a_transaction_waits_for_a_lock()
+        return result
+
+    def retention_holding_the_lock():
+        with connection.execute_wrapper(hold_the_lock_until_the_consumer_waits):
+            retention_of_old_trades()
+
+    errors = []
+    retention = in_a_thread(retention_holding_the_lock, errors)
+    assert locked.wait(30)
+    publish_trades(make_trades(40, prefix="more"))  # more of the same day: its check saw no day retired yet
+    consume_until(runner, 40)
+    runner.close()
+    retention.join()
+    assert not errors
+    assert not TradeRow.objects.exists()
+    assert candle_trade_counts() == counts
     assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
 
 
