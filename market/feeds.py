@@ -75,28 +75,28 @@ _BATCH = 1000
 PACING_TICK = 0.005  # seconds: the shortest wait of a paced feed
 
 
-def paced_batches(messages: Iterable[WireMessage], pacer: Pacer, publisher: EventPublisher,
-                  should_stop: Callable[[], bool]) -> Iterator[list[WireMessage]]:
+def paced_batches(messages: Iterable[WireMessage], pacer: Pacer, *, wait: Callable[[float], object],
+                  should_stop: Callable[[], bool], clock: Callable[[], float] = time.monotonic,
+                  ) -> Iterator[list[WireMessage]]:
     """``messages`` in lists of those that are due, each list as soon as the messages in it are
-    (never before); ends early when ``should_stop()``.
+    (never before); ends early when ``should_stop()``. ``wait(seconds)`` blocks up to that long
+    (a publisher's poll, which serves delivery reports meanwhile); ``clock`` is the pacer's.
 
     A wait lasts at least PACING_TICK (unless a delivery report ends it), and what fell due
     meanwhile goes out together: at 20,000 events a second, ~200 wake-ups rather than 20,000
     (which took a whole core), and no event leaves much more than PACING_TICK after its time."""
-    monotonic = time.monotonic
     batch: list[WireMessage] = []
     for message in messages:
-        wait = pacer.seconds_to_wait(message[3], monotonic())
-        if wait > 0 and batch:
+        to_wait = pacer.seconds_to_wait(message[3], clock())
+        if to_wait > 0 and batch:
             yield batch
             batch = []
-            wait = pacer.seconds_to_wait(message[3], monotonic())  # publishing it took time
-        # Waiting inside poll() serves delivery reports meanwhile.
-        while wait > 0:
-            publisher.poll(min(max(wait, PACING_TICK), 0.25))
+            to_wait = pacer.seconds_to_wait(message[3], clock())  # publishing it took time
+        while to_wait > 0:
+            wait(min(max(to_wait, PACING_TICK), 0.25))
             if should_stop():
                 return
-            wait = pacer.seconds_to_wait(message[3], monotonic())
+            to_wait = pacer.seconds_to_wait(message[3], clock())
         batch.append(message)
         if len(batch) == _BATCH:
             yield batch
@@ -142,7 +142,7 @@ def feed_publish(
 
     messages = until_error(messages)
     if pacer is not None:
-        batches = paced_batches(messages, pacer, publisher, should_stop)
+        batches = paced_batches(messages, pacer, wait=publisher.poll, should_stop=should_stop)
     else:
         batches = iter(lambda: list(islice(messages, _BATCH)), [])
     spans = tracing.PublishSpans(f"{publisher.name} publish", attributes={"messaging.system": "kafka"}) \
