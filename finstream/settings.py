@@ -113,6 +113,16 @@ DATABASE_URL = env_url(
 # sync code in a thread of its own, so a per-thread connection would be opened for every request.
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0, maximum=500)
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+DATABASE_POOL_OPTIONS = {
+    "min_size": min(2, DATABASE_POOL_SIZE), "max_size": DATABASE_POOL_SIZE,
+    # A request waits for a pooled connection no longer than for a connection of its own: with
+    # PostgreSQL away, its 503 comes after DATABASE_CONNECT_TIMEOUT, not a longer pool wait.
+    "timeout": DATABASE_CONNECT_TIMEOUT,
+    # The pool tries to reconnect after waits that double (1, 2, 4 ... s) until reconnect_timeout, 5
+    # minutes by default: PostgreSQL back after a minute's outage, it slept up to a minute more, and
+    # every request meanwhile was a 503. Giving up after 10 s lets the next request start afresh.
+    "reconnect_timeout": 10.0,
+}
 DATABASES = {
     "default": {
         **database_from_url("TIMESCALE_URL", DATABASE_URL),
@@ -120,10 +130,7 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": True,  # with a pool: the pool checks a connection before lending it
         "OPTIONS": {
             "connect_timeout": DATABASE_CONNECT_TIMEOUT,
-            # A request waits for a pooled connection no longer than for a connection of its own: with
-            # PostgreSQL away, its 503 comes after DATABASE_CONNECT_TIMEOUT, not a longer pool wait.
-            **({"pool": {"min_size": min(2, DATABASE_POOL_SIZE), "max_size": DATABASE_POOL_SIZE,
-                         "timeout": DATABASE_CONNECT_TIMEOUT}} if DATABASE_POOL_SIZE else {}),
+            **({"pool": DATABASE_POOL_OPTIONS} if DATABASE_POOL_SIZE else {}),
         },
         "TEST": {"NAME": env_str("DATABASE_TEST_NAME", "test_finstream")},
     }
