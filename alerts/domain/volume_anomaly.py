@@ -5,8 +5,11 @@ Definition (docs/alerts.md has worked examples):
 * Buckets are UTC minutes, ``[60 n, 60 (n + 1))`` in POSIX seconds. A symbol's volume of a
   bucket is the sum of the sizes of its trades in it (float: it is a statistic, not money).
 * A bucket is *completed* when a trade of the symbol arrives at or after the bucket's end, or
-  when ``advance(w)`` sees ``w >= end + grace_seconds`` (a quiet symbol; the grace allows for
-  skew between Kafka partitions). Completion is final: a later trade for a completed bucket is
+  when ``advance(w)`` sees ``w >= end + grace_seconds + behind`` (a quiet symbol; the grace
+  allows for skew between Kafka partitions). ``behind`` is how far the symbol's latest trade was
+  behind the market's event time (the last ``w``) when it arrived: 0 for a live symbol, the
+  distance in time of a file replayed beside the live feed, whose minutes are thus completed on
+  its own clock rather than as soon as it arrives. Completion is final: a later trade for a completed bucket is
   dropped here and counted in ``late_dropped``. A late trade whose bucket is still open counts.
 * Minutes without trades are skipped, not counted as zero: the baseline is the volume of the
   symbol's last ``baseline_buckets`` *traded* minutes. Zero-filling would fill the baseline with
@@ -53,6 +56,11 @@ def _median(ordered: Sequence[float]) -> float:
     return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def _deadline(st: _SymbolState) -> float:
+    """The market event time by which the symbol's open bucket is completed if no trade does it."""
+    return (st.bucket + 1) * BUCKET_SECONDS + st.params.grace_seconds + st.behind
+
+
 def baseline_stats(volumes: Sequence[float], method: str) -> tuple[float, float]:
     """``(centre, spread)`` of a baseline: mean and population sigma, or median and 1.4826 * MAD."""
     if method == "mean":
@@ -63,12 +71,13 @@ def baseline_stats(volumes: Sequence[float], method: str) -> tuple[float, float]
 
 
 class _SymbolState:
-    __slots__ = ("params", "bucket", "volume", "closed_through", "baseline", "episode")
+    __slots__ = ("params", "bucket", "volume", "behind", "closed_through", "baseline", "episode")
 
     def __init__(self, params: VolumeAnomalyParams) -> None:
         self.params = params
         self.bucket = -1  # open bucket number (POSIX minute), -1 when none is open
         self.volume = 0.0
+        self.behind = 0.0  # seconds the latest trade was behind the market's event time
         self.closed_through = -1  # every bucket up to this one is completed
         self.baseline: deque[float] = deque(maxlen=params.baseline_buckets)
         self.episode = Episode()
@@ -84,6 +93,7 @@ class VolumeAnomalyDetector:
         # A lower bound of every open bucket's advance deadline, so that most advance() calls
         # return without visiting every symbol.
         self._next_close = math.inf
+        self._market_time = -math.inf  # the latest advance()
         self.late_dropped = 0
 
     def _state(self, symbol: str) -> _SymbolState:
@@ -97,7 +107,8 @@ class VolumeAnomalyDetector:
 
     def on_trades(self, rows: list, out: list[AlertSignal]) -> None:
         states = self._states
-        for trade, t, _price, size, _late in rows:
+        market_time = self._market_time
+        for trade, t, _price, size, late in rows:
             st = states.get(trade.symbol)
             if st is None:
                 st = self._state(trade.symbol)
@@ -106,22 +117,27 @@ class VolumeAnomalyDetector:
                 st.volume += size
             elif bucket <= st.closed_through:
                 self.late_dropped += 1
+                continue
             else:
                 if st.bucket >= 0:
                     self._close(trade.symbol, st, out)
                 st.bucket, st.volume, st.closed_through = bucket, size, bucket - 1
-                deadline = (bucket + 1) * BUCKET_SECONDS + st.params.grace_seconds
-                if deadline < self._next_close:
-                    self._next_close = deadline
+            if not late:
+                st.behind = max(0.0, market_time - t)
+            # A replay faster than the market catches up: its deadline can come sooner than the last.
+            deadline = _deadline(st)
+            if deadline < self._next_close:
+                self._next_close = deadline
 
     def advance(self, w: float, out: list[AlertSignal]) -> None:
+        self._market_time = max(self._market_time, w)
         if w < self._next_close:
             return
         next_close = math.inf
         for symbol, st in self._states.items():
             if st.bucket < 0:
                 continue
-            deadline = (st.bucket + 1) * BUCKET_SECONDS + st.params.grace_seconds
+            deadline = _deadline(st)
             if deadline <= w:
                 self._close(symbol, st, out)
             elif deadline < next_close:

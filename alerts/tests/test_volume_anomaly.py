@@ -117,6 +117,47 @@ def test_advance_completes_a_quiet_symbols_minute_after_the_grace():
     assert eng.counters().late_volume_dropped == 1
 
 
+TWO_DAYS = 2 * 86_400
+
+
+def replay_beside_live(eng, replayed: list, *, behind: float, until: float) -> list:
+    """A file replayed at its own pace, ``behind`` seconds of event time behind a live symbol that
+    trades every second and started first; after each second's batch the market's event time is
+    the live one."""
+    pending = sorted(replayed, key=lambda t: t.ts)
+    start = int(pending[0].ts.timestamp() - at(0).timestamp() + behind)
+    signals = eng.on_trades([trade("LIVE", start - 1, "50.00", "1")]) + eng.advance(at(start - 1))
+    for second in range(start, int(until)):
+        due = [t for t in pending if t.ts < at(second + 1 - behind)]
+        pending = pending[len(due):]
+        signals += eng.on_trades([trade("LIVE", second, "50.00", "1"), *due])
+        signals += eng.advance(at(second))
+    return signals
+
+
+def test_a_file_replayed_beside_the_live_feed_has_its_minutes_completed_on_its_own_clock():
+    eng = volume()
+    # Ten trades a minute, six seconds apart: 100 a minute, then a minute of ten times that.
+    replayed = [trade("OLD", m * 60 + 6 * i + 1, "100.00", "100" if m == 30 else "10", seq=m * 10 + i)
+                for m in range(32) for i in range(10)]
+    signals = [s for s in replay_beside_live(eng, replayed, behind=TWO_DAYS, until=TWO_DAYS + 40 * 60)
+               if s.symbol == "OLD"]
+    [burst] = signals
+    assert burst.ts == at(31 * 60)
+    assert (burst.observed["volume"], burst.observed["centre"]) == (1000.0, 100.0)  # whole minutes
+    assert eng.counters().late_volume_dropped == 0
+
+
+def test_a_replayed_symbols_last_minute_completes_a_grace_after_its_own_clock_passes_it():
+    eng = volume()
+    replayed = [trade("OLD", m * 60 + 6 * i + 1, "100.00", "100" if m == 30 else "10", seq=m * 10 + i)
+                for m in range(31) for i in range(10)]  # the file ends with the burst
+    # The market's time is a batch (here a second) old when a trade is read: its lag is known to that.
+    assert replay_beside_live(eng, replayed, behind=TWO_DAYS, until=TWO_DAYS + 31 * 60 + 8) == []
+    [burst] = eng.advance(at(TWO_DAYS + 31 * 60 + 10))  # the live market, grace_seconds after the minute
+    assert burst.observed["volume"] == 1000.0
+
+
 def test_the_same_alert_comes_whether_a_trade_or_advance_completes_the_minute():
     by_trade = feed(volume(), minutes("AAPL", ALTERNATING + [500, 100]))
     eng = volume()
