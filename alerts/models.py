@@ -85,3 +85,15 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.severity} {self.type} {self.symbol} @ {self.event_time:%Y-%m-%d %H:%M:%S}"
+
+
+class DetectorProgress(models.Model):
+    """The market's event time (the trades topic's watermark) detect_anomalies had reached, written with
+    each batch: where a restarted detector's run before had got to."""
+
+    topic = models.CharField(max_length=249, primary_key=True)
+    watermark = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.topic} @ {self.watermark.isoformat()}"

@@ -81,6 +81,7 @@ class AnomalyPipeline:
     def __init__(self, *, publisher: EventPublisher | None = None, clock=time.monotonic) -> None:
         self.publisher = publisher if publisher is not None else EventPublisher(name=self.name)
         self._alerts_topic = topic(ALERTS)
+        self._trades_topic = topic(TRADES)
         self._clock = clock
         self._engine: AnomalyEngine | None = None
         self._rules_version = None
@@ -103,7 +104,7 @@ class AnomalyPipeline:
         self._advanced_to: datetime | None = None  # the latest watermark passed to an engine
         self._stale_rules: tuple | None = None  # the engine's stale_feed rules
         self._stale_rules_kept = False  # the engine before had the same
-        self._resumed_at: datetime | None = None  # the earliest trade of the first batch: where reading resumed
+        self._resumed_at: datetime | None = None  # where reading resumed in the market's time (see _warm)
         # The symbols stale_feed watched in the engine before a rules rebuild (None: not known).
         self._watched_before: frozenset[str] | None = frozenset()
         # After a rules rebuild, (rule, symbol) -> whether no engine before alerted what the new engine's
@@ -155,12 +156,16 @@ class AnomalyPipeline:
         state changes: after a database error the runner prepares the same batch again.
         A symbol not read in this batch is settled (a silence longer than stale_feed's gap taken
         as noticed) at the market time the run or engine before had reached with it: for a quiet
-        one, where reading resumed (its silence since then is this run's to alert); after a
+        one, where the run before had got to (its silence since then is this run's to alert); after a
         rules change that kept the stale_feed rules, the last watermark. (A symbol read in this
         batch trades: its silence ends anyway.) Returns the signals of episodes that rules a
         rebuild found new or changed find open in the history (AnomalyEngine.warm's announce)."""
         if self._resumed_at is None and trades:
-            self._resumed_at = min(trade.ts for trade in trades)
+            # Where the run before had got to, or the first batch's earliest trade if later (its offsets
+            # reset ahead). Not that trade if earlier: it may be of a file replayed beside the live feed.
+            reached = alert_selectors.detector_progress(topic=self._trades_topic)
+            earliest = min(trade.ts for trade in trades)
+            self._resumed_at = earliest if reached is None else max(reached, earliest)
         trade_bounds = _first_of_new_symbols(trades, self._warm_trades, lambda trade: (trade.ts, trade.seq))
         quote_bounds = _first_of_new_symbols(quotes, self._warm_quotes, lambda quote: quote.ts)
         settled_at: dict[str, datetime] = {}
@@ -261,6 +266,8 @@ class AnomalyPipeline:
 
     def store(self, events: Events) -> Detected:
         signals = self._detected_for[1] if self._detected_for else []
+        if self._advanced_to is not None:
+            services.detector_progress_save(topic=self._trades_topic, watermark=self._advanced_to)
         return Detected(alerts=services.alerts_store(signals=signals, detected_at=datetime.now(UTC)))
 
     def after_commit(self, result: Detected) -> None:

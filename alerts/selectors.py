@@ -9,7 +9,7 @@ from django.db.models import Count, Max
 
 from alerts.domain.rules import RuleConfig, RuleConfigError
 from alerts.domain.signals import LEVEL, EpisodeSeed, alert_id, parse_ts
-from alerts.models import Alert, AlertRule
+from alerts.models import Alert, AlertRule, DetectorProgress
 
 
 def alert_rule_configs() -> tuple[list[RuleConfig], list[str]]:
@@ -62,6 +62,11 @@ def _episode_start(observed: dict) -> datetime | None:
         return parse_ts(observed["episode_start"])
     except (KeyError, TypeError, ValueError):  # alerts stored before escalations said their start
         return None
+
+
+def detector_progress(*, topic: str) -> datetime | None:
+    """The event time detection had reached in `topic` when it last stored a batch (None: never)."""
+    return DetectorProgress.objects.filter(topic=topic).values_list("watermark", flat=True).first()
 
 
 def alert_rules_version() -> tuple:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from alerts.domain.rules import DEFAULT_RULES
 from alerts.domain.signals import AlertSignal, to_message
-from alerts.models import Alert, AlertRule
+from alerts.models import Alert, AlertRule, DetectorProgress
 from streaming.schemas import Alert as AlertMessage
 
 _INSERT = """
@@ -46,6 +46,21 @@ def alerts_store(*, signals: Sequence[AlertSignal], detected_at: datetime) -> li
         cursor.execute(_INSERT, [list(column) for column in columns])
         inserted = {row[0] for row in cursor.fetchall()}
     return [to_message(signal, detected_at) for alert_id, signal in unique.items() if alert_id in inserted]
+
+
+def detector_progress_save(*, topic: str, watermark: datetime) -> None:
+    """Record that detection has reached `watermark` in the topic's event time (never moving it
+    back). Call inside the batch's transaction."""
+    table = DetectorProgress._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (topic, watermark, updated_at) VALUES (%s, %s, now())
+            ON CONFLICT (topic) DO UPDATE SET watermark = GREATEST({table}.watermark, EXCLUDED.watermark),
+                updated_at = now()
+            """,
+            [topic, watermark],
+        )
 
 
 def alert_rules_seed() -> int:

@@ -243,6 +243,32 @@ def test_a_replayed_symbol_is_not_called_stale_after_a_rule_change(kafka_topics,
     assert [(a.symbol, a.type) for a in alerts if a.symbol == "RIVN"] == []
 
 
+def test_a_detector_restarted_during_a_replay_beside_the_live_feed_does_not_watch_the_replay(
+        kafka_topics, redis_clean):
+    # AAPL is live; RIVN's trades come from a file of the half hour before, replayed as fast as it can
+    # be read, and stored as they are read. The detector restarts in the middle: its first batch
+    # starts with RIVN's older trades, which are not where the market was.
+    alert_rules_seed()
+    symbols_seed(tickers=["AAPL", "RIVN"])
+    live = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    aapl = steady("AAPL", range(0, 600, 2), "a", start=live)
+    replay = steady("RIVN", range(0, 1800), "r", start=live - timedelta(minutes=30))
+
+    def stored_and_detected(pipeline, trades, watermark=None):
+        store_trades(trades)
+        return run_batch(pipeline, batch(trades, watermark)).alerts
+
+    first = AnomalyPipeline()
+    alerts = stored_and_detected(first, aapl[:100])
+    alerts += stored_and_detected(first, aapl[100:110] + replay[:600], watermark=aapl[109].ts)
+    first.close()
+    restarted = AnomalyPipeline()
+    alerts += stored_and_detected(restarted, replay[600:1200] + aapl[110:120], watermark=aapl[119].ts)
+    alerts += stored_and_detected(restarted, replay[1200:] + aapl[120:])
+    restarted.close()
+    assert [(a.symbol, a.type) for a in alerts if a.symbol == "RIVN"] == []
+
+
 def around_a_restart(tape, restart, meanwhile=lambda alerts: None):
     """The alerts of the tape's trades before `restart` by one detector, and of those after by a
     new one (the tape stored first, as build_candles would have); `meanwhile` gets the first's."""
