@@ -84,11 +84,15 @@ class TradesStored:
 def trades_of_live_days(trades: Sequence[Trade], *, now: datetime) -> tuple[Sequence[Trade], int]:
     """The trades not of a (symbol, day) retention dropped, and how many were. A repeat of a stored trade
     is told by its id; once retention has dropped it, nothing tells, so its day takes no more trades.
-    Inside the batch's transaction: a retention committed since is seen."""
+    Inside the batch's transaction: with trades of days retention may drop, it keeps retention
+    waiting from here until it ends."""
     # TRADES_RETENTION_DAYS >= 1: retention drops days before yesterday at the latest.
     live_since = datetime.combine(now.date() - timedelta(days=1), time.min, UTC)
     old = {(trade.symbol, trade.ts.date()) for trade in trades if trade.ts < live_since}
-    retired = selectors.retired_trade_days(days=old) if old else set()
+    if not old:
+        return trades, 0
+    services.retention_held_off()
+    retired = selectors.retired_trade_days(days=old)
     if not retired:
         return trades, 0
     kept = [trade for trade in trades if trade.ts >= live_since or (trade.symbol, trade.ts.date()) not in retired]

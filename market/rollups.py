@@ -74,9 +74,14 @@ _REPAIR = f"""
       AND ({", ".join(f"c.{col}" for col in _VALUE_COLUMNS)})
           IS DISTINCT FROM ({", ".join(f"e.{col}" for col in _VALUE_COLUMNS)})
 """
+# Not over a candle that exists: one a consumer is updating (created after the lock) would make the
+# insert wait for that consumer, which may be waiting for a candle the seal locked.
 _INSERT_MISSING = f"""
     INSERT INTO market_candle (symbol, interval, time, {", ".join(_VALUE_COLUMNS)}, updated_at)
-    SELECT symbol, %(interval)s, time, {", ".join(_VALUE_COLUMNS)}, now() FROM seal_expected
+    SELECT symbol, %(interval)s, time, {", ".join(_VALUE_COLUMNS)}, now() FROM seal_expected e
+    WHERE NOT EXISTS (SELECT 1 FROM market_candle c
+                      WHERE c.symbol = e.symbol AND c.interval = %(interval)s AND c.time = e.time)
+    ORDER BY symbol, time
     ON CONFLICT (symbol, interval, time) DO NOTHING
 """
 # A locked candle the recompute found no trade for. A trade commits with its candles, so one of its

@@ -92,6 +92,15 @@ _CANDLE_UPSERT = f"""
 """
 
 
+def retention_held_off() -> None:
+    """Keep retention from dropping trades partitions until this transaction ends. Retention locks
+    the table ACCESS EXCLUSIVE before it records the days it drops (market/storage.py), so it waits
+    for this lock, the one an INSERT takes anyway: taken before reading which days retention closed,
+    the answer holds until the batch's trades are stored."""
+    with connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE ONLY market_trade IN ROW EXCLUSIVE MODE")
+
+
 def trades_ingest(*, trades: Sequence[Trade], received_at: datetime, repeats_likely: bool = False) -> list[Trade]:
     """Store trades not stored before; returns exactly those, in input order
     (a trade repeated within `trades` counts once, as its first occurrence).

@@ -404,12 +404,13 @@ class ConsumerRunner:
                 log.info("%s: retention dropped a partition this batch was writing to; storing the batch again",
                          self.pipeline.name, extra=self._log_context)
             except DATABASE_AWAY as error:
-                log.warning("%s: database unavailable (attempt %d/%d): %s", self.pipeline.name, attempt,
-                            self.options.database_retries, error, extra=self._log_context)
+                # Away, restarting, or refusing this try (a deadlock, a serialization failure).
+                log.warning("%s: PostgreSQL did not store the batch (attempt %d/%d): %s", self.pipeline.name,
+                            attempt, self.options.database_retries, error, extra=self._log_context)
                 connection.close()
                 if attempt == self.options.database_retries:
                     raise DatabaseUnavailable(
-                        f"PostgreSQL unavailable after {attempt} attempts: {error}".strip()
+                        f"PostgreSQL did not store the batch in {attempt} attempts: {error}".strip()
                     ) from error
                 self._sleep_unless_stopped(delay)
                 delay = min(delay * 2, 8.0)

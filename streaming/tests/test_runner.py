@@ -271,6 +271,56 @@ def test_a_batch_whose_partition_retention_dropped_meanwhile_is_stored_again_and
     assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
 
 
+def test_a_replay_read_as_retention_drops_its_day_counts_nothing_twice_beside_another_member(
+        kafka_topics, redis_clean):
+    # The file was stored once. A member storing it again has read which days retention closed (none
+    # yet) when retention comes; another member then makes the day's partition again for its batch.
+    trades = make_trades(40)
+    events = {TRADES: trades}
+    pipeline = TradesPipeline()
+    pipeline.prepare(events)
+    with transaction.atomic():
+        pipeline.store(events)
+    counts = candle_trade_counts()
+    read, carry_on = threading.Event(), threading.Event()
+
+    def pause_once_the_days_are_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "market_retiredtradeday" in sql and not read.is_set():
+            read.set()
+            carry_on.wait(30)
+        return result
+
+    def store_again():
+        again = TradesPipeline()
+        again.prepare(events)
+        with connection.execute_wrapper(pause_once_the_days_are_read), transaction.atomic():
+            again.store(events)
+
+    errors = []
+    member = in_a_thread(store_again, errors)
+    assert read.wait(30)
+    retention = in_a_thread(retention_of_old_trades, errors)
+    waiter = connections.create_connection("default")
+
+    def retention_done_or_waiting() -> bool:
+        with waiter.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            return not retention.is_alive() or cursor.fetchone()[0] > 0
+
+    wait_for(retention_done_or_waiting, what="retention done or waiting for the member")
+    waiter.close()
+    if not retention.is_alive():
+        TradesPipeline().prepare(events)  # the other member: the day's partition again
+    carry_on.set()
+    member.join()
+    retention.join()
+    assert not errors
+    assert not TradeRow.objects.exists()
+    assert candle_trade_counts() == counts
+
+
 def test_a_stream_of_nothing_but_poison_stops_the_consumer(kafka_topics, redis_clean):
     publish([("AAPL", b"garbage %d" % i) for i in range(30)])
     runner = make_runner(max_consecutive_poison=20, batch_size=10)
