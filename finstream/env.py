@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from streaming.schemas import SYMBOL_RULE, is_valid_symbol
+from streaming.schemas import SYMBOL_RULE, is_valid_symbol, symbol_upper
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -67,7 +67,7 @@ def env_list(name: str, default: str) -> list[str]:
 
 def env_symbols(name: str, default: str) -> list[str]:
     """A comma-separated list of symbols, upper-cased; each must match the contract's pattern."""
-    symbols = [item.upper() for item in env_list(name, default)]
+    symbols = [symbol_upper(item) for item in env_list(name, default)]
     bad = [symbol for symbol in symbols if not is_valid_symbol(symbol)]
     if bad or not symbols:
         problem = f"{name}: {bad} are not symbols" if bad else f"{name} names no symbol"

@@ -29,6 +29,7 @@ from alerts.models import Alert, AlertRule
 from market import selectors
 from market.domain.candles import INTERVALS
 from market.pipeline_status import pipeline_status
+from streaming.schemas import symbol_upper
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def overview(request):
 @require_GET
 def symbol_detail(request, symbol: str):
     """Chart (drawn by JS from the API), latest quote, trade tape, recent candles and alerts."""
-    ticker = symbol.upper()
+    ticker = symbol_upper(symbol)
     if len(ticker) > 16 or not selectors.symbol_exists(ticker=ticker):
         raise Http404(f"unknown symbol {symbol[:40]!r}")
     interval = request.GET.get("interval", "1m")
@@ -153,7 +154,7 @@ def _alert_filters(request) -> dict[str, str]:
     filters = {}
     for name, values in allowed.items():
         value = request.GET.get(name, "")
-        value = value.upper() if name == "symbol" else value
+        value = symbol_upper(value) if name == "symbol" else value
         if value in values:
             filters[name] = value
     return filters

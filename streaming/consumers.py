@@ -44,7 +44,7 @@ from streaming.groups import ALERTS_CHANNEL, BadChannel, Channel, channel_parse
 from streaming.hub import hub
 from streaming.redis import REDIS_AWAY, redis_client
 from streaming.relay import CHANNEL_KEY
-from streaming.schemas import encode
+from streaming.schemas import encode, symbol_upper
 from streaming.ws_frames import PreparedBatch
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ class _SymbolStreamConsumer(_ChannelsConsumer):
     kind = ""
 
     async def connect(self):
-        symbol = self.scope["url_route"]["kwargs"]["symbol"].upper()
+        symbol = symbol_upper(self.scope["url_route"]["kwargs"]["symbol"])
         if not await _known_symbols({symbol}):
             await self.refuse_unknown_symbol(symbol)
             return

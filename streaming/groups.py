@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from market.domain.candles import INTERVALS
-from streaming.schemas import is_valid_symbol
+from streaming.schemas import is_valid_symbol, symbol_upper
 
 KINDS = ("trades", "quotes", "candles", "alerts")
 FANOUT_GROUP = "fs.fanout"
@@ -66,9 +66,9 @@ def channel_parse(text: object) -> Channel:
         interval, _, symbol = rest.partition(".")
         if interval not in INTERVALS:
             raise BadChannel(f"{text!r}: unknown candle interval {interval!r}: use one of {', '.join(INTERVALS)}")
-        channel = Channel("candles", symbol.upper(), interval)
+        channel = Channel("candles", symbol_upper(symbol), interval)
     elif kind in ("trades", "quotes"):
-        channel = Channel(kind, rest.upper())
+        channel = Channel(kind, symbol_upper(rest))
     else:
         raise BadChannel(f"{text[:40]!r} is not a channel: use {_EXAMPLES}")
     if not is_valid_symbol(channel.symbol):

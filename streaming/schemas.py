@@ -50,6 +50,12 @@ def is_valid_symbol(symbol: str) -> bool:
     return bool(_SYMBOL_RE.match(symbol))
 
 
+def symbol_upper(text: str) -> str:
+    """``text`` in capitals if it is ASCII, else as it is (for the symbol check to refuse): str.upper()
+    makes "ſ" an S and "ﬀ" FF, which would take "TſLA" for TSLA."""
+    return text.upper() if text.isascii() else text
+
+
 _PLACES = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
 
 

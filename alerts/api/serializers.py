@@ -4,6 +4,7 @@ from rest_framework import serializers
 from alerts.models import Alert, AlertRule
 from alerts.selectors import ALERT_STATES
 from market.api.pagination import PageQuerySerializer, limit_field
+from streaming.schemas import symbol_upper
 
 ALERTS_LIMIT = {"default": 100, "maximum": 1000}
 
@@ -25,7 +26,7 @@ class AlertQuerySerializer(PageQuerySerializer):
     FILTERS = ("symbol", "severity", "type", "state")
 
     def validate_symbol(self, value: str) -> str:
-        return value.upper()
+        return symbol_upper(value)
 
     def selection(self, attrs) -> list[str]:
         return [f"{name}={attrs[name]}" for name in self.FILTERS if name in attrs]

@@ -51,6 +51,7 @@ from finstream.errors import ApiError
 from market import selectors
 from market.api.pagination import Position, next_url
 from market.api.serializers import CandleQuerySerializer, quote_json, summary_json
+from streaming.schemas import symbol_upper
 from streaming.wire import epoch_us_time
 
 QUOTE_PREFIX = "/api/v1/quotes/"
@@ -86,7 +87,7 @@ def _route(path_info: str) -> tuple[str | None, str | None]:
         return "market-summary", None
     for prefix, view in ((QUOTE_PREFIX, "quote-latest"), (CANDLES_PREFIX, "candle-list")):
         if path_info.startswith(prefix) and len(path_info) > len(prefix) and "/" not in path_info[len(prefix):]:
-            return view, path_info[len(prefix):].upper()
+            return view, symbol_upper(path_info[len(prefix):])
     return None, None
 
 

@@ -25,7 +25,7 @@ from market.api.serializers import (
     summary_json,
     trades_json,
 )
-from streaming.schemas import is_valid_symbol
+from streaming.schemas import is_valid_symbol, symbol_upper
 
 SYMBOL_PARAMETER = OpenApiParameter(
     "symbol", str, OpenApiParameter.PATH, description="Ticker, e.g. AAPL (case-insensitive)."
@@ -36,7 +36,7 @@ UNKNOWN_SYMBOL = OpenApiResponse(ErrorSerializer, description="unknown_symbol: G
 
 def known_symbol(symbol: str) -> str:
     """The ticker for a path segment, or a 404 unknown_symbol."""
-    ticker = symbol.upper()
+    ticker = symbol_upper(symbol)
     if not is_valid_symbol(ticker) or (
             ticker not in selectors.symbol_tickers_recent(max_age=settings.API_SYMBOLS_CACHE_SECONDS)
             and not selectors.symbol_exists(ticker=ticker)):  # a symbol added since

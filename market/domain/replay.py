@@ -56,7 +56,9 @@ from hashlib import blake2b
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streaming.schemas import MAX_PRICE, MAX_SIZE, SYMBOL_RULE, Quote, Trade, check_decimal, is_valid_symbol
+from streaming.schemas import (
+    MAX_PRICE, MAX_SIZE, SYMBOL_RULE, Quote, Trade, check_decimal, is_valid_symbol, symbol_upper,
+)
 from streaming.wire import UtcTexts, WireMessage, epoch_us, epoch_us_time, quote_bytes, trade_bytes
 
 EpochUnit = Literal["s", "ms", "us", "ns"]
@@ -1031,7 +1033,7 @@ def _joined_time(date: str, time_of_day: str) -> str:
 
 def _symbol(text: str) -> str:
     """A symbol as the contract spells it: upper case, and a pair's ``/`` a ``-`` (``btc/usd`` is ``BTC-USD``)."""
-    return text.strip().upper().replace("/", "-")
+    return symbol_upper(text.strip()).replace("/", "-")
 
 
 def _is_blank(row: Sequence[str]) -> bool:

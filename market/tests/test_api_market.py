@@ -314,6 +314,8 @@ def test_trades_of_an_unknown_symbol_are_404(client):
     assert_error(get(client, "/api/v1/trades/" + "X" * 300, 404), "unknown_symbol")
     for endpoint in ("trades", "quotes", "candles"):  # not a symbol's characters: never a database error
         assert_error(get(client, f"/api/v1/{endpoint}/AAPL%E2%82%AC", 404), "unknown_symbol")
+        # Nor MSFT: the long s is an S only in str.upper()
+        assert_error(get(client, f"/api/v1/{endpoint}/M%C5%BFFT?interval=1m", 404), "unknown_symbol")
 
 
 def test_a_nul_character_anywhere_in_the_url_is_a_400_never_a_database_error(client, settings):

@@ -962,6 +962,12 @@ def test_databento_files_need_their_price_scale_and_book_files_are_refused():
             parse_text(other_schema, price_scale="1e-9")
 
 
+@pytest.mark.parametrize("symbol", ["tſla", "ﬀ", "AAPL€"])
+def test_a_symbol_outside_the_contracts_characters_is_a_bad_row_not_another_symbol(symbol):
+    with pytest.raises(ReplayError, match=f"symbol {symbol!r} is not valid"):
+        parse_text(f"{symbol},2026-01-05T14:30:01Z,1,1\n", header=["symbol", "timestamp", "price", "size"])
+
+
 def test_a_currency_pair_written_with_a_slash_is_the_contracts_symbol():
     text = "EUR/USD,20260105 14:30:01.658,1.17229,1.17232\n"
     [quote] = parse_text(text, header=["symbol", "timestamp", "bid", "ask"])

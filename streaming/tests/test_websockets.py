@@ -140,15 +140,18 @@ def test_the_alerts_endpoint_receives_every_alert(market):
     run(scenario)
 
 
-@pytest.mark.parametrize("path", ["/ws/trades/NOPE", "/ws/quotes/NOPE"])
-def test_an_unknown_symbol_is_refused_with_4404_and_a_reason(market, path):
+@pytest.mark.parametrize(("path", "symbol"), [
+    ("/ws/trades/NOPE", "NOPE"), ("/ws/quotes/NOPE", "NOPE"),
+    ("/ws/trades/MſFT", "MſFT"),  # not MSFT: the long s is an S only in str.upper()
+])
+def test_an_unknown_symbol_is_refused_with_4404_and_a_reason(market, path, symbol):
     async def scenario():
         client = WebsocketCommunicator(application, path, headers=ORIGIN)
         connected, _ = await client.connect(timeout=TIMEOUT)
         assert connected  # accepted only to say why, then closed
         message = await receive(client)
         assert message["type"] == "error" and message["code"] == "unknown_symbol"
-        assert "NOPE" in message["message"]
+        assert symbol in message["message"]
         closed = await client.receive_output(timeout=TIMEOUT)
         assert closed == {"type": "websocket.close", "code": 4404, "reason": "unknown symbol"}
 

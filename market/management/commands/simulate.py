@@ -18,7 +18,7 @@ from market.domain.simulator import MIN_PRICE, MarketSimulator, SymbolProfile, g
 from market.feeds import feed_publish, positive_or_max, stop_on_signals
 from streaming import metrics
 from streaming.kafka import DeliveryFailed, EventPublisher, KafkaUnavailable, kafka_cluster_reachable
-from streaming.schemas import SYMBOL_RULE, is_valid_symbol
+from streaming.schemas import SYMBOL_RULE, is_valid_symbol, symbol_upper
 from streaming.topics import QUOTES, TRADES, topic
 from streaming.wire import epoch_ms
 
@@ -57,7 +57,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         rate_text = options["rate"] or str(settings.TRADES_PER_SECOND)
         speed_rate = positive_or_max(rate_text, option="--rate", meaning="trades per second (e.g. 100)")
-        symbols = [s.strip().upper() for s in (options["symbols"] or ",".join(settings.SYMBOLS)).split(",") if s.strip()]
+        symbols = [symbol_upper(s.strip()) for s in (options["symbols"] or ",".join(settings.SYMBOLS)).split(",") if s.strip()]
         bad = [s for s in symbols if not is_valid_symbol(s)]
         if bad or not symbols:
             raise CommandError(f"--symbols: invalid symbol(s) {bad or symbols}: use {SYMBOL_RULE}")
