@@ -10,6 +10,7 @@ from django.db.models import Count, Max
 from alerts.domain.rules import RuleConfig, RuleConfigError
 from alerts.domain.signals import LEVEL, EpisodeSeed, alert_id, parse_ts
 from alerts.models import Alert, AlertRule, DetectorProgress
+from market import selectors as market_selectors
 
 
 def alert_rule_configs() -> tuple[list[RuleConfig], list[str]]:
@@ -86,11 +87,14 @@ def alert_page(*, symbol: str | None = None, severity: str | None = None, type: 
                state: str | None = None, start: datetime | None = None, end: datetime | None = None,
                after: tuple[datetime, str] | None = None, descending: bool = True, limit: int) -> list[Alert]:
     """Up to `limit` alerts matching the filters, by (event_time, id), strictly
-    after `after` in the chosen order. State: open (neither acknowledged nor
-    resolved), acknowledged (but not resolved) or resolved."""
+    after `after` in the chosen order; without `symbol`, none of a hidden symbol.
+    State: open (neither acknowledged nor resolved), acknowledged (but not
+    resolved) or resolved."""
     alerts = Alert.objects.select_related("rule", "acknowledged_by", "resolved_by")
     if symbol:
         alerts = alerts.filter(symbol=symbol)
+    elif hidden := market_selectors.symbol_tickers_hidden():
+        alerts = alerts.exclude(symbol__in=hidden)
     if severity:
         alerts = alerts.filter(severity=severity)
     if type:

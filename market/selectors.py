@@ -397,6 +397,11 @@ def symbol_tickers() -> list[str]:
     return list(Symbol.objects.filter(active=True).order_by("ticker").values_list("ticker", flat=True))
 
 
+def symbol_tickers_hidden() -> list[str]:
+    """The symbols hidden in the admin (not active): their data stays, the API and pages show none of it."""
+    return list(Symbol.objects.filter(active=False).values_list("ticker", flat=True))
+
+
 _recent_tickers: tuple[float, list[str]] = (float("-inf"), [])  # (valid from, tickers): see symbol_tickers_known
 _tickers_read_at = float("-inf")  # when PostgreSQL last gave the list
 SYMBOLS_RETRY_SECONDS = 5.0

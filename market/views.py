@@ -143,30 +143,34 @@ def symbol_detail(request, symbol: str):
 
 
 # --- alerts ------------------------------------------------------------------------------
-def _alert_filters(request) -> dict[str, str]:
-    """The valid filters of the query string; an unknown value is ignored, not an error."""
+def _alert_filters(request) -> tuple[dict[str, str], list[str]]:
+    """The query string's filters, and what is wrong with those whose value is not one there is (a
+    link written by hand): the page then lists no alert rather than every one."""
     allowed = {
         "symbol": set(selectors.symbol_tickers()),
         "severity": set(Alert.Severity.values),
         "type": set(AlertRule.Type.values),
         "state": set(alert_selectors.ALERT_STATES),
     }
-    filters = {}
+    filters, unknown = {}, []
     for name, values in allowed.items():
         value = request.GET.get(name, "")
         value = symbol_upper(value) if name == "symbol" else value
         if value in values:
             filters[name] = value
-    return filters
+        elif value:
+            unknown.append(f"{value[:40]!r} is not a {name}")
+    return filters, unknown
 
 
 @require_GET
 def alert_list(request):
     """Alerts, newest first, filtered by symbol, severity, type and state."""
-    filters = _alert_filters(request)
+    filters, unknown = _alert_filters(request)
     context = {
         "nav": "alerts",
-        "alerts": alert_selectors.alert_page(**filters, limit=ALERT_ROWS),
+        "alerts": [] if unknown else alert_selectors.alert_page(**filters, limit=ALERT_ROWS),
+        "unknown_filters": unknown,
         "filters": filters,
         "max_rows": ALERT_ROWS,
         "symbols": selectors.symbol_tickers(),

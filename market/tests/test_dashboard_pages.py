@@ -16,8 +16,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
 from django.test import Client
+from rest_framework.test import APIClient
 
 from alerts.models import Alert
+from market.models import Symbol
 from market import pipeline_status as status_module
 from market.rollups import market_stats_refresh
 from market.services import LATEST_QUOTE_KEY, LATEST_TRADE_KEY, latest_events_store, symbols_seed
@@ -190,12 +192,21 @@ def test_the_alerts_page_filters_on_the_server_and_answers_htmx_with_the_list_on
     assert alert_ids(Client().get("/alerts/?severity=low").content.decode()) == ["al-2"]
     assert alert_ids(Client().get("/alerts/?type=price_spike&severity=critical").content.decode()) == ["al-3"]
     assert alert_ids(Client().get("/alerts/?state=resolved").content.decode()) == []
-    assert alert_ids(Client().get("/alerts/?severity=bogus").content.decode()) == ["al-3", "al-2", "al-1"]
+    for query, unknown in (("severity=bogus", "&#x27;bogus&#x27; is not a severity"),
+                           ("symbol=NOPE&severity=high", "&#x27;NOPE&#x27; is not a symbol")):
+        page = Client().get(f"/alerts/?{query}").content.decode()
+        assert alert_ids(page) == [] and f"No alerts: {unknown}." in page  # not every alert
 
     fragment = Client().get("/alerts/?symbol=MSFT", HTTP_HX_TARGET="alert-list", **HTMX).content.decode()
     assert "<html" not in fragment and fragment.lstrip().startswith('<div id="alert-list"')
     assert 'data-symbol="MSFT"' in fragment.split(">", 1)[0]  # the filters, for live alerts to match
     assert alert_ids(fragment) == ["al-2"]
+
+
+def test_a_hidden_symbols_alerts_are_not_listed(alerts):
+    Symbol.objects.filter(ticker="MSFT").update(active=False)
+    assert alert_ids(Client().get("/alerts/").content.decode()) == ["al-3", "al-1"]
+    assert [a["id"] for a in APIClient().get("/api/v1/alerts").json()["alerts"]] == ["al-3", "al-1"]
 
 
 def test_the_alert_list_keeps_a_fixed_number_of_rows():
