@@ -85,7 +85,8 @@ ALERT_STATES = ("open", "acknowledged", "resolved")
 
 def alert_page(*, symbol: str | None = None, severity: str | None = None, type: str | None = None,
                state: str | None = None, start: datetime | None = None, end: datetime | None = None,
-               after: tuple[datetime, str] | None = None, descending: bool = True, limit: int) -> list[Alert]:
+               detected_since: datetime | None = None, after: tuple[datetime, str] | None = None,
+               descending: bool = True, limit: int) -> list[Alert]:
     """Up to `limit` alerts matching the filters, by (event_time, id), strictly
     after `after` in the chosen order; without `symbol`, none of a hidden symbol.
     State: open (neither acknowledged nor resolved), acknowledged (but not
@@ -109,6 +110,8 @@ def alert_page(*, symbol: str | None = None, severity: str | None = None, type: 
         alerts = alerts.filter(event_time__gte=start)
     if end is not None:
         alerts = alerts.filter(event_time__lt=end)
+    if detected_since is not None:
+        alerts = alerts.filter(detected_at__gte=detected_since)
     if after is not None:
         time, alert_id = after
         # (event_time, id) strictly after the cursor; the redundant bound on

@@ -50,7 +50,7 @@ def test_the_schema_documents_every_endpoint_of_the_spec():
     candles = {p["name"] for p in schema["paths"]["/api/v1/candles/{symbol}"]["get"]["parameters"]}
     assert candles == {"symbol", "interval", "limit", "start", "end", "sort", "cursor"}
     alerts = {p["name"] for p in schema["paths"]["/api/v1/alerts"]["get"]["parameters"]}
-    assert alerts == {"symbol", "severity", "type", "state", "limit", "start", "end", "sort", "cursor"}
+    assert alerts == {"symbol", "severity", "type", "state", "detected_since", "limit", "start", "end", "sort", "cursor"}
     price = schema["components"]["schemas"]["Trade"]["properties"]["price"]
     assert price["type"] == "string" and price["format"] == "decimal"  # exact decimal strings
 

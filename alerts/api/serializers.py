@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from alerts.models import Alert, AlertRule
 from alerts.selectors import ALERT_STATES
-from market.api.pagination import PageQuerySerializer, limit_field
+from market.api.pagination import PageQuerySerializer, TimeParamField, limit_field
 from streaming.schemas import symbol_upper
 
 ALERTS_LIMIT = {"default": 100, "maximum": 1000}
@@ -22,8 +22,13 @@ class AlertQuerySerializer(PageQuerySerializer):
     severity = serializers.ChoiceField(**_choices("severity", Alert.Severity.values))
     type = serializers.ChoiceField(**_choices("type", AlertRule.Type.values))
     state = serializers.ChoiceField(**_choices("state", ALERT_STATES))
+    detected_since = TimeParamField(
+        required=False,
+        help_text="Only alerts detected at or after this time, written as `start` is: what a client missed "
+                  "since the last alert it received, whose `detected_at` it gives. `start` and `end` are event "
+                  "times, and an alert can be detected long after its event time.")
     limit = limit_field(**ALERTS_LIMIT)
-    FILTERS = ("symbol", "severity", "type", "state")
+    FILTERS = ("symbol", "severity", "type", "state", "detected_since")
 
     def validate_symbol(self, value: str) -> str:
         return symbol_upper(value)

@@ -39,6 +39,7 @@ class AlertListApi(ReadApi):
         rows = selectors.alert_page(
             symbol=params.get("symbol"), severity=params.get("severity"), type=params.get("type"),
             state=params.get("state"), start=params.get("start"), end=params.get("end"),
+            detected_since=params.get("detected_since"),
             after=None if after is None else (after.time, after.id), descending=params["sort"] == "desc",
             limit=limit + 1,
         )

@@ -22,7 +22,7 @@ T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 def make_alert(i: int, *, symbol="AAPL", severity="high", type="price_spike", seconds=None, **extra) -> Alert:
     ts = T0 + timedelta(seconds=i if seconds is None else seconds)
     return Alert.objects.create(id=f"al-{i:024x}", type=type, severity=severity, symbol=symbol,
-                                message=f"alert {i}", observed={"n": i}, event_time=ts, detected_at=ts, **extra)
+                                message=f"alert {i}", observed={"n": i}, event_time=ts, **{"detected_at": ts, **extra})
 
 
 @pytest.fixture
@@ -89,6 +89,21 @@ def test_alert_pages_follow_through_equal_times(alerts):
         seen += ids(body)
         url = body["next"] and urlsplit(body["next"])._replace(scheme="", netloc="").geturl()
     assert seen == list(range(15, 0, -1))
+
+
+def test_alerts_detected_since_a_time_include_those_of_older_event_times(alerts):
+    # A detector catching up detects at 14:40 an alert of 14:30:00.5: after an alert detected at
+    # 14:35 (of 14:30:05), a client that missed the rest asks for what was detected since.
+    last_seen = make_alert(6, seconds=5, detected_at=T0 + timedelta(minutes=5))
+    make_alert(7, seconds=0.5, detected_at=T0 + timedelta(minutes=10))
+    since = last_seen.detected_at.isoformat().replace("+00:00", "Z")
+    assert ids(get(f"/api/v1/alerts?detected_since={since}&sort=asc")) == [7, 6]
+    first = get(f"/api/v1/alerts?detected_since={since}&limit=1")
+    assert ids(first) == [6] and "detected_since=" in first["next"]
+    assert ids(get(urlsplit(first["next"])._replace(scheme="", netloc="").geturl())) == [7]
+    assert ids(get(f"/api/v1/alerts?start={since}")) == []  # start is the event time
+    error = get("/api/v1/alerts?detected_since=yesterday", 400)["error"]
+    assert error["code"] == "invalid_parameter" and error["message"].startswith("detected_since:")
 
 
 def test_an_alert_cursor_is_refused_under_other_filters(alerts):
