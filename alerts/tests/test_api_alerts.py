@@ -117,6 +117,7 @@ def test_an_alert_cursor_is_refused_under_other_filters(alerts):
 @pytest.mark.parametrize(("query", "field"), [
     ("severity=urgent", "severity"), ("type=meteor", "type"), ("state=closed", "state"), ("limit=0", "limit"),
     ("limit=100000", "limit"), ("limit=-1", "limit"), ("start=not-a-date", "start"), ("sort=up", "sort"),
+    ("limit=1&limit=2", "limit"), ("sort=desc&severity=high&sort=asc", "sort"),
 ])
 def test_bad_alert_parameters_are_400_listing_what_is_allowed(alerts, query, field):
     error = get(f"/api/v1/alerts?{query}", 400)["error"]

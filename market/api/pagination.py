@@ -139,6 +139,13 @@ class PageQuerySerializer(serializers.Serializer):
         """What picks this listing's rows besides the kind: the path's symbol, the filters."""
         return []
 
+    def to_internal_value(self, data):
+        # A query string may name a parameter twice, and QueryDict.get() would quietly take the last.
+        repeated = [name for name in self.fields if len(data.getlist(name)) > 1] if hasattr(data, "getlist") else []
+        if repeated:
+            raise serializers.ValidationError({name: ["given more than once: give it once"] for name in repeated})
+        return super().to_internal_value(data)
+
     def validate(self, attrs):
         start, end = attrs.get("start"), attrs.get("end")
         if start is not None and end is not None and start >= end:

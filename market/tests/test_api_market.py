@@ -249,6 +249,7 @@ def test_trades_of_one_instant_come_in_tape_order_across_pages(client, sort):
     ("end=20261127", ["end", "a date is written 2026-03-02"]),
     ("start=2026-03-02T15:00:00Z&end=2026-03-02T14:00:00Z", ["end", "after start"]),
     ("sort=newest", ["sort", "desc", "asc"]),
+    ("limit=1&limit=2", ["limit", "given more than once"]),
 ])
 def test_bad_trade_parameters_are_400_saying_what_is_allowed(client, query, mentions):
     body = get(client, f"/api/v1/trades/AAPL?{query}", 400)
@@ -360,6 +361,7 @@ def test_candle_pages_follow_in_either_order_and_respect_start_and_end(client):
     ("limit=100000", ["limit", "1 to 5000"]),
     ("start=yesterday", ["start"]),
     ("end=1e10", ["end"]),
+    ("interval=1m&interval=5m", ["interval", "given more than once"]),
 ])
 def test_bad_candle_parameters_are_400_saying_what_is_allowed(client, query, mentions):
     assert_error(get(client, f"/api/v1/candles/AAPL?{query}", 400), "invalid_parameter", *mentions)
