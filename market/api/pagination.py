@@ -59,6 +59,8 @@ def parse_time(text: str) -> datetime:
     if not (text.isascii() and text.isprintable()):
         raise not_a_time
     if _EPOCH_MS.fullmatch(text):
+        if int(text) < 0:
+            raise ValueError(f"{text[:40]!r} as epoch milliseconds is before 1970: no market data here is")
         if int(text) < _MIN_EPOCH_MS:
             raise ValueError(f"{text[:40]!r} as epoch milliseconds is before 1973: epoch seconds are "
                              f"{int(text) * 1000} in milliseconds, and a date is written 2026-03-02")

@@ -78,7 +78,8 @@ class QuoteLatestApi(ReadApi):
         ticker = known_symbol(symbol)
         quote = selectors.quote_latest(symbol=ticker)
         if quote is None:
-            raise ApiError(code="no_quote", message=f"no quote for {ticker} yet: is ingest_quotes running?",
+            raise ApiError(code="no_quote", message=f"no quote for {ticker} yet: none has come (a replayed file "
+                                                    "of trades only has none), or ingest_quotes is not running",
                            status_code=status.HTTP_404_NOT_FOUND)
         return Response(quote_json(ticker, quote))  # as QuoteSerializer documents it
 

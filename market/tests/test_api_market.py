@@ -244,6 +244,7 @@ def test_trades_of_one_instant_come_in_tape_order_across_pages(client, sort):
     ("start=2026-03-02T14:30:00", ["start", "time zone"]),
     ("start=99999999999999999", ["start"]),
     ("start=1795766400", ["start", "epoch seconds are 1795766400000 in milliseconds"]),  # seconds, not ms
+    ("start=-1795867200000", ["start", "before 1970"]),
     ("start=%EF%BC%91795766400000", ["start", "not a time"]),  # a full-width 1
     ("start=2026-11-27T12:00:00Z%01", ["start", "not a time"]),  # Python's fromisoformat takes it
     ("end=20261127", ["end", "a date is written 2026-03-02"]),
