@@ -26,7 +26,8 @@ Definition (docs/alerts.md has worked examples):
   ``min_ratio * centre``: a guard on relative volume, because a sigma test alone fires on about
   one ordinary minute in a hundred (a minute's volume is a sum of heavy-tailed trade sizes,
   and 30 minutes estimate its sigma loosely). It only removes alerts; ``z`` and the severity
-  are unchanged.
+  are unchanged. It is waived when ``z > decisive_sigma`` (20; 0 never): against a steady
+  baseline, 3 or 4 times the usual volume is that far out, beyond the heavy tails' reach.
 * The alert's event time is the end of the bucket, the instant its measurement completed,
   which is the same whichever event completed it.
 
@@ -161,7 +162,9 @@ class VolumeAnomalyDetector:
         if len(baseline) == params.baseline_buckets:
             centre, spread = baseline_stats(baseline, params.method)
             scale = max(spread, params.epsilon * centre)
-            if volume > centre + params.k_sigma * scale and volume > params.min_ratio * centre:
+            if volume > centre + params.k_sigma * scale and (
+                    volume > params.min_ratio * centre
+                    or (params.decisive_sigma and volume > centre + params.decisive_sigma * scale)):
                 self._alert(symbol, st, bucket, volume, centre, spread, scale, out)
         baseline.append(volume)
 

@@ -81,18 +81,18 @@ def test_the_unscored_rules_fire_only_around_injected_anomalies(day):
 
 def test_the_default_volume_rule_needs_more_than_five_times_the_usual_minute_as_well_as_3_sigma():
     volume_rule = next(c for c in DEFAULT_RULES if c.type == "volume_anomaly")
-    assert volume_rule.params.min_ratio == 5
-    baseline = [900, 1100] * 15  # mean 1000, sigma 100: 3 sigma is 1300, 5x is 5000
+    assert (volume_rule.params.min_ratio, volume_rule.params.decisive_sigma) == (5, 20)
+    baseline = [500, 1500] * 15  # mean 1000, sigma 500: 3 sigma is 2500, 5x is 5000, 20 sigma 11000
 
     def alerts(burst: int, rules) -> list:
         tape = [trade("AAPL", m * 60 + 30, "100.00", v, seq=m) for m, v in enumerate([*baseline, burst, 1000])]
         return feed(AnomalyEngine(rules), tape)
 
     plain = [dataclasses.replace(volume_rule, params=dataclasses.replace(volume_rule.params, min_ratio=0.0))]
-    assert len(alerts(4000, plain)) == 1  # z = 30: the plain rule fires
+    assert len(alerts(4000, plain)) == 1  # z = 6: the plain rule fires
     assert alerts(4000, [volume_rule]) == [] and alerts(5000, [volume_rule]) == []
     [signal] = alerts(5001, [volume_rule])
-    assert signal.severity == "critical" and signal.observed["z"] == 40.01
+    assert signal.severity == "high" and signal.observed["z"] == 8.002
 
 
 # The scoring rules themselves, on hand-made alerts.

@@ -52,11 +52,23 @@ def test_the_threshold_is_strictly_more_than_k_sigma(burst, alerts):
     assert len(feed(volume(), minutes("AAPL", ALTERNATING + [burst, 100]))) == alerts
 
 
-@pytest.mark.parametrize(("burst", "alerts"), [(131, 0), (500, 0), (500.5, 1)])
+NOISY = [50, 150] * 15  # mean 100, population sigma 50
+
+
+@pytest.mark.parametrize(("burst", "alerts"), [(260, 0), (500, 0), (500.5, 1)])
 def test_by_default_a_burst_must_also_be_more_than_five_times_the_centre(burst, alerts):
-    # 131 is 3.1 sigma above a mean of 100 but only 1.31x it: the default rule stays quiet.
+    # 260 is 3.2 sigma above a mean of 100 but only 2.6x it: the default rule stays quiet.
     eng = engine(rule("volume_anomaly"))
-    assert len(feed(eng, minutes("AAPL", ALTERNATING + [burst, 100]))) == alerts
+    assert len(feed(eng, minutes("AAPL", NOISY + [burst, 100]))) == alerts
+
+
+@pytest.mark.parametrize(("burst", "alerts"), [(290, 0), (300, 0), (300.5, 1), (400, 1)])
+def test_a_burst_more_than_20_sigma_above_a_steady_baseline_needs_no_ratio(burst, alerts):
+    # Against 100 +- 10 a minute of 3x is 20 sigma out: a spike no ordinary minute makes.
+    eng = engine(rule("volume_anomaly"))
+    signals = feed(eng, minutes("AAPL", ALTERNATING + [burst, 100]))
+    assert len(signals) == alerts
+    assert all(s.severity == "critical" and s.observed["volume"] == burst for s in signals)
 
 
 def test_nothing_is_compared_before_the_baseline_is_full():
