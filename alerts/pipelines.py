@@ -256,6 +256,10 @@ class AnomalyPipeline:
         # Not the batch's latest trade: a symbol on a partition that is behind would look silent.
         watermark = events.event_time.get(TRADES)
         signals = self._warm(engine, events.get(TRADES, ()), quotes, watermark)
+        # A new engine (a restart, a rules change) has not been advanced: where the market was.
+        known = self._advanced_to or self._resumed_at
+        if known is not None:
+            engine.market_time_known(known)
         trades = sorted(self._fresh(events.get(TRADES, ())), key=_by_symbol)
         signals += engine.on_trades(trades) + engine.on_quotes(quotes)
         self._note_read(trades, quotes)

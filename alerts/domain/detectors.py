@@ -162,6 +162,14 @@ class AnomalyEngine:
                 detector.advance(w, out)
         return out
 
+    def market_time_known(self, ts: datetime) -> None:
+        """The market's event time is known to have reached ``ts`` (where the consumer's run, or the
+        engine, before this one had got to): how far each symbol's trades run behind the market is
+        measured from there rather than from nothing. Completes nothing."""
+        w = _event_time(ts)
+        for detector in self._volume:
+            detector.market_time_known(w)
+
     def warm(
         self, *, candles: Iterable[Candle] = (), trades: Iterable[Trade] = (), quotes: Iterable[Quote] = (),
         settled_at: Mapping[str, datetime] | None = None, episodes: Iterable[EpisodeSeed] = (),

@@ -112,8 +112,7 @@ class VolumeAnomalyParams:
         _require(self.min_ratio == 0 or 1 <= self.min_ratio <= 1000,
                  f"min_ratio must be 0 (off) or a multiple of the baseline's centre between 1 and 1000, "
                  f"got {self.min_ratio}")
-        _require(self.decisive_sigma == 0 or self.decisive_sigma >= self.k_sigma,
-                 f"decisive_sigma must be 0 (off) or at least k_sigma ({self.k_sigma}), got {self.decisive_sigma}")
+        _require(self.decisive_sigma >= 0, f"decisive_sigma must be 0 (off) or positive, got {self.decisive_sigma}")
         for name in ("k_sigma", "high_sigma", "critical_sigma", "epsilon"):
             value = getattr(self, name)
             _require(value > 0, f"{name} must be positive, got {value}")

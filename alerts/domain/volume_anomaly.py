@@ -114,7 +114,8 @@ class VolumeAnomalyDetector:
             if st is None:
                 st = self._state(trade.symbol)
             bucket = int(t) // BUCKET_SECONDS
-            if bucket == st.bucket:
+            opened = bucket != st.bucket
+            if not opened:
                 st.volume += size
             elif bucket <= st.closed_through:
                 self.late_dropped += 1
@@ -123,12 +124,17 @@ class VolumeAnomalyDetector:
                 if st.bucket >= 0:
                     self._close(trade.symbol, st, out)
                 st.bucket, st.volume, st.closed_through = bucket, size, bucket - 1
-            if not late:
-                st.behind = max(0.0, market_time - t)
-            # A replay faster than the market catches up: its deadline can come sooner than the last.
-            deadline = _deadline(st)
-            if deadline < self._next_close:
-                self._next_close = deadline
+            behind = st.behind if late else max(0.0, market_time - t)
+            # A new bucket, or a replay faster than the market catching up: a deadline sooner than the bound.
+            sooner = opened or behind < st.behind
+            st.behind = behind
+            if sooner:
+                deadline = _deadline(st)
+                if deadline < self._next_close:
+                    self._next_close = deadline
+
+    def market_time_known(self, w: float) -> None:
+        self._market_time = max(self._market_time, w)
 
     def advance(self, w: float, out: list[AlertSignal]) -> None:
         self._market_time = max(self._market_time, w)

@@ -250,7 +250,7 @@ def test_a_detector_restarted_during_a_replay_beside_the_live_feed_does_not_watc
     # starts with RIVN's older trades, which are not where the market was.
     alert_rules_seed()
     symbols_seed(tickers=["AAPL", "RIVN"])
-    live = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    live = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
     aapl = steady("AAPL", range(0, 600, 2), "a", start=live)
     replay = steady("RIVN", range(0, 1800), "r", start=live - timedelta(minutes=30))
 
@@ -260,13 +260,18 @@ def test_a_detector_restarted_during_a_replay_beside_the_live_feed_does_not_watc
 
     first = AnomalyPipeline()
     alerts = stored_and_detected(first, aapl[:100])
-    alerts += stored_and_detected(first, aapl[100:110] + replay[:600], watermark=aapl[109].ts)
+    alerts += stored_and_detected(first, aapl[100:110] + replay[:610], watermark=aapl[109].ts)
     first.close()
     restarted = AnomalyPipeline()
-    alerts += stored_and_detected(restarted, replay[600:1200] + aapl[110:120], watermark=aapl[119].ts)
-    alerts += stored_and_detected(restarted, replay[1200:] + aapl[120:])
+    alerts += stored_and_detected(restarted, replay[610:1210] + aapl[110:120], watermark=aapl[119].ts)
+    alerts += stored_and_detected(restarted, replay[1210:] + aapl[120:])
     restarted.close()
     assert [(a.symbol, a.type) for a in alerts if a.symbol == "RIVN"] == []
+    # The minute the restarted detector's two batches split (20, from 1,200 s) is whole, as are the
+    # nine after it (10 a second): the new engine knew where the market was, and did not end RIVN's
+    # open minute at its first advance.
+    [volume_rule] = restarted._engine_current()._volume
+    assert list(volume_rule._states["RIVN"].baseline)[-10:] == [600.0] * 10
 
 
 def around_a_restart(tape, restart, meanwhile=lambda alerts: None):

@@ -66,7 +66,7 @@ def test_a_bad_configuration_names_the_rule_and_the_fix(kwargs, message):
         ("volume_anomaly", {"method": "median"}, 'method must be "mean" or "mad"'),
         ("volume_anomaly", {"baseline_buckets": 1}, "baseline_buckets must be 2..1440"),
         ("volume_anomaly", {"epsilon": 0}, "epsilon must be positive"),
-        ("volume_anomaly", {"decisive_sigma": 2}, "decisive_sigma must be 0 (off) or at least k_sigma (3.0)"),
+        ("volume_anomaly", {"decisive_sigma": -1}, "decisive_sigma must be 0 (off) or positive"),
         ("spread_blowout", {"multiple": 1}, "multiple must be more than 1"),
         ("spread_blowout", {"min_samples": 301}, "min_samples must be 1..window_seconds (300)"),
         ("crossed_quote", {"crossed_severity": "urgent"}, "crossed_severity must be one of low, medium, high"),

@@ -160,6 +160,15 @@ def test_a_file_replayed_beside_the_live_feed_has_its_minutes_completed_on_its_o
     assert eng.counters().late_volume_dropped == 0
 
 
+def test_a_new_engine_told_where_the_market_is_judges_a_replayed_minute_whole():
+    eng = volume()
+    eng.market_time_known(at(TWO_DAYS))  # a restart: where the run before had got to
+    for i in range(10):
+        assert eng.on_trades([trade("OLD", 6 * i + 1, "100.00", "10")]) == []
+        assert eng.advance(at(TWO_DAYS + 6 * i + 1)) == []
+    assert eng.counters().late_volume_dropped == 0
+
+
 def test_a_replayed_symbols_last_minute_completes_a_grace_after_its_own_clock_passes_it():
     eng = volume()
     replayed = [trade("OLD", m * 60 + 6 * i + 1, "100.00", "100" if m == 30 else "10", seq=m * 10 + i)

@@ -221,8 +221,12 @@ class HotReads:
             # in a pool of its own beside Django's: up to 4 more connections per web process.
             params = {key: value for key, value in connections["default"].get_connection_params().items()
                       if isinstance(value, (str, int))}
+            # Waits and reconnects as Django's pool does (settings.DATABASE_POOL_OPTIONS): a request
+            # finds PostgreSQL away as soon, and answered again as soon after it returns.
             self._pool = psycopg_pool.AsyncConnectionPool(
-                psycopg.conninfo.make_conninfo("", **params), open=False, min_size=1, max_size=4, timeout=10,
+                psycopg.conninfo.make_conninfo("", **params), open=False, min_size=1, max_size=4,
+                timeout=settings.DATABASE_POOL_OPTIONS["timeout"],
+                reconnect_timeout=settings.DATABASE_POOL_OPTIONS["reconnect_timeout"],
                 kwargs={"autocommit": True, "prepare_threshold": None}, name="hot-reads")
             await self._pool.open()
         return self._pool
