@@ -470,9 +470,10 @@ class ConsumerRunner:
 
 
 def _partition_dropped(error: IntegrityError) -> bool:
-    """Whether a row found no partition: prepare() made them all, so retention dropped one since."""
+    """Whether a row found no partition (a check violation of no constraint, whatever the server's
+    language): prepare() made them all, so retention dropped one since."""
     cause = error.__cause__
-    return isinstance(cause, CheckViolation) and cause.diag.message_primary.startswith("no partition of relation")
+    return isinstance(cause, CheckViolation) and cause.diag.constraint_name is None
 
 
 def _unreachable(*, redis: bool = True) -> str | None:

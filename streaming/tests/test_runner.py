@@ -171,15 +171,16 @@ def test_a_day_retention_dropped_takes_no_more_trades_so_a_replay_counts_nothing
     assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
 
 
-def until_a_transaction_waits_for_a_lock() -> None:
-    """Wait (on a connection of its own) until a transaction of this database waits for a lock."""
+def until_a_transaction_waits_for_a_lock(*, or_else=lambda: False) -> None:
+    """Wait (on a connection of its own) until a transaction of this database waits for a lock, or
+    until `or_else()`."""
     watcher = connections.create_connection("default")
     try:
-        def waiting() -> int:
+        def waiting() -> bool:
             with watcher.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM pg_stat_activity "
                                "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-                return cursor.fetchone()[0]
+                return cursor.fetchone()[0] > 0 or or_else()
         wait_for(waiting, what="a transaction waiting for a lock")
     finally:
         watcher.close()
@@ -236,8 +237,8 @@ def test_trades_a_replay_commits_while_retention_waits_to_drop_their_day_are_rec
     assert candle_trade_counts() == counts == {interval: 40 for interval in ("1m", "5m", "15m", "1h", "4h", "1d")}
 
 
-def test_a_batch_whose_partition_retention_dropped_meanwhile_is_stored_again_and_finds_its_day_retired(
-        kafka_topics, redis_clean):
+def test_a_batch_whose_partition_retention_dropped_meanwhile_is_stored_again_without_the_retired_days(
+        kafka_topics, redis_clean, caplog):
     from streaming.metrics import TRADES_NOT_STORED
 
     runner = make_runner()
@@ -261,13 +262,17 @@ def test_a_batch_whose_partition_retention_dropped_meanwhile_is_stored_again_and
     errors = []
     retention = in_a_thread(retention_holding_the_lock, errors)
     assert locked.wait(30)
-    publish_trades(make_trades(40, prefix="more"))  # more of the same day: its check saw no day retired yet
-    consume_until(runner, 40)
+    # More of the same day, and NVDA's first trades of it: retention closes AAPL's and MSFT's day (they had
+    # trades in the partition), not NVDA's, whose trades find the partition gone once it lets go.
+    nvda = make_trades(5, symbols=("NVDA",), prefix="n")
+    publish_trades(make_trades(40, prefix="more") + nvda)
+    consume_until(runner, 45)
     runner.close()
     retention.join()
     assert not errors
-    assert not TradeRow.objects.exists()
-    assert candle_trade_counts() == counts
+    assert "retention dropped a partition this batch was writing to; storing the batch again" in caplog.text
+    assert sorted(TradeRow.objects.values_list("trade_id", flat=True)) == sorted(t.id for t in nvda)
+    assert candle_trade_counts() == {interval: trades + 5 for interval, trades in counts.items()}
     assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
 
 
@@ -301,16 +306,7 @@ def test_a_replay_read_as_retention_drops_its_day_counts_nothing_twice_beside_an
     member = in_a_thread(store_again, errors)
     assert read.wait(30)
     retention = in_a_thread(retention_of_old_trades, errors)
-    waiter = connections.create_connection("default")
-
-    def retention_done_or_waiting() -> bool:
-        with waiter.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-            return not retention.is_alive() or cursor.fetchone()[0] > 0
-
-    wait_for(retention_done_or_waiting, what="retention done or waiting for the member")
-    waiter.close()
+    until_a_transaction_waits_for_a_lock(or_else=lambda: not retention.is_alive())
     if not retention.is_alive():
         TradesPipeline().prepare(events)  # the other member: the day's partition again
     carry_on.set()
