@@ -81,6 +81,8 @@ class Alert(models.Model):
             models.Index(fields=["-event_time"], name="alert_time_idx"),
             models.Index(fields=["symbol", "-event_time"], name="alert_symbol_time_idx"),
             models.Index(fields=["severity", "-event_time"], name="alert_severity_time_idx"),
+            # detected_since: a reconnecting client's "what came since", usually nothing
+            models.Index(fields=["detected_at"], name="alert_detected_idx"),
         ]
 
     def __str__(self) -> str:

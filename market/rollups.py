@@ -75,7 +75,9 @@ _REPAIR = f"""
           IS DISTINCT FROM ({", ".join(f"e.{col}" for col in _VALUE_COLUMNS)})
 """
 # Not over a candle that exists: one a consumer is updating (created after the lock) would make the
-# insert wait for that consumer, which may be waiting for a candle the seal locked.
+# insert wait for that consumer, which may be waiting for a candle the seal locked. (A candle a
+# consumer is creating is not seen, and can still make them wait for each other: PostgreSQL then
+# ends one, the consumer retries its batch and the seal runs again a minute later.)
 _INSERT_MISSING = f"""
     INSERT INTO market_candle (symbol, interval, time, {", ".join(_VALUE_COLUMNS)}, updated_at)
     SELECT symbol, %(interval)s, time, {", ".join(_VALUE_COLUMNS)}, now() FROM seal_expected e

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
+from psycopg.errors import LockNotAvailable
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,10 @@ _RETIRE_DAYS = """
 """
 
 
+# How long retention waits for a table's lock; every other use of the table waits behind it meanwhile.
+RETENTION_LOCK_WAIT_SECONDS = 10
+
+
 def partitions_drop_older_than(*, table: SeriesTable, cutoff: datetime) -> list[str]:
     """Drop whole partitions (or TimescaleDB chunks) that end at or before `cutoff`; for trades, record
     their (symbol, day)s as retired first.
@@ -255,13 +260,30 @@ def partitions_drop_older_than(*, table: SeriesTable, cutoff: datetime) -> list[
     The table is locked before the days are recorded, as dropping a partition would lock it anyway: a
     consumer's transaction writing to it then either committed before (its trades are recorded and go
     with the partition) or writes after the drop, finds the partition it meant to write to gone and
-    stores its batch again (streaming/runner.py), seeing the days retired this time.
+    stores its batch again (streaming/runner.py), seeing the days retired this time. A table held
+    longer than RETENTION_LOCK_WAIT_SECONDS (a long read) is left to the next run.
     """
     mode = storage_mode()
+    try:
+        return _drop_older_than(table=table, mode=mode, cutoff=cutoff)
+    except OperationalError as error:
+        if not isinstance(error.__cause__, LockNotAvailable):
+            raise
+        # A long read holds the table: waiting on would queue every write and read behind this lock.
+        log.warning("retention of %s waited %d s for the table and will try again at its next run",
+                    table.name, RETENTION_LOCK_WAIT_SECONDS)
+        return []
+
+
+def _drop_older_than(*, table: SeriesTable, mode: str | None, cutoff: datetime) -> list[str]:
     with transaction.atomic(), connection.cursor() as cursor:
         if not _ending_by(table=table, mode=mode, cutoff=cutoff):
             return []
-        cursor.execute(f"LOCK TABLE {table.name} IN ACCESS EXCLUSIVE MODE")
+        # In partitions mode DROP TABLE would lock the table anyway; drop_chunks locks only its chunks,
+        # and there only recording the days needs the table locked first.
+        if mode != TIMESCALE or table.retires_days:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{RETENTION_LOCK_WAIT_SECONDS}s"])
+            cursor.execute(f"LOCK TABLE {table.name} IN ACCESS EXCLUSIVE MODE")
         doomed = _ending_by(table=table, mode=mode, cutoff=cutoff)  # a replay may have made one meanwhile
         if table.retires_days:
             for source in doomed:

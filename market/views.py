@@ -193,9 +193,13 @@ def _alert_or_404(alert_id: str) -> Alert:
 
 @require_GET
 def alert_row(request, alert_id: str):
-    """One alert's table row: what the page fetches when the stream announces a new alert."""
+    """One alert's table row: what the page fetches when the stream announces a new alert (none of a
+    hidden symbol, which the lists leave out)."""
+    alert = _alert_or_404(alert_id)
+    if alert.symbol in selectors.symbol_tickers_hidden():
+        raise Http404(f"{alert.symbol} is hidden")
     return render(request, "dashboard/_alert_row.html", {
-        "alert": _alert_or_404(alert_id), "next": request.GET.get("next", reverse("dashboard-alerts")),
+        "alert": alert, "next": request.GET.get("next", reverse("dashboard-alerts")),
         "fresh": request.GET.get("fresh") == "1", "compact": request.GET.get("compact") == "1",
     })
 

@@ -68,6 +68,28 @@ def test_partitions_are_created_ahead_for_every_table():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_retention_held_off_by_a_long_read_leaves_the_table_to_its_next_run(monkeypatch, caplog):
+    from django.db import connections
+
+    monkeypatch.setattr(storage, "RETENTION_LOCK_WAIT_SECONDS", 1)
+    storage._known_partitions.clear()
+    storage.partitions_ensure(table=storage.TRADES, days={date(2020, 1, 1)})
+    reader = connections.create_connection("default")
+    try:
+        reader.set_autocommit(False)
+        with reader.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM market_trade")  # a long read, its transaction open
+        assert storage.partitions_drop_older_than(table=storage.TRADES, cutoff=datetime(2020, 1, 2, tzinfo=UTC)) == []
+    finally:
+        reader.rollback()
+        reader.close()
+    assert "retention of market_trade waited 1 s for the table and will try again" in caplog.text
+    # (with the old partitions other tests made)
+    assert "market_trade_p20200101" in storage.partitions_drop_older_than(
+        table=storage.TRADES, cutoff=datetime(2020, 1, 2, tzinfo=UTC))
+
+
+@pytest.mark.django_db(transaction=True)
 def test_retention_drops_whole_partitions_older_than_the_cutoff():
     storage._known_partitions.clear()
     storage.partitions_ensure(table=storage.QUOTES, days={date(2020, 1, 1), date(2020, 1, 2), date(2020, 1, 3)})

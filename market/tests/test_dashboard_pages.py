@@ -196,6 +196,7 @@ def test_the_alerts_page_filters_on_the_server_and_answers_htmx_with_the_list_on
                            ("symbol=NOPE&severity=high", "&#x27;NOPE&#x27; is not a symbol")):
         page = Client().get(f"/alerts/?{query}").content.decode()
         assert alert_ids(page) == [] and f"No alerts: {unknown}." in page  # not every alert
+        assert 'data-none="1"' in page  # nor one the stream brings
 
     fragment = Client().get("/alerts/?symbol=MSFT", HTTP_HX_TARGET="alert-list", **HTMX).content.decode()
     assert "<html" not in fragment and fragment.lstrip().startswith('<div id="alert-list"')
@@ -207,6 +208,9 @@ def test_a_hidden_symbols_alerts_are_not_listed(alerts):
     Symbol.objects.filter(ticker="MSFT").update(active=False)
     assert alert_ids(Client().get("/alerts/").content.decode()) == ["al-3", "al-1"]
     assert [a["id"] for a in APIClient().get("/api/v1/alerts").json()["alerts"]] == ["al-3", "al-1"]
+    # nor added live: the row the page fetches for an alert the stream announces
+    assert Client().get("/alerts/al-2/row").status_code == 404
+    assert Client().get("/alerts/al-1/row").status_code == 200
 
 
 def test_the_alert_list_keeps_a_fixed_number_of_rows():

@@ -7,6 +7,7 @@
   var fs = window.FinStream;
 
   function matches(alert, filters) {
+    if (filters.none) return false; // a filter value there is none of: the list stays empty
     if (filters.symbol && filters.symbol !== alert.symbol) return false;
     if (filters.severity && filters.severity !== alert.severity) return false;
     if (filters.type && filters.type !== alert.type) return false;
