@@ -1,5 +1,6 @@
 """Helpers for tests and benchmarks that drive real Kafka: read a topic to its end,
-wait for a condition with a deadline (tests never sleep for a fixed time), sum a
+wait for a condition with a deadline (tests never sleep for a fixed time) or for a
+transaction to wait for a lock, sum a
 metric in a /metrics scrape, a pipeline that does nothing (the runner's own
 cost, as a baseline), Redis refusing connections for a while."""
 
@@ -64,6 +65,23 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 30.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def until_a_transaction_waits_for_a_lock(*, or_else=lambda: False) -> None:
+    """Wait (on a connection of its own) until a transaction of this database waits for a lock, or
+    until `or_else()`."""
+    from django.db import connections
+
+    watcher = connections.create_connection("default")
+    try:
+        def waiting() -> bool:
+            with watcher.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                return cursor.fetchone()[0] > 0 or or_else()
+        wait_for(waiting, what="a transaction waiting for a lock")
+    finally:
+        watcher.close()
 
 
 def _end_offset(consumer: Consumer, partition: TopicPartition, *, timeout: float) -> int:

@@ -137,7 +137,7 @@ class VolumeAnomalyDetector:
         self._market_time = max(self._market_time, w)
 
     def advance(self, w: float, out: list[AlertSignal]) -> None:
-        self._market_time = max(self._market_time, w)
+        self.market_time_known(w)
         if w < self._next_close:
             return
         next_close = math.inf

@@ -200,9 +200,10 @@ def test_two_people_acknowledging_at_once_are_both_told_the_first(second):
     # read-then-save let the second overwrite the first's who and when, and told each one it won.
     import threading
 
-    from django.db import connection, connections, transaction
+    from django.db import connections, transaction
 
     from alerts import services
+    from streaming.testing import until_a_transaction_waits_for_a_lock
 
     first, other = (get_user_model().objects.create_user(username=name) for name in ("first", "other"))
     alert = make_alert(1)
@@ -218,13 +219,7 @@ def test_two_people_acknowledging_at_once_are_both_told_the_first(second):
         services.alert_acknowledge(alert=Alert.objects.get(pk=alert.pk), user=first)
         writer = threading.Thread(target=write)
         writer.start()
-        with connection.cursor() as cursor:  # the other write waits for this transaction's row lock
-            for _ in range(500):
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                               "AND datname = current_database() AND pid <> pg_backend_pid()")
-                if cursor.fetchone()[0]:
-                    break
-                writer.join(0.01)
+        until_a_transaction_waits_for_a_lock()  # the other write, for this transaction's row lock
     writer.join(10)
     stored = Alert.objects.get(pk=alert.pk)
     told = answers[0]

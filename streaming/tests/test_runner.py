@@ -11,7 +11,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
 from finstream.logs import JsonFormatter
 from market.models import Candle, Trade as TradeRow
@@ -24,7 +24,7 @@ from streaming.kafka import EventPublisher, consumer_config
 from streaming.models import ConsumerOffset
 from streaming.runner import ConsumerRunner, RunnerOptions, TooMuchPoison
 from streaming.schemas import Trade, encode
-from streaming.testing import IdlePipeline, consume_until, read_topic, wait_for
+from streaming.testing import IdlePipeline, consume_until, read_topic, until_a_transaction_waits_for_a_lock, wait_for
 from streaming.topics import DEAD_LETTERS, TRADES, topic
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -169,21 +169,6 @@ def test_a_day_retention_dropped_takes_no_more_trades_so_a_replay_counts_nothing
     assert list(TradeRow.objects.values_list("trade_id", flat=True)) == ["n-1"]  # its partition made again
     assert candle_trade_counts() == {**{interval: 41 for interval in coarse}, "1m": 1, "5m": 1}
     assert TRADES_NOT_STORED.labels(reason="retired_day")._value.get() == not_stored + 40
-
-
-def until_a_transaction_waits_for_a_lock(*, or_else=lambda: False) -> None:
-    """Wait (on a connection of its own) until a transaction of this database waits for a lock, or
-    until `or_else()`."""
-    watcher = connections.create_connection("default")
-    try:
-        def waiting() -> bool:
-            with watcher.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_stat_activity "
-                               "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-                return cursor.fetchone()[0] > 0 or or_else()
-        wait_for(waiting, what="a transaction waiting for a lock")
-    finally:
-        watcher.close()
 
 
 def in_a_thread(work, errors: list) -> threading.Thread:
